@@ -1,0 +1,1 @@
+"""Golden model of the int8 training accelerator."""

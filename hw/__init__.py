@@ -1,0 +1,1 @@
+""""""Engine RTL in Amaranth (issue: Engine RTL). Empty until that lands."""

@@ -1,0 +1,1 @@
+""""""cocotb simulations of the RTL against the golden model. Empty until the engine lands."""
