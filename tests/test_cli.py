@@ -1,0 +1,55 @@
+"""The command line: the demo's promise, JSON keys, and one-line errors that change nothing."""
+import json
+
+import pytest
+
+from sparsebp.cli import main
+
+
+def test_demo_improves_over_untrained_head(tmp_path, capsys):
+    out = tmp_path / "demo.json"
+    assert main(["demo", "--epochs", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["accuracy"] > result["accuracy_before"] + 0.4
+    assert result["accuracy"] > 0.8
+    assert 0 < result["updated_weight_fraction"] < 1
+    assert result["planned_peak_bytes"] > 0
+
+
+def test_train_json_keys_and_saved_model(tmp_path):
+    out, model = tmp_path / "train.json", tmp_path / "model.npz"
+    assert main(["train", "--data", "digits", "--scheme", "last-layer", "--policy", "static-first",
+                 "--epochs", "1", "--limit", "200", "--json", str(out), "--out", str(model)]) == 0
+    result = json.loads(out.read_text())
+    for key in ("accuracy", "updated_weight_fraction", "planned_peak_bytes"):
+        assert key in result
+    assert 0 <= result["accuracy"] <= 1
+    evaluated = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(model), "--json", str(evaluated)]) == 0
+    ev = json.loads(evaluated.read_text())
+    assert ev["accuracy"] == pytest.approx(result["accuracy"])
+    assert len(ev["predictions"]) == ev["images"]
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["train", "--scheme", "nonsense"], "unknown scheme"),
+    (["train", "--model", "missing.npz"], "missing.npz"),
+    (["train", "--model", "model.onnx"], "unknown model"),
+    (["train", "--data", "imagenet"], "imagenet"),
+    (["eval", "--data", "cifar10:/nonexistent/cifar.tar.gz"], "/nonexistent/cifar.tar.gz"),
+    (["train", "--scheme", "bias=2;w=99:0.5"], "99"),
+])
+def test_user_errors_are_one_line(argv, fragment, capsys, tmp_path):
+    assert main(argv + ["--json", str(tmp_path / "x.json")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sparsebp: error:") and fragment in err[0]
+    assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("argv", [["train", "--epochs", "0"], ["train", "--lr", "-1"],
+                                  ["train", "--policy", "random"], ["frobnicate"]])
+def test_bad_flags_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "error:" in capsys.readouterr().err
