@@ -33,13 +33,18 @@ def _clamp_with_mask(pre: np.ndarray):
 
 
 def conv_accumulate(node: Conv, x: np.ndarray) -> np.ndarray:
-    """acc = b + sum W (x - z_x), int64, checked to fit int32."""
+    """acc = sat32(b + sum W (x - z_x)) (numerics 4.2), as int64.
+
+    The MAC sum alone always fits int32 (checked); the bias add saturates, because MIT's models
+    carry biases pinned at -2^31 and 2^31-1 on some (mostly dead) channels.
+    """
     centred = x.astype(np.float64) - node.x.zero
-    acc = linear.conv_forward(centred, node.weight.astype(np.float64), node.stride, node.groups)
-    acc = np.rint(acc).astype(np.int64) + node.bias.astype(np.int64)[None, :, None, None]
-    if acc.size and np.abs(acc).max() >= INT32_LIMIT:
-        raise OverflowError(f"{node.name}: accumulator exceeds int32")
-    return acc
+    total = linear.conv_forward(centred, node.weight.astype(np.float64), node.stride, node.groups)
+    total = np.rint(total).astype(np.int64)
+    if total.size and np.abs(total).max() >= INT32_LIMIT:
+        raise OverflowError(f"{node.name}: MAC sum exceeds int32")
+    acc = total + node.bias.astype(np.int64)[None, :, None, None]
+    return np.clip(acc, -INT32_LIMIT, INT32_LIMIT - 1)
 
 
 def conv_forward(node: Conv, x: np.ndarray):
