@@ -26,6 +26,11 @@ def round_shift(a, k):
     k = np.asarray(k, dtype=np.int64)
     if np.any(k < 0):
         raise ValueError(f"round_shift needs non-negative shifts, got {int(k.min())}")
+    # Shifts past 62 would overflow int64 (or be undefined past 63): floor the excess bits away
+    # first, which is exact because floor(floor(a / 2^j) / 2^m + h) = floor(a / 2^(j+m) + h).
+    excess = np.maximum(k - 62, 0)
+    a = np.right_shift(a, np.minimum(excess, 63))
+    k = k - excess
     half = np.where(k > 0, np.left_shift(np.int64(1), np.maximum(k - 1, 0)), 0)
     return np.right_shift(a + half, k)
 
