@@ -121,7 +121,8 @@ class ChannelSelector:
             raise ValueError(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
         self.policy = policy
         self.rng = Xorshift32(seed)
-        self.counts = {i: selected_count(model.convs[i], r) for i, r in scheme.weight_convs().items()}
+        self.ratios = scheme.weight_convs()
+        self.counts = {i: selected_count(model.convs[i], r) for i, r in self.ratios.items()}
         self.static = {}
         for i, k in self.counts.items():
             conv = model.convs[i]
@@ -141,7 +142,7 @@ class ChannelSelector:
         out = {}
         for i, k in self.counts.items():
             c = self.channels[i]
-            if k >= c:
+            if self.ratios[i] == 1.0:      # numerics 8: only a ratio-1 layer consumes no draws
                 out[i] = np.arange(c)
                 continue
             perm = list(range(c))
