@@ -17,33 +17,10 @@ from golden.graph import Add, AvgPool, Conv, QParams
 
 # ------------------------------------------------------------------ independent references
 
+from numerics_oracle import ref_floor_log2, ref_multiplier, ref_round_half_up  # noqa: F401
+
 def ref_round_shift(a: int, k: int) -> int:
     return a if k == 0 else (a + (1 << (k - 1))) >> k
-
-
-def ref_round_half_up(x: Fraction) -> int:
-    return math.floor(x + Fraction(1, 2))
-
-
-def ref_floor_log2(x: Fraction) -> int:
-    e = x.numerator.bit_length() - x.denominator.bit_length()
-    while Fraction(2) ** e > x:
-        e -= 1
-    while Fraction(2) ** (e + 1) <= x:
-        e += 1
-    return e
-
-
-def ref_multiplier(m: float) -> tuple[int, int]:
-    """numerics 3, exact arithmetic on the float64 constant."""
-    m = Fraction(m)
-    if m < Fraction(1, 2 ** 32):
-        return 0, 1
-    n = 30 - ref_floor_log2(m)
-    M = ref_round_half_up(m * Fraction(2) ** n)
-    if M == 2 ** 31:
-        M, n = 2 ** 30, n - 1
-    return M, n
 
 
 def ref_apply(a: int, m: float) -> int:

@@ -1,6 +1,8 @@
 """Memory planner (golden/memory.py): exact byte counts on tiny models, worked out by hand."""
 from pathlib import Path
 
+from conftest import shared_dir
+
 import numpy as np
 import pytest
 
@@ -9,8 +11,7 @@ from golden.memory import CATEGORIES, find_blocks, format_plan, plan_memory
 from golden.scheme import PRESETS, UpdateScheme
 
 Q = QParams(1.0, 0)
-MIT_DIR = Path("/work/shared/models/tiny-training")
-MIT_LOADER = Path(__file__).resolve().parents[1] / "golden" / "mit_model.py"
+MIT_DIR = shared_dir() / "models" / "tiny-training"
 
 
 def conv(name, inp, c_in, c_out, k=1, stride=1, depthwise=False, classifier=False):
@@ -203,8 +204,6 @@ def test_format_plan_and_arguments():
 # ---- MIT's real models ----------------------------------------------------------------------
 
 def _load(name):
-    if not MIT_LOADER.exists():
-        pytest.skip(f"{MIT_LOADER} not written yet")
     path = MIT_DIR / f"{name}.pkl"
     if not path.exists():
         pytest.skip(f"{path} not present")

@@ -18,35 +18,13 @@ MASK32 = 0xFFFFFFFF
 
 # ------------------------------------------------------------------ independent references
 
+from numerics_oracle import ref_floor_log2, ref_multiplier, ref_round_half_up  # noqa: F401
+
 def ref_step(x: int) -> int:
     x ^= (x << 13) & MASK32
     x ^= x >> 17
     x ^= (x << 5) & MASK32
     return x
-
-
-def ref_round_half_up(x: Fraction) -> int:
-    return math.floor(x + Fraction(1, 2))
-
-
-def ref_floor_log2(x: Fraction) -> int:
-    e = x.numerator.bit_length() - x.denominator.bit_length()
-    while Fraction(2) ** e > x:
-        e -= 1
-    while Fraction(2) ** (e + 1) <= x:
-        e += 1
-    return e
-
-
-def ref_multiplier(m: float) -> tuple[int, int]:
-    m = Fraction(m)
-    if m < Fraction(1, 2 ** 32):
-        return 0, 1
-    n = 30 - ref_floor_log2(m)
-    M = ref_round_half_up(m * Fraction(2) ** n)
-    if M == 2 ** 31:
-        M, n = 2 ** 30, n - 1
-    return M, n
 
 
 def ref_weight_update(W: int, dW: int, M: int, n: int, e_y: int, rounding: str, state: list[int]) -> int:
