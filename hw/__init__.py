@@ -1,1 +1,1 @@
-""""""Engine RTL in Amaranth (issue: Engine RTL). Empty until that lands."""
+"""Engine RTL in Amaranth 0.5: the engine (engine.py) and its arithmetic units."""

@@ -1,0 +1,1 @@
+"""Engine compiler, program format and golden executor (docs/engine.md)."""

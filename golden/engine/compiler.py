@@ -1,0 +1,254 @@
+"""The compiler: (model, engine configuration) -> engine program + memory images.
+
+It lowers each graph node to descriptors (docs/engine.md, "Lowering"), places tensors in the
+scratchpad with a first-fit allocator that frees a tensor after its last reader, and packs the
+frozen weights and per-channel parameters into the external image. The peak it reports is the
+highest scratchpad byte any descriptor may touch plus one.
+
+Limits it checks (a model it cannot run is refused with a sentence, before anything runs):
+the MAC sum of every conv fits the 32-bit accumulators, counts fit 16 bits, the peak fits the
+scratchpad.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..conv import output_size
+from ..graph import Add, AvgPool, Conv, INPUT, Model, node_inputs
+from ..int_ops import avgpool_mult
+from . import layout
+from . import program as isa
+from .config import EngineConfig
+
+ALIGN = 8
+
+
+class CompileError(ValueError):
+    """The model or scheme cannot run on this engine configuration."""
+
+
+class Allocator:
+    """First-fit scratchpad allocation; `peak` is the high-water mark in bytes."""
+
+    def __init__(self, size: int, slack: int):
+        self.size, self.slack = size, slack
+        self.blocks: dict[str, tuple[int, int]] = {}
+        self.peak = 0
+
+    def alloc(self, name: str, nbytes: int) -> int:
+        nbytes = max(ALIGN, -(-nbytes // ALIGN) * ALIGN)
+        at = 0
+        for start, length in sorted(self.blocks.values()):
+            if start - at >= nbytes:
+                break
+            at = max(at, start + length)
+        if at + nbytes + self.slack > self.size:
+            raise CompileError(f"scratchpad of {self.size:,} bytes is full: {name} needs {nbytes:,} "
+                               f"bytes with {self.size - self.used():,} free")
+        self.blocks[name] = (at, nbytes)
+        self.peak = max(self.peak, at + nbytes + self.slack)
+        return at
+
+    def free(self, name: str) -> None:
+        del self.blocks[name]
+
+    def used(self) -> int:
+        return sum(n for _, n in self.blocks.values())
+
+    def address(self, name: str) -> int:
+        return self.blocks[name][0]
+
+
+class ExternalImage:
+    """The read-only external memory: appended blobs, each aligned to a lane row."""
+
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        self.chunks: list[np.ndarray] = []
+        self.size = 0
+
+    def add(self, data: np.ndarray) -> int:
+        row = self.config.lanes
+        at = -(-self.size // row) * row
+        if at > self.size:
+            self.chunks.append(np.zeros(at - self.size, np.uint8))
+        self.chunks.append(np.asarray(data, dtype=np.uint8).ravel())
+        self.size = at + data.size
+        if self.size + row > self.config.external_bytes:
+            raise CompileError(f"external memory of {self.config.external_bytes:,} bytes is full")
+        return at
+
+
+@dataclass
+class Compiled:
+    """A compiled program and where everything is."""
+    config: EngineConfig
+    descriptors: list[isa.Descriptor]
+    external: np.ndarray
+    tensors: dict[str, tuple[int, tuple[int, int, int]]]      # name -> (address, (C, H, W))
+    masks: dict[str, int] = field(default_factory=dict)       # tensor name -> mask address
+    ops: list[str] = field(default_factory=list)              # one label per descriptor
+    peak_bytes: int = 0
+
+    @property
+    def program_words(self) -> np.ndarray:
+        return isa.encode(self.descriptors + [isa.Descriptor()])
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _check_counts(name: str, *counts: int) -> None:
+    if any(n > 65535 for n in counts):
+        raise CompileError(f"{name}: a loop of {max(counts)} iterations exceeds the engine's 16-bit counters")
+
+
+def conv_descriptor(node: Conv, config: EngineConfig, in_shape, x_addr: int, y_addr: int,
+                    w_addr: int, param_addr: int, mask_addr: int | None) -> isa.Descriptor:
+    """Forward conv (regular, depthwise, pointwise, classifier) as one MAC descriptor."""
+    L = config.lanes
+    c_in, h, w = in_shape
+    k, s, p = node.kernel, node.stride, node.kernel // 2
+    c_out = node.out_channels
+    ho, wo = output_size(h, k, s), output_size(w, k, s)
+    macs = k * k * (1 if node.depthwise else c_in)
+    if macs * 127 * 255 >= 2 ** 31:
+        raise CompileError(f"{node.name}: {macs} products per output may overflow the 32-bit accumulator")
+    _check_counts(node.name, ho, wo, c_in, _ceil_div(c_out, L))
+    d = isa.Descriptor(opcode=isa.MAC, epilogue=isa.REQUANT, flags=isa.FLAG_B_EXTERNAL | isa.FLAG_PARAMS_EXTERNAL,
+                       chunk_loop=0, lanes_total=c_out,
+                       counts=[_ceil_div(c_out, L), ho, wo, 1 if node.depthwise else c_in, k, k],
+                       a_base=x_addr, a_row_stride=w * c_in, a_col_stride=c_in, a_zero=node.x.zero,
+                       a_row0=-p, a_col0=-p, a_row_coefs=[0, s, 0, 0, 1, 0],
+                       a_col_coefs=[0, 0, s, 0, 0, 1], a_rows=h, a_cols=w,
+                       b_base=w_addr, out_base=y_addr, out_strides=[L, wo * c_out, c_out],
+                       param_base=param_addr, zero_out=node.y.zero)
+    if node.depthwise:
+        d.mode = isa.ELEMENTWISE
+        d.a_strides = [L, 0, 0, 0, 0, 0]
+        d.b_strides = [L, 0, 0, 0, k * c_out, c_out]
+    else:
+        d.mode = isa.BROADCAST
+        d.a_strides = [0, 0, 0, 1, 0, 0]
+        d.b_strides = [L, 0, 0, k * k * c_out, k * c_out, c_out]
+    if mask_addr is not None:
+        d.flags |= isa.FLAG_WRITE_MASK
+        d.mask_base = mask_addr
+    return d
+
+
+def avgpool_descriptor(node: AvgPool, config: EngineConfig, in_shape, x_addr, y_addr,
+                       param_addr, mask_addr) -> isa.Descriptor:
+    L = config.lanes
+    c, h, w = in_shape
+    d = isa.Descriptor(opcode=isa.MAC, mode=isa.ELEMENTWISE, epilogue=isa.REQUANT,
+                       flags=isa.FLAG_B_ONES | isa.FLAG_PARAMS_EXTERNAL, chunk_loop=0, lanes_total=c,
+                       counts=[_ceil_div(c, L), 1, 1, 1, h, w], a_base=x_addr,
+                       a_strides=[L, 0, 0, 0, 0, 0], a_row_stride=w * c, a_col_stride=c,
+                       a_zero=node.x.zero, a_row_coefs=[0, 0, 0, 0, 1, 0],
+                       a_col_coefs=[0, 0, 0, 0, 0, 1], a_rows=h, a_cols=w,
+                       out_base=y_addr, out_strides=[L, 0, 0], param_base=param_addr,
+                       zero_out=node.y.zero)
+    if mask_addr is not None:
+        d.flags |= isa.FLAG_WRITE_MASK
+        d.mask_base = mask_addr
+    return d
+
+
+def add_descriptor(node: Add, config: EngineConfig, shape, x1_addr, x2_addr, y_addr,
+                   mask_addr) -> isa.Descriptor:
+    L = config.lanes
+    c, h, w = shape
+    _check_counts(node.name, h * w, _ceil_div(c, L))
+    m1, m2, n = node.multipliers
+    d = isa.Descriptor(opcode=isa.ADD, mode=isa.ELEMENTWISE, chunk_loop=0, lanes_total=c,
+                       counts=[_ceil_div(c, L), h * w, 1, 1, 1, 1],
+                       a_base=x1_addr, a_strides=[L, c, 0, 0, 0, 0], a_zero=node.x1.zero,
+                       a_rows=1, a_cols=1,
+                       b_base=x2_addr, b_strides=[L, c, 0, 0, 0, 0], b_zero=node.x2.zero,
+                       out_base=y_addr, out_strides=[L, c, 0], zero_out=node.y.zero,
+                       add_m1=m1, add_m2=m2, add_shift=n)
+    if mask_addr is not None:
+        d.flags |= isa.FLAG_WRITE_MASK
+        d.mask_base = mask_addr
+    return d
+
+
+def compile_forward(model: Model, config: EngineConfig, resolution: int | None = None,
+                    keep_masks: bool = False) -> Compiled:
+    """The forward pass of `model` as one program (whole tensors, no striping).
+
+    The input image is expected HWC at `tensors[INPUT]`; the logits end at
+    `tensors[model.output]`. With keep_masks every node's clamp mask is written and kept.
+    """
+    shapes = model.tensor_shapes(resolution)
+    last_reader: dict[str, int] = {}
+    for i, node in enumerate(model.nodes):
+        for name in node_inputs(node):
+            last_reader[name] = i
+    alloc = Allocator(config.scratchpad_bytes, slack=config.lanes)
+    ext = ExternalImage(config)
+    tensors: dict[str, tuple[int, tuple[int, int, int]]] = {}
+    masks: dict[str, int] = {}
+    descriptors, ops = [], []
+
+    def place(name):
+        c, h, w = shapes[name]
+        tensors[name] = (alloc.alloc(name, c * h * w), shapes[name])
+
+    def mask_for(name):
+        if not keep_masks:
+            return None
+        c, h, w = shapes[name]
+        masks[name] = alloc.alloc("mask:" + name, _ceil_div(c * h * w, 8))
+        return masks[name]
+
+    place(INPUT)
+    for i, node in enumerate(model.nodes):
+        place(node.output)
+        out = tensors[node.output][0]
+        if isinstance(node, Conv):
+            if node.out_channels % 8 and keep_masks and shapes[node.output][1:] != (1, 1):
+                raise CompileError(f"{node.name}: masks need output channels in multiples of 8")
+            w_addr = ext.add(layout.weight_bytes(node.weight, node.depthwise))
+            p_addr = ext.add(layout.param_bytes(node.bias, node.requant.M, node.requant.n))
+            d = conv_descriptor(node, config, shapes[node.input], tensors[node.input][0], out,
+                                w_addr, p_addr, mask_for(node.output))
+        elif isinstance(node, AvgPool):
+            c, h, w = shapes[node.input]
+            mult = avgpool_mult(node, h * w)
+            p_addr = ext.add(layout.param_bytes(np.zeros(c), np.full(c, mult.M), np.full(c, mult.n)))
+            d = avgpool_descriptor(node, config, shapes[node.input], tensors[node.input][0], out,
+                                   p_addr, mask_for(node.output))
+        else:
+            d = add_descriptor(node, config, shapes[node.output], tensors[node.inputs[0]][0],
+                               tensors[node.inputs[1]][0], out, mask_for(node.output))
+        code = isa.check(d, config)
+        if code != isa.OK:
+            raise CompileError(f"{node.name}: descriptor fails the engine's check "
+                               f"({isa.ERROR_NAMES[code]})")
+        descriptors.append(d)
+        ops.append(f"{node.name} forward")
+        for name in node_inputs(node):
+            if last_reader[name] == i and name != INPUT:
+                alloc.free(name)
+    # The program sits at external address 0; shift every external address past it.
+    program_bytes = (len(descriptors) + 1) * isa.DESCRIPTOR_WORDS * 4
+    shift = -(-program_bytes // config.lanes) * config.lanes
+    for d in descriptors:
+        if d.flags & isa.FLAG_B_EXTERNAL:
+            d.b_base += shift
+        if d.flags & isa.FLAG_PARAMS_EXTERNAL:
+            d.param_base += shift
+    words = isa.encode(descriptors + [isa.Descriptor()])
+    body = np.concatenate(ext.chunks) if ext.chunks else np.zeros(0, np.uint8)
+    image = np.zeros(shift + body.size, np.uint8)
+    image[:words.size * 4] = words.astype("<u4").view(np.uint8)
+    image[shift:] = body
+    if image.size > config.external_bytes:
+        raise CompileError(f"program and weights need {image.size:,} bytes of external memory, "
+                           f"the configuration has {config.external_bytes:,}")
+    return Compiled(config, descriptors, image, tensors, masks, ops, alloc.peak)

@@ -1,0 +1,61 @@
+"""The engine configuration: one frozen object for the RTL, the compiler, the cycle model and
+the firmware header (STYLE convention 1). Presets are `dataclasses.replace(DEFAULT, ...)`.
+
+The engine is a row of `lanes` int8 multiply-accumulate lanes (docs/engine.md explains why a
+lane row and not a 2-D array), a scratchpad of `scratchpad_bytes` read as rows of `lanes` bytes,
+and a read-only external memory (the board's flash) reached through a port that returns one
+row per cycle after `external_latency_cycles`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+def _is_pow2(value: int) -> bool:
+    return value > 0 and value & (value - 1) == 0
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    lanes: int = 16                       # MAC lanes = bytes per scratchpad row
+    scratchpad_bytes: int = 256 * 1024
+    external_bytes: int = 4 * 1024 * 1024  # external (flash) window the engine may read
+    external_latency_cycles: int = 4
+    clock_hz: float = 100e6
+    param_channels: int = 2048            # channels whose requantization parameters fit on chip
+
+    def __post_init__(self):
+        if not _is_pow2(self.lanes) or not 8 <= self.lanes <= 64:
+            raise ValueError(f"lanes must be a power of two between 8 and 64, not {self.lanes}")
+        if not _is_pow2(self.scratchpad_bytes) or self.scratchpad_bytes < 16 * self.lanes:
+            raise ValueError(f"scratchpad_bytes must be a power of two of at least 16 rows, "
+                             f"not {self.scratchpad_bytes}")
+        if self.scratchpad_bytes > 2 ** 24 or self.external_bytes > 2 ** 30:
+            raise ValueError("addresses are 24 bits (scratchpad) and 30 bits (external) at most")
+        if not _is_pow2(self.external_bytes) or self.external_bytes < self.lanes:
+            raise ValueError(f"external_bytes must be a power of two, not {self.external_bytes}")
+        if not 1 <= self.external_latency_cycles <= 64:
+            raise ValueError(f"external latency must be 1..64 cycles, not {self.external_latency_cycles}")
+        if not _is_pow2(self.param_channels) or self.param_channels < self.lanes:
+            raise ValueError(f"param_channels must be a power of two >= lanes, not {self.param_channels}")
+        if not self.clock_hz > 0:
+            raise ValueError(f"clock must be positive, not {self.clock_hz}")
+
+    @property
+    def scratchpad_rows(self) -> int:
+        return self.scratchpad_bytes // self.lanes
+
+    @property
+    def external_rows(self) -> int:
+        return self.external_bytes // self.lanes
+
+    @property
+    def macs_per_cycle(self) -> int:
+        return self.lanes
+
+
+DEFAULT = EngineConfig()
+# A small configuration for fast simulation tests of the control logic.
+SMALL = dataclasses.replace(DEFAULT, lanes=8, scratchpad_bytes=64 * 1024, external_bytes=256 * 1024)
+PRESETS = {"default": DEFAULT, "small": SMALL}

@@ -1,0 +1,76 @@
+"""The cycle model: how many clock cycles the engine spends on each descriptor.
+
+It restates the sequencer's schedule (hw/engine.py) in closed form, so a program's cost is
+known before it runs and the RTL can be held to it (docs/engine.md, "Timing"):
+
+    fetch     DESCRIPTOR_WORDS reads, then the read latency D drains:   48 + D + 1
+    decode    field checks:                                              1
+    range     17 stride x count terms, one per cycle, then the verdict: 18
+    params    (requantizing MACs) 3 reads per channel, then D + 2:      3 C + 1 + D + 2
+    run       one step per reduction index, plus (write_cycles - 1)
+              idle cycles after every output vector but the last
+    drain     the pipeline empties:                                      D + 20
+
+`write_cycles` is 1 for int8 outputs, 2 with clamp masks, 4 for raw int32 vectors, 1 for a dot
+product's int32. MAC utilization is useful products over lanes x cycles.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+
+from . import program as isa
+from .config import EngineConfig
+
+FETCH_EXTRA = 1
+DECODE = 1
+RANGE = 18
+DRAIN_AFTER_LATENCY = 20
+
+
+@dataclass(frozen=True)
+class OpCycles:
+    total: int
+    steps: int
+    useful_macs: int
+    lanes: int
+
+    @property
+    def mac_utilization(self) -> float:
+        return self.useful_macs / (self.lanes * self.total) if self.total else 0.0
+
+
+def write_cycles(d: isa.Descriptor) -> int:
+    if d.opcode == isa.ADD or d.epilogue == isa.REQUANT:
+        return 2 if d.flags & isa.FLAG_WRITE_MASK else 1
+    return 1 if d.mode == isa.DOT else 4
+
+
+def useful_macs(d: isa.Descriptor, config: EngineConfig) -> int:
+    """Products that contribute to an output (active lanes x steps; padding counts as work)."""
+    if d.opcode != isa.MAC:
+        return 0
+    L = config.lanes
+    per_chunk_steps = prod(d.counts) // d.counts[d.chunk_loop]
+    return per_chunk_steps * d.lanes_total if L else 0
+
+
+def descriptor_cycles(d: isa.Descriptor, config: EngineConfig) -> OpCycles:
+    D = config.external_latency_cycles
+    steps = prod(d.counts)
+    outputs = prod(d.counts[:isa.OUTPUT_LOOPS])
+    total = (isa.DESCRIPTOR_WORDS + D + FETCH_EXTRA) + DECODE + RANGE
+    if d.opcode == isa.MAC and d.epilogue == isa.REQUANT:
+        total += 3 * d.lanes_total + 1 + D + 2
+    total += steps + (outputs - 1) * (write_cycles(d) - 1)
+    total += D + DRAIN_AFTER_LATENCY
+    return OpCycles(total, steps, useful_macs(d, config), config.lanes)
+
+
+def end_cycles(config: EngineConfig) -> int:
+    """Fetching and decoding the END descriptor, up to the done pulse."""
+    return isa.DESCRIPTOR_WORDS + config.external_latency_cycles + FETCH_EXTRA + DECODE
+
+
+def program_cycles(descriptors: list[isa.Descriptor], config: EngineConfig) -> int:
+    return sum(descriptor_cycles(d, config).total for d in descriptors) + end_cycles(config)

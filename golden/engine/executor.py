@@ -1,0 +1,215 @@
+"""The golden executor: runs an engine program on byte arrays exactly as the RTL must.
+
+`Machine` holds the scratchpad and the external memory as uint8 arrays. `run(program)` checks
+each descriptor (program.check) and executes it; on a failed check it stops with the error code
+and the descriptor's index, having written nothing of that descriptor, as the engine does.
+The semantics of each opcode are docs/engine.md's; the numerics inside are docs/numerics.md's,
+computed here with the golden fixed-point functions so there is one definition of each.
+
+Accumulators are 32-bit two's complement (they wrap; the compiler proves they never need to).
+The executor is vectorised over loop indices with NumPy, so a MobileNetV2 layer takes a second,
+not an hour.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..fixedpoint import round_shift
+from . import program as isa
+from .config import EngineConfig
+
+BLOCK_ELEMENTS = 1 << 22      # bound on (outputs x reductions x lanes) evaluated at once
+
+
+class EngineError(Exception):
+    def __init__(self, code: int, index: int, descriptor: isa.Descriptor | None):
+        self.code, self.index, self.descriptor = code, index, descriptor
+        what = descriptor.describe() if descriptor is not None else "?"
+        super().__init__(f"engine error {code} ({isa.ERROR_NAMES.get(code, '?')}) "
+                         f"at descriptor {index} ({what})")
+
+
+@dataclass
+class RunResult:
+    descriptors: int
+    error_code: int = isa.OK
+    error_index: int = 0
+
+
+def _wrap32(a: np.ndarray) -> np.ndarray:
+    return ((a + 2 ** 31) & 0xFFFFFFFF) - 2 ** 31
+
+
+def _loop_indices(counts) -> np.ndarray:
+    """(prod(counts), len(counts)) array of index tuples in row-major (loop 0 outermost) order."""
+    grids = np.meshgrid(*[np.arange(n, dtype=np.int64) for n in counts], indexing="ij")
+    return np.stack([g.ravel() for g in grids], axis=1) if counts else np.zeros((1, 0), np.int64)
+
+
+class Machine:
+    """Scratchpad + external memory + the engine's architectural state."""
+
+    def __init__(self, config: EngineConfig, external: np.ndarray | None = None):
+        self.config = config
+        self.scratchpad = np.zeros(config.scratchpad_bytes, dtype=np.uint8)
+        self.external = np.zeros(config.external_bytes, dtype=np.uint8)
+        if external is not None:
+            self.load_external(0, external)
+
+    # -- host access ---------------------------------------------------------------------
+    def load_external(self, address: int, data: np.ndarray) -> None:
+        data = np.asarray(data, dtype=np.uint8).ravel()
+        if address < 0 or address + data.size > self.external.size:
+            raise ValueError(f"external image of {data.size} bytes at {address} does not fit "
+                             f"{self.external.size} bytes")
+        self.external[address:address + data.size] = data
+
+    def write(self, address: int, data: np.ndarray) -> None:
+        data = np.asarray(data).view(np.uint8).ravel() if np.asarray(data).dtype != np.uint8 \
+            else np.asarray(data).ravel()
+        if address < 0 or address + data.size > self.scratchpad.size:
+            raise ValueError(f"{data.size} bytes at {address} do not fit the scratchpad")
+        self.scratchpad[address:address + data.size] = data
+
+    def read(self, address: int, count: int, dtype=np.uint8) -> np.ndarray:
+        nbytes = count * np.dtype(dtype).itemsize
+        return self.scratchpad[address:address + nbytes].copy().view(dtype)
+
+    # -- execution -----------------------------------------------------------------------
+    def run(self, descriptors: list[isa.Descriptor]) -> RunResult:
+        """Run until END; returns the result (error_code 0 if all went well)."""
+        for index, d in enumerate(descriptors):
+            if d.opcode == isa.END:
+                return RunResult(index)
+            code = isa.check(d, self.config)
+            if code != isa.OK:
+                return RunResult(index, code, index)
+            if d.opcode == isa.MAC:
+                self._mac(d)
+            else:
+                self._add(d)
+        return RunResult(len(descriptors), isa.ERR_PROGRAM_RANGE, len(descriptors))
+
+    def run_or_raise(self, descriptors: list[isa.Descriptor]) -> RunResult:
+        result = self.run(descriptors)
+        if result.error_code:
+            bad = descriptors[result.error_index] if result.error_index < len(descriptors) else None
+            raise EngineError(result.error_code, result.error_index, bad)
+        return result
+
+    def _params(self, d: isa.Descriptor):
+        mem = self.external if d.flags & isa.FLAG_PARAMS_EXTERNAL else self.scratchpad
+        C, base = d.lanes_total, d.param_base
+        bias = mem[base:base + 4 * C].view(np.int32).astype(np.int64)
+        mult = mem[base + 4 * C:base + 8 * C].view(np.uint32).astype(np.int64)
+        shift = mem[base + 8 * C:base + 9 * C].astype(np.int64)
+        return bias, mult, shift
+
+    def _mac(self, d: isa.Descriptor) -> None:
+        L = self.config.lanes
+        counts = list(d.counts)
+        outs = _loop_indices(counts[:isa.OUTPUT_LOOPS])
+        reds = _loop_indices(counts[isa.OUTPUT_LOOPS:])
+        lane = np.arange(L, dtype=np.int64)
+        a_vector = d.mode != isa.BROADCAST
+        b_mem = self.external if d.flags & isa.FLAG_B_EXTERNAL else self.scratchpad
+        spad = self.scratchpad.view(np.int8)
+        b_signed = b_mem.view(np.int8)
+        if d.epilogue == isa.REQUANT:
+            bias, mult, shift = self._params(d)
+        block = max(1, BLOCK_ELEMENTS // max(1, len(reds) * L))
+        results = []
+        for start in range(0, len(outs), block):
+            o = outs[start:start + block]                              # (O, 3)
+            idx = np.concatenate([np.repeat(o[:, None, :], len(reds), axis=1),
+                                  np.repeat(reds[None, :, :], len(o), axis=0)], axis=2)  # (O, R, 6)
+            chunk = idx[..., d.chunk_loop]
+            active = np.minimum(L, d.lanes_total - L * chunk)          # (O, R)
+            lane_on = lane[None, None, :] < active[..., None]          # (O, R, L)
+            row = d.a_row0 + idx @ np.array(d.a_row_coefs, dtype=np.int64)
+            col = d.a_col0 + idx @ np.array(d.a_col_coefs, dtype=np.int64)
+            valid = (row >= 0) & (row < d.a_rows) & (col >= 0) & (col < d.a_cols)
+            a_addr = (d.a_base + row * d.a_row_stride + col * d.a_col_stride
+                      + idx @ np.array(d.a_strides, dtype=np.int64))
+            if a_vector:
+                addr = np.where(valid[..., None] & lane_on, a_addr[..., None] + lane, 0)
+                a = spad[addr].astype(np.int64) - d.a_zero
+                a = np.where(valid[..., None] & lane_on, a, 0)
+            else:
+                a = np.where(valid, spad[np.where(valid, a_addr, 0)].astype(np.int64) - d.a_zero, 0)
+                a = np.where(lane_on, a[..., None], 0)
+            if d.flags & isa.FLAG_B_ONES:
+                b = np.ones(lane_on.shape, dtype=np.int64)
+            else:
+                b_addr = d.b_base + idx @ np.array(d.b_strides, dtype=np.int64)
+                addr = np.where(lane_on, b_addr[..., None] + lane, 0)
+                b = b_signed[addr].astype(np.int64)
+            products = np.where(lane_on, a * b, 0)
+            if d.mode == isa.DOT:
+                acc = _wrap32(products.sum(axis=(1, 2)))[:, None]    # (O, 1)
+            else:
+                acc = _wrap32(products.sum(axis=1))                  # (O, L)
+            results.append((o, acc))
+        self._write_mac_outputs(d, results, bias if d.epilogue == isa.REQUANT else None,
+                                mult if d.epilogue == isa.REQUANT else None,
+                                shift if d.epilogue == isa.REQUANT else None)
+
+    def _write_mac_outputs(self, d, results, bias, mult, shift) -> None:
+        L = self.config.lanes
+        lane = np.arange(L, dtype=np.int64)
+        strides = np.array(d.out_strides, dtype=np.int64)
+        for o, acc in results:
+            out_addr = d.out_base + o @ strides
+            if d.mode == isa.DOT:
+                values = acc[:, 0].astype("<i4").view(np.uint8).reshape(-1, 4)
+                addr = out_addr[:, None] + np.arange(4)
+                self.scratchpad[addr] = values
+                continue
+            chunk = o[:, d.chunk_loop]
+            active = np.minimum(L, d.lanes_total - L * chunk)
+            lane_on = lane[None, :] < active[:, None]
+            if d.epilogue == isa.RAW32:
+                values = acc.astype("<i4").view(np.uint8).reshape(len(o), L, 4)
+                addr = out_addr[:, None, None] + 4 * lane[None, :, None] + np.arange(4)
+                self.scratchpad[addr[lane_on]] = values[lane_on]
+                continue
+            c = np.minimum(L * chunk[:, None] + lane, d.lanes_total - 1)
+            total = np.clip(bias[c] + acc, -2 ** 31, 2 ** 31 - 1)
+            pre = d.zero_out + round_shift(total * mult[c], shift[c])
+            y = np.clip(pre, -128, 127).astype(np.int8).view(np.uint8)
+            addr = out_addr[:, None] + lane
+            self.scratchpad[addr[lane_on]] = y[lane_on]
+            if d.flags & isa.FLAG_WRITE_MASK:
+                self._write_mask(d, out_addr - d.out_base, (pre >= -128) & (pre <= 127), lane_on)
+
+    def _write_mask(self, d, offsets, bits, lane_on) -> None:
+        """Mask bits of each output vector: whole bytes from bit offset/8 (unused bits 0)."""
+        L = self.config.lanes
+        bits = (bits & lane_on).astype(np.uint8).reshape(len(offsets), L // 8, 8)
+        packed = np.packbits(bits, axis=2, bitorder="little")[..., 0]          # (O, L/8)
+        nbytes = (lane_on.sum(axis=1) + 7) // 8
+        addr = d.mask_base + offsets[:, None] // 8 + np.arange(L // 8)
+        keep = np.arange(L // 8)[None, :] < nbytes[:, None]
+        self.scratchpad[addr[keep]] = packed[keep]
+
+    def _add(self, d: isa.Descriptor) -> None:
+        L = self.config.lanes
+        outs = _loop_indices(list(d.counts[:isa.OUTPUT_LOOPS]))
+        lane = np.arange(L, dtype=np.int64)
+        idx = np.concatenate([outs, np.zeros((len(outs), 3), np.int64)], axis=1)
+        active = np.minimum(L, d.lanes_total - L * idx[:, d.chunk_loop])
+        lane_on = lane[None, :] < active[:, None]
+        spad = self.scratchpad.view(np.int8)
+        a_addr = d.a_base + idx @ np.array(d.a_strides, dtype=np.int64)
+        b_addr = d.b_base + idx @ np.array(d.b_strides, dtype=np.int64)
+        x1 = spad[np.where(lane_on, a_addr[:, None] + lane, 0)].astype(np.int64) - d.a_zero
+        x2 = spad[np.where(lane_on, b_addr[:, None] + lane, 0)].astype(np.int64) - d.b_zero
+        pre = d.zero_out + round_shift(x1 * d.add_m1 + x2 * d.add_m2, d.add_shift)
+        y = np.clip(pre, -128, 127).astype(np.int8).view(np.uint8)
+        out_addr = d.out_base + outs @ np.array(d.out_strides, dtype=np.int64)
+        addr = out_addr[:, None] + lane
+        self.scratchpad[addr[lane_on]] = y[lane_on]
+        if d.flags & isa.FLAG_WRITE_MASK:
+            self._write_mask(d, out_addr - d.out_base, (pre >= -128) & (pre <= 127), lane_on)

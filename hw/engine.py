@@ -1,0 +1,537 @@
+"""The engine: fetches descriptors from external memory, checks them, and runs them.
+
+Contract (docs/engine.md): the host loads the scratchpad and the external memory through the
+host port, sets `program_base` (external byte address of descriptor 0) and pulses `start`.
+`busy` is high from the cycle after `start` until `done` pulses (one cycle), at the end of the
+program or on an error; `error` is a level from then until the next `start`, and
+`error_code` / `error_index` name the failing check and the descriptor. A descriptor that fails its check writes nothing. `cycles` counts the cycles of
+the last run; the trace memory (host space 2) holds, per descriptor, the cycle count at which
+it finished.
+
+Timing: a MAC step (one reduction index) issues every cycle. Reads take `D` =
+`external_latency_cycles` cycles (scratchpad reads are delayed to match), the product and the
+accumulate one cycle each, the requantizer `Requantizer.LATENCY`; after each output vector the
+step generator pauses `write_cycles - 1` cycles so the single write port keeps up. The cycle
+model (golden/engine/cycles.py) restates this schedule and is checked against it.
+
+Host port: `host_space` 0 scratchpad, 1 external memory, 2 trace (read only); `host_addr` is a
+32-bit word address; writes take effect at the clock edge with `host_we`; `host_rdata` is valid
+the cycle after `host_addr`. The host port is for use while the engine is idle.
+"""
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.engine import program as isa
+from golden.engine.config import EngineConfig
+
+from .banked_memory import BankedMemory
+from .requantizer import Requantizer, round_shift, saturate
+
+TRACE_DEPTH = 1024
+DRAIN_EXTRA = 12          # cycles after the last step's data leaves the accumulator
+
+
+def field(desc, name, index=0):
+    return desc[isa.FIELD_OFFSETS[name] + index]
+
+
+class Engine(wiring.Component):
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        super().__init__({
+            "start": In(1), "program_base": In(32),
+            "busy": Out(1), "done": Out(1), "error": Out(1),
+            "error_code": Out(8), "error_index": Out(16), "cycles": Out(32),
+            "host_space": In(2), "host_addr": In(30), "host_wdata": In(32), "host_we": In(1),
+            "host_rdata": Out(32),
+        })
+
+    def elaborate(self, platform):
+        cfg = self.config
+        L = cfg.lanes
+        lane_bits = L.bit_length() - 1
+        D = cfg.external_latency_cycles
+        m = Module()
+
+        spad = m.submodules.scratchpad = BankedMemory(L, cfg.scratchpad_rows, read_ports=3)
+        ext = m.submodules.external = BankedMemory(L, cfg.external_rows, read_ports=2)
+        spad_a, spad_b, spad_host = spad.read_port(0), spad.read_port(1), spad.read_port(2)
+        ext_b, ext_host = ext.read_port(0), ext.read_port(1)
+        trace = m.submodules.trace = memory.Memory(shape=32, depth=TRACE_DEPTH, init=[])
+        trace_w = trace.write_port()
+        trace_r = trace.read_port()
+
+        # ---------------------------------------------------------------- host port
+        host_space_r = Signal(2)
+        m.d.sync += host_space_r.eq(self.host_space)
+        host_byte = Cat(Const(0, 2), self.host_addr)
+        m.d.comb += [spad_host.addr.eq(host_byte), spad_host.en.eq(1),
+                     ext_host.addr.eq(host_byte), ext_host.en.eq(1),
+                     trace_r.addr.eq(self.host_addr)]
+        with m.Switch(host_space_r):
+            with m.Case(0):
+                m.d.comb += self.host_rdata.eq(spad_host.data[:32])
+            with m.Case(1):
+                m.d.comb += self.host_rdata.eq(ext_host.data[:32])
+            with m.Default():
+                m.d.comb += self.host_rdata.eq(trace_r.data)
+
+        # ---------------------------------------------------------------- descriptor registers
+        desc = Array(Signal(32, name=f"desc{i}") for i in range(isa.DESCRIPTOR_WORDS))
+
+        def f(name, index=0):
+            return field(desc, name, index)
+
+        def fs(name, index=0):
+            return field(desc, name, index).as_signed()
+
+        opcode, mode, epilogue, flags = f("opcode"), f("mode"), f("epilogue"), f("flags")
+        chunk_loop, lanes_total = f("chunk_loop"), f("lanes_total")
+        counts = [f("counts", k) for k in range(isa.LOOPS)]
+        is_add = opcode == isa.ADD
+        b_external = flags[0]
+        b_ones = flags[1]
+        write_mask = flags[2]
+        params_external = flags[3]
+        requant = ~is_add & (epilogue == isa.REQUANT)
+        dot = ~is_add & (mode == isa.DOT)
+        a_vector = is_add | (mode != isa.BROADCAST)
+
+        def coef(name, k):
+            return f(name)[isa.COEF_BITS * k: isa.COEF_BITS * (k + 1)].as_signed()
+
+        # ---------------------------------------------------------------- control state
+        index = Signal(16)            # descriptor index
+        fetch_issue = Signal(range(isa.DESCRIPTOR_WORDS + 1))
+        fetch_pipe = [Signal(7, name=f"fetch_word{i}") for i in range(D)]   # word index + 1 (0: none)
+        error_code = Signal(8)
+        m.d.comb += [self.error_code.eq(error_code), self.error_index.eq(index)]
+        cycles = Signal(32)
+        m.d.comb += self.cycles.eq(cycles)
+        with m.If(self.busy):
+            m.d.sync += cycles.eq(cycles + 1)
+
+        # Sequential range check: 17 terms stride * (count - 1), one per cycle.
+        terms = ([(fs("a_strides", k), counts[k], 0) for k in range(6)]
+                 + [(fs("a_row_stride"), f("a_rows"), 0), (fs("a_col_stride"), f("a_cols"), 0)]
+                 + [(fs("b_strides", k), counts[k], 1) for k in range(6)]
+                 + [(fs("out_strides", k), counts[k], 2) for k in range(3)])
+        term = Signal(range(len(terms) + 1))
+        term_stride = Signal(signed(32))
+        term_count = Signal(32)
+        term_operand = Signal(2)
+        with m.Switch(term):
+            for i, (s, n, which) in enumerate(terms):
+                with m.Case(i):
+                    m.d.comb += [term_stride.eq(s), term_count.eq(n), term_operand.eq(which)]
+        span = Signal(signed(64))
+        m.d.comb += span.eq(term_stride * (term_count - 1)[:17].as_signed())
+        lo = [Signal(signed(64), name=f"lo{i}") for i in range(3)]
+        hi = [Signal(signed(64), name=f"hi{i}") for i in range(3)]
+
+        # ---------------------------------------------------------------- static field checks
+        count_bad = Signal()
+        m.d.comb += count_bad.eq(Cat(*[(n == 0) | (n[16:] != 0) for n in counts]).any()
+                                 | (lanes_total == 0) | (lanes_total[16:] != 0))
+        chunk_count = Signal(32)
+        with m.Switch(chunk_loop):
+            for k in range(6):
+                with m.Case(k):
+                    m.d.comb += chunk_count.eq(counts[k])
+        shape_bad = Signal()
+        zero_ok = lambda v: (v.as_signed() >= -128) & (v.as_signed() <= 127)
+        out_stride_bad = Cat(*[(fs("out_strides", k)[:3] != 0) & (counts[k] > 1) for k in range(3)]).any()
+        with m.If(count_bad | ((flags & (0xFFFFFFFF ^ isa.KNOWN_FLAGS)) != 0) | (chunk_loop >= isa.LOOPS)):
+            m.d.comb += shape_bad.eq(1)
+        with m.Elif(((chunk_count - 1) << lane_bits) >= lanes_total):
+            m.d.comb += shape_bad.eq(1)
+        with m.Elif(~is_add):
+            with m.If((mode > isa.DOT) | (epilogue > isa.RAW32)):
+                m.d.comb += shape_bad.eq(1)
+            with m.Elif(dot & ((chunk_loop < isa.OUTPUT_LOOPS) | (epilogue != isa.RAW32))):
+                m.d.comb += shape_bad.eq(1)
+            with m.Elif(~dot & (chunk_loop >= isa.OUTPUT_LOOPS)):
+                m.d.comb += shape_bad.eq(1)
+            with m.Elif(requant & ~(zero_ok(f("zero_out")) & (lanes_total <= cfg.param_channels))):
+                m.d.comb += shape_bad.eq(1)
+            with m.Elif(~requant & write_mask):
+                m.d.comb += shape_bad.eq(1)
+            with m.Elif((fs("a_rows") < 1) | (fs("a_cols") < 1) | (fs("a_rows") > 65535)
+                        | (fs("a_cols") > 65535) | ~zero_ok(f("a_zero"))):
+                m.d.comb += shape_bad.eq(1)
+            with m.Elif(write_mask & (out_stride_bad | (fs("mask_base") < 0))):
+                m.d.comb += shape_bad.eq(1)
+        with m.Else():
+            with m.If((mode != isa.ELEMENTWISE) | (chunk_loop != 0)
+                      | Cat(*[n != 1 for n in counts[3:]]).any()):
+                m.d.comb += shape_bad.eq(1)
+            with m.Elif(~(zero_ok(f("a_zero")) & zero_ok(f("b_zero")) & zero_ok(f("zero_out")))):
+                m.d.comb += shape_bad.eq(1)
+            with m.Elif((f("add_m1") > 2 ** 31) | (f("add_m2") > 2 ** 31)
+                        | (f("add_shift") < 1) | (f("add_shift") > 62)):
+                m.d.comb += shape_bad.eq(1)
+            with m.Elif(flags & (isa.FLAG_B_EXTERNAL | isa.FLAG_B_ONES | isa.FLAG_PARAMS_EXTERNAL) != 0):
+                m.d.comb += shape_bad.eq(1)
+            with m.Elif(write_mask & (out_stride_bad | (fs("mask_base") < 0))):
+                m.d.comb += shape_bad.eq(1)
+
+        lane_span = Signal(17)
+        m.d.comb += lane_span.eq(Mux(lanes_total < L, lanes_total, L))
+        spad_size, ext_size = cfg.scratchpad_bytes, cfg.external_bytes
+        a_top = hi[0] + Mux(a_vector, lane_span - 1, 0)
+        b_size = Mux(b_external, ext_size, spad_size)
+        out_bytes = Signal(17)
+        m.d.comb += out_bytes.eq(Mux(~is_add & (epilogue == isa.RAW32),
+                                     Mux(dot, 4, lane_span << 2), lane_span))
+        mask_top = fs("mask_base") + ((hi[2] - fs("out_base") + lane_span + 7) >> 3) - 1
+        p_size = Mux(params_external, ext_size, spad_size)
+        range_code = Signal(8)
+        with m.If((lo[0] < 0) | (a_top >= spad_size)):
+            m.d.comb += range_code.eq(isa.ERR_A_RANGE)
+        with m.Elif(~b_ones & ((lo[1] < 0) | (hi[1] + lane_span - 1 >= b_size))):
+            m.d.comb += range_code.eq(isa.ERR_B_RANGE)
+        with m.Elif((lo[2] < 0) | (hi[2] + out_bytes - 1 >= spad_size)):
+            m.d.comb += range_code.eq(isa.ERR_OUT_RANGE)
+        with m.Elif(write_mask & (mask_top >= spad_size)):
+            m.d.comb += range_code.eq(isa.ERR_OUT_RANGE)
+        with m.Elif(requant & ((fs("param_base") < 0)
+                               | (fs("param_base") + lanes_total * isa.PARAM_BYTES_PER_CHANNEL > p_size))):
+            m.d.comb += range_code.eq(isa.ERR_PARAM_RANGE)
+
+        # ---------------------------------------------------------------- loop nest (AGU)
+        idx = [Signal(16, name=f"idx{k}") for k in range(6)]
+        last = [idx[k] == (counts[k] - 1)[:16] for k in range(6)]
+        inner_last = [Cat(*last[k + 1:]).all() if k < 5 else Const(1) for k in range(6)]
+        all_last = last[0] & inner_last[0]
+        first_reduction = (idx[3] == 0) & (idx[4] == 0) & (idx[5] == 0)
+        last_reduction = last[3] & last[4] & last[5]
+
+        eff_a = [Signal(signed(32), name=f"eff_a{k}") for k in range(6)]
+        a_origin = Signal(signed(32))
+        pa = [Signal(signed(32), name=f"pa{k}") for k in range(6)]
+        pb = [Signal(signed(32), name=f"pb{k}") for k in range(6)]
+        po = [Signal(signed(32), name=f"po{k}") for k in range(3)]
+        prow = [Signal(signed(20), name=f"prow{k}") for k in range(6)]
+        pcol = [Signal(signed(20), name=f"pcol{k}") for k in range(6)]
+        step = Signal()
+        bubble = Signal(3)
+        write_cycles = Signal(3)
+        m.d.comb += write_cycles.eq(Mux(is_add | requant, Mux(write_mask, 2, 1), Mux(dot, 1, 4)))
+
+        with m.If(step):
+            for k in range(6):
+                with m.If(inner_last[k]):
+                    with m.If(last[k]):
+                        m.d.sync += [idx[k].eq(0), pa[k].eq(0), pb[k].eq(0), prow[k].eq(0), pcol[k].eq(0)]
+                        if k < 3:
+                            m.d.sync += po[k].eq(0)
+                    with m.Else():
+                        m.d.sync += [idx[k].eq(idx[k] + 1), pa[k].eq(pa[k] + eff_a[k]),
+                                     pb[k].eq(pb[k] + fs("b_strides", k)),
+                                     prow[k].eq(prow[k] + coef("a_row_coefs", k)),
+                                     pcol[k].eq(pcol[k] + coef("a_col_coefs", k))]
+                        if k < 3:
+                            m.d.sync += po[k].eq(po[k] + fs("out_strides", k))
+
+        row = Signal(signed(24))
+        col = Signal(signed(24))
+        m.d.comb += [row.eq(fs("a_row0") + sum(prow)), col.eq(fs("a_col0") + sum(pcol))]
+        a_in_bounds = (row >= 0) & (row < fs("a_rows")) & (col >= 0) & (col < fs("a_cols"))
+        a_addr = Signal(32)
+        b_addr = Signal(32)
+        out_addr = Signal(32)
+        m.d.comb += [a_addr.eq(a_origin + sum(pa)), b_addr.eq(fs("b_base") + sum(pb)),
+                     out_addr.eq(fs("out_base") + sum(po))]
+        chunk_index = Signal(16)
+        with m.Switch(chunk_loop):
+            for k in range(6):
+                with m.Case(k):
+                    m.d.comb += chunk_index.eq(idx[k])
+        remaining = Signal(signed(18))
+        m.d.comb += remaining.eq(lanes_total[:17] - (chunk_index << lane_bits))
+        active = Signal(range(L + 1))
+        m.d.comb += active.eq(Mux(remaining >= L, L, remaining[:lane_bits + 1]))
+
+        # ---------------------------------------------------------------- parameter memories
+        param_rows = cfg.param_channels // L
+        bias_mem = m.submodules.bias_mem = memory.Memory(shape=32 * L, depth=param_rows, init=[])
+        mult_mem = m.submodules.mult_mem = memory.Memory(shape=32 * L, depth=param_rows, init=[])
+        shift_mem = m.submodules.shift_mem = memory.Memory(shape=8 * L, depth=param_rows, init=[])
+        param_w = [mem.write_port(granularity=g) for mem, g in ((bias_mem, 32), (mult_mem, 32), (shift_mem, 8))]
+        param_r = [mem.read_port() for mem in (bias_mem, mult_mem, shift_mem)]
+        param_issue = Signal(range(3 * cfg.param_channels + 1))   # kind-major: bias, mult, shift
+        param_kind = Signal(2)
+        param_channel = Signal(range(cfg.param_channels + 1))
+
+        # ---------------------------------------------------------------- read issue
+        # Port B serves descriptor fetch, parameter loads and the B operand, in that order of phases.
+        b_read_addr = Signal(32)
+        b_read_en = Signal()
+        b_read_external = Signal()
+        m.d.comb += [spad_a.addr.eq(a_addr), spad_a.en.eq(step),
+                     spad_b.addr.eq(b_read_addr), spad_b.en.eq(b_read_en & ~b_read_external),
+                     ext_b.addr.eq(b_read_addr), ext_b.en.eq(b_read_en & b_read_external)]
+
+        # Delay scratchpad data so every operand arrives D cycles after its step.
+        def delayed(value, cycles, name):
+            for i in range(cycles):
+                reg = Signal.like(value, name=f"{name}_d{i}")
+                m.d.sync += reg.eq(value)
+                value = reg
+            return value
+
+        b_data = Signal(8 * L)
+        m.d.comb += b_data.eq(Mux(delayed(b_read_external, D, "b_src_d"), delayed(ext_b.data, D - 1, "ext_b"),
+                                  delayed(spad_b.data, D - 1, "spad_b")))
+        a_data = delayed(spad_a.data, D - 1, "spad_a")
+
+        # Step metadata, D cycles later ("x_" = operand stage).
+        x_valid = delayed(step, D, "step")
+        x_first = delayed(first_reduction, D, "first")
+        x_last = delayed(last_reduction, D, "last")
+        x_in_bounds = delayed(a_in_bounds, D, "in_bounds")
+        x_active = delayed(active, D, "active")
+        x_out = delayed(out_addr, D, "out")
+        x_chunk = delayed(chunk_index, D, "chunk")
+
+        # ---------------------------------------------------------------- multiply ("p_" stage)
+        lane_on = Signal(L)
+        m.d.comb += lane_on.eq((Const(1, L + 1) << x_active) - 1)
+        a_zero = f("a_zero")[:9].as_signed()
+        p_prod = [Signal(signed(18), name=f"p_prod{l}") for l in range(L)]
+        add_x1 = [Signal(signed(10), name=f"add_x1_{l}") for l in range(L)]
+        add_x2 = [Signal(signed(10), name=f"add_x2_{l}") for l in range(L)]
+        for l in range(L):
+            a_byte = Mux(a_vector, a_data[8 * l: 8 * l + 8], a_data[:8]).as_signed()
+            a_val = Mux(x_in_bounds & lane_on[l], a_byte - a_zero, 0)
+            b_val = Mux(b_ones, 1, b_data[8 * l: 8 * l + 8].as_signed())
+            m.d.sync += [p_prod[l].eq(a_val * b_val),
+                         add_x1[l].eq(a_data[8 * l: 8 * l + 8].as_signed() - a_zero),
+                         add_x2[l].eq(b_data[8 * l: 8 * l + 8].as_signed() - f("b_zero")[:9].as_signed())]
+        p_valid = Signal(); p_first = Signal(); p_last = Signal()
+        p_active = Signal.like(x_active); p_out = Signal(32); p_chunk = Signal(16)
+        m.d.sync += [p_valid.eq(x_valid), p_first.eq(x_first), p_last.eq(x_last), p_active.eq(x_active),
+                     p_out.eq(x_out), p_chunk.eq(x_chunk)]
+
+        # ---------------------------------------------------------------- accumulate
+        acc = [Signal(signed(32), name=f"acc{l}") for l in range(L)]
+        dot_sum = Signal(signed(32))
+        m.d.comb += dot_sum.eq(sum(p_prod))
+        with m.If(p_valid):
+            for l in range(L):
+                addend = dot_sum if l == 0 else 0
+                value = Mux(dot, addend, p_prod[l])
+                m.d.sync += acc[l].eq(Mux(p_first, value, acc[l] + value))
+        # Epilogue input ("e_" stage): the finished accumulators, one cycle after the last add.
+        e_valid = Signal(); e_active = Signal.like(x_active); e_out = Signal(32)
+        m.d.sync += [e_valid.eq(p_valid & p_last), e_active.eq(p_active), e_out.eq(p_out)]
+        m.d.comb += [param_r[i].addr.eq(p_chunk) for i in range(3)]
+        e_x1 = [Signal(signed(10), name=f"e_x1_{l}") for l in range(L)]
+        e_x2 = [Signal(signed(10), name=f"e_x2_{l}") for l in range(L)]
+        m.d.sync += [e_x1[l].eq(add_x1[l]) for l in range(L)]
+        m.d.sync += [e_x2[l].eq(add_x2[l]) for l in range(L)]
+
+        # ---------------------------------------------------------------- requantize (and add)
+        rq_y = Signal(8 * L)
+        rq_mask = Signal(L)
+        rq_valid = Signal()
+        for l in range(L):
+            rq = Requantizer()
+            m.submodules[f"requantizer{l}"] = rq
+            m.d.comb += [rq.valid.eq(e_valid & ~is_add), rq.acc.eq(acc[l]),
+                         rq.bias.eq(param_r[0].data[32 * l: 32 * l + 32].as_signed()),
+                         rq.multiplier.eq(param_r[1].data[32 * l: 32 * l + 32]),
+                         rq.shift.eq(param_r[2].data[8 * l: 8 * l + 6]),
+                         rq.zero_out.eq(fs("zero_out")[:8])]
+            # Residual add (numerics 4.3): the same latency as the requantizer.
+            total = Signal(signed(44), name=f"add_total{l}")
+            m.d.sync += total.eq(e_x1[l] * f("add_m1") + e_x2[l] * f("add_m2"))
+            pre = Signal(signed(48), name=f"add_pre{l}")
+            m.d.sync += pre.eq(fs("zero_out") + round_shift(total, f("add_shift")[:6]))
+            add_pre = delayed(pre, Requantizer.LATENCY - 2, f"add_pre{l}")
+            y = Mux(is_add, saturate(add_pre, -128, 127)[:8], rq.y)
+            in_range = Mux(is_add, (add_pre >= -128) & (add_pre <= 127), rq.in_range)
+            m.d.comb += [rq_y[8 * l: 8 * l + 8].eq(y), rq_mask[l].eq(in_range)]
+        m.d.comb += rq_valid.eq(delayed(e_valid & (is_add | requant), Requantizer.LATENCY, "rq_valid"))
+        rq_active = delayed(e_active, Requantizer.LATENCY, "rq_active")
+        rq_out = delayed(e_out, Requantizer.LATENCY, "rq_out")
+
+        # ---------------------------------------------------------------- writer
+        w_phase = Signal(3)          # write cycles still to do after this one
+        w_data = Signal(32 * L)      # raw accumulators or [y | mask]
+        w_active = Signal.like(x_active)
+        w_out = Signal(32)
+        w_kind = Signal(2)           # 0 int8 (+mask), 1 raw32 vector, 2 raw32 dot
+        write_addr = Signal(32); write_data = Signal(8 * L); write_enable = Signal(L)
+        active_mask = (Const(1, L + 1) << w_active) - 1
+        raw_vector = Cat(*[a for a in acc])
+        start_raw = e_valid & ~is_add & ~requant
+        with m.If(start_raw):
+            m.d.sync += [w_data.eq(raw_vector), w_active.eq(e_active), w_out.eq(e_out),
+                         w_kind.eq(Mux(dot, 2, 1)), w_phase.eq(Mux(dot, 1, 4))]
+        with m.Elif(rq_valid):
+            m.d.sync += [w_data.eq(Cat(rq_y, rq_mask)), w_active.eq(rq_active), w_out.eq(rq_out),
+                         w_kind.eq(0), w_phase.eq(Mux(write_mask, 2, 1))]
+        with m.Elif(w_phase != 0):
+            m.d.sync += w_phase.eq(w_phase - 1)
+        # What is written in the cycle after the data was captured (and the following ones).
+        total_phases = Mux(w_kind == 0, Mux(write_mask, 2, 1), Mux(w_kind == 2, 1, 4))
+        w_step = Signal(3)
+        m.d.comb += w_step.eq(total_phases - w_phase)
+        quarter = L // 4
+        with m.If(w_phase != 0):
+            with m.Switch(w_kind):
+                with m.Case(0):
+                    with m.If(w_step == 0):
+                        m.d.comb += [write_addr.eq(w_out), write_data.eq(w_data[:8 * L]),
+                                     write_enable.eq(active_mask)]
+                    with m.Else():
+                        bit_offset = w_out - fs("out_base")
+                        mask_bytes = (w_active + 7) >> 3
+                        m.d.comb += [write_addr.eq(fs("mask_base") + (bit_offset >> 3)),
+                                     write_data.eq(w_data[8 * L: 9 * L] & active_mask),
+                                     write_enable.eq((Const(1, L + 1) << mask_bytes) - 1)]
+                with m.Case(1):
+                    # lanes [quarter*step, quarter*(step+1)) as 4-byte words
+                    m.d.comb += [write_addr.eq(w_out + (w_step * quarter * 4)),
+                                 write_data.eq(w_data.word_select(w_step[:2], 8 * L))]
+                    lanes_done = w_step * quarter
+                    for j in range(L):
+                        m.d.comb += write_enable[j].eq(lanes_done + j // 4 < w_active)
+                with m.Case(2):
+                    m.d.comb += [write_addr.eq(w_out), write_data.eq(w_data[:32]), write_enable.eq(0b1111)]
+
+        # Host writes share the write port while the engine is idle.
+        with m.If(~self.busy & self.host_we):
+            m.d.comb += [spad.write_addr.eq(host_byte), spad.write_data.eq(self.host_wdata),
+                         spad.write_enable.eq(Mux(self.host_space == 0, 0b1111, 0)),
+                         ext.write_addr.eq(host_byte), ext.write_data.eq(self.host_wdata),
+                         ext.write_enable.eq(Mux(self.host_space == 1, 0b1111, 0))]
+        with m.Else():
+            m.d.comb += [spad.write_addr.eq(write_addr), spad.write_data.eq(write_data),
+                         spad.write_enable.eq(write_enable)]
+
+        # ---------------------------------------------------------------- sequencer
+        drain = Signal(range(64))
+        fetch_addr = Signal(32)
+        m.d.comb += fetch_addr.eq(self.program_base + (index * (isa.DESCRIPTOR_WORDS * 4)))
+        # fetched words arrive D cycles after their read
+        fetch_word = fetch_pipe[-1]
+        for i in range(D):
+            m.d.sync += fetch_pipe[i].eq(fetch_pipe[i - 1] if i else 0)
+        with m.If(fetch_word != 0):
+            m.d.sync += desc[fetch_word - 1].eq(b_data[:32])
+        # param loads arrive D cycles after their read
+        param_pipe_valid = Signal()
+        param_pipe_kind = Signal(2)
+        param_pipe_channel = Signal.like(param_channel)
+        pv = delayed(param_pipe_valid, D, "param_valid")
+        pk = delayed(param_pipe_kind, D, "param_kind")
+        pc = delayed(param_pipe_channel, D, "param_channel")
+        param_word = Signal(32)
+        m.d.comb += param_word.eq(b_data[:32])
+        for i, (port, width) in enumerate(zip(param_w, (32, 32, 8))):
+            m.d.comb += [port.addr.eq(pc >> lane_bits),
+                         port.data.eq(Cat(*[param_word[:width]] * L)),
+                         port.en.eq(Mux(pv & (pk == i), 1 << pc[:lane_bits], 0))]
+
+        m.d.comb += [trace_w.addr.eq(index), trace_w.data.eq(cycles)]
+        m.d.sync += self.done.eq(0)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [index.eq(0), cycles.eq(0), error_code.eq(0), self.error.eq(0),
+                                 self.busy.eq(1), fetch_issue.eq(0)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                with m.If(fetch_issue < isa.DESCRIPTOR_WORDS):
+                    m.d.comb += [b_read_addr.eq(fetch_addr + (fetch_issue << 2)), b_read_en.eq(1),
+                                 b_read_external.eq(1)]
+                    m.d.sync += [fetch_pipe[0].eq(fetch_issue + 1), fetch_issue.eq(fetch_issue + 1)]
+                with m.Elif(Cat(*fetch_pipe) == 0):
+                    m.d.sync += [term.eq(0)] + [x.eq(0) for x in lo + hi]
+                    m.next = "DECODE"
+            with m.State("DECODE"):
+                with m.If(opcode == isa.END):
+                    m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+                    m.next = "IDLE"
+                with m.Elif((opcode != isa.MAC) & (opcode != isa.ADD)):
+                    m.d.sync += error_code.eq(isa.ERR_OPCODE)
+                    m.next = "ERROR"
+                with m.Elif(shape_bad):
+                    m.d.sync += error_code.eq(isa.ERR_SHAPE)
+                    m.next = "ERROR"
+                with m.Else():
+                    m.d.sync += [lo[0].eq(fs("a_base")), hi[0].eq(fs("a_base")),
+                                 lo[1].eq(fs("b_base")), hi[1].eq(fs("b_base")),
+                                 lo[2].eq(fs("out_base")), hi[2].eq(fs("out_base"))]
+                    m.next = "RANGE"
+            with m.State("RANGE"):
+                with m.If(term < len(terms)):
+                    for which in range(3):
+                        with m.If(term_operand == which):
+                            with m.If(span < 0):
+                                m.d.sync += lo[which].eq(lo[which] + span)
+                            with m.Else():
+                                m.d.sync += hi[which].eq(hi[which] + span)
+                    m.d.sync += term.eq(term + 1)
+                with m.Elif(range_code != 0):
+                    m.d.sync += error_code.eq(range_code)
+                    m.next = "ERROR"
+                with m.Else():
+                    for k in range(6):
+                        m.d.sync += eff_a[k].eq(fs("a_strides", k) + coef("a_row_coefs", k) * fs("a_row_stride")
+                                                + coef("a_col_coefs", k) * fs("a_col_stride"))
+                    m.d.sync += a_origin.eq(fs("a_base") + fs("a_row0") * fs("a_row_stride")
+                                            + fs("a_col0") * fs("a_col_stride"))
+                    m.d.sync += [x.eq(0) for x in idx + pa + pb + po + prow + pcol]
+                    m.d.sync += [param_kind.eq(0), param_channel.eq(0), bubble.eq(0)]
+                    with m.If(requant):
+                        m.next = "PARAMS"
+                    with m.Else():
+                        m.next = "RUN"
+            with m.State("PARAMS"):
+                with m.If(param_kind < 3):
+                    base = fs("param_base")
+                    offset = Mux(param_kind == 0, param_channel << 2,
+                                 Mux(param_kind == 1, (lanes_total << 2) + (param_channel << 2),
+                                     (lanes_total << 3) + param_channel))
+                    m.d.comb += [b_read_addr.eq(base + offset), b_read_en.eq(1),
+                                 b_read_external.eq(params_external),
+                                 param_pipe_valid.eq(1), param_pipe_kind.eq(param_kind),
+                                 param_pipe_channel.eq(param_channel)]
+                    with m.If(param_channel == lanes_total - 1):
+                        m.d.sync += [param_channel.eq(0), param_kind.eq(param_kind + 1)]
+                    with m.Else():
+                        m.d.sync += param_channel.eq(param_channel + 1)
+                with m.Else():
+                    m.d.sync += drain.eq(D + 1)
+                    m.next = "PARAMS_WAIT"
+            with m.State("PARAMS_WAIT"):
+                with m.If(drain == 0):
+                    m.next = "RUN"
+                with m.Else():
+                    m.d.sync += drain.eq(drain - 1)
+            with m.State("RUN"):
+                with m.If(bubble != 0):
+                    m.d.sync += bubble.eq(bubble - 1)
+                with m.Else():
+                    m.d.comb += [step.eq(1), b_read_addr.eq(b_addr), b_read_en.eq(~b_ones),
+                                 b_read_external.eq(b_external)]
+                    with m.If(last_reduction):
+                        m.d.sync += bubble.eq(write_cycles - 1)
+                    with m.If(all_last):
+                        m.d.sync += drain.eq(D + 2 + Requantizer.LATENCY + DRAIN_EXTRA)
+                        m.next = "DRAIN"
+            with m.State("DRAIN"):
+                with m.If(drain == 0):
+                    m.d.comb += trace_w.en.eq(1)
+                    m.d.sync += [index.eq(index + 1), fetch_issue.eq(0)]
+                    m.next = "FETCH"
+                with m.Else():
+                    m.d.sync += drain.eq(drain - 1)
+            with m.State("ERROR"):
+                m.d.sync += [self.error.eq(1), self.busy.eq(0), self.done.eq(1)]
+                m.next = "IDLE"
+        return m
