@@ -1,1 +1,1 @@
-""""""cocotb simulations of the RTL against the golden model. Empty until the engine lands."""
+"""cocotb simulations of the RTL against the golden model, and the harness that runs them."""

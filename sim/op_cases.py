@@ -1,0 +1,198 @@
+"""Seeded random engine operations for RTL-versus-golden tests (and the cases that must fail).
+
+`random_op_case(rng, config)` returns a one-descriptor program (plus END) with random shape,
+stride, padding, zero points, lane tails, parameters and data, placed in a random layout of
+the scratchpad and external memory, for every kind the compiler emits: regular, pointwise,
+depthwise and strided convs with requantization and masks, average pooling, residual adds,
+raw int32 outputs, and dot-product reductions. `bad_program_cases(config)` returns programs
+whose descriptor `index` must stop the engine with `code`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from golden.conv import output_size
+from golden.engine import layout
+from golden.engine import program as isa
+from golden.engine.config import EngineConfig
+
+
+@dataclass
+class OpCase:
+    name: str
+    descriptors: list[isa.Descriptor]        # without the END
+    scratchpad: np.ndarray
+    external: np.ndarray
+    expect_code: int = isa.OK
+    expect_index: int = 0
+
+    @property
+    def program(self) -> list[isa.Descriptor]:
+        return self.descriptors + [isa.Descriptor()]
+
+
+def _ceil(a, b):
+    return -(-a // b)
+
+
+def _params(rng, channels):
+    bias = rng.integers(-2 ** 20, 2 ** 20, channels)
+    bias[rng.random(channels) < 0.05] = 2 ** 31 - 1        # pinned biases saturate
+    mult = rng.integers(2 ** 30, 2 ** 31, channels)
+    shift = rng.integers(30, 46, channels)
+    return layout.param_bytes(bias, mult, shift)
+
+
+def _background(config: EngineConfig):
+    """Random scratchpad and external contents, the same for every case of a configuration:
+    cases differ in placement, shape and parameters, and a simulator reloads only what changed."""
+    rng = np.random.default_rng(12345)
+    return (rng.integers(0, 256, config.scratchpad_bytes, dtype=np.uint8),
+            rng.integers(0, 256, EXTERNAL_BODY, dtype=np.uint8))
+
+
+EXTERNAL_BASE = 4096              # program area below it
+EXTERNAL_BODY = 32 * 1024
+# A configuration small enough that hundreds of cases reload quickly; its lane count differs
+# from the default's so both widths are exercised.
+CASE_CONFIG = EngineConfig(lanes=8, scratchpad_bytes=32 * 1024, external_bytes=64 * 1024,
+                           external_latency_cycles=3)
+
+
+def random_op_case(rng: np.random.Generator, config: EngineConfig = CASE_CONFIG) -> OpCase:
+    L = config.lanes
+    if config.scratchpad_bytes < 32 * 1024 or config.external_bytes < EXTERNAL_BASE + EXTERNAL_BODY:
+        raise ValueError("random cases need at least 32 KiB of scratchpad and 36 KiB of external memory")
+    kind = rng.choice(["conv", "pointwise", "depthwise", "avgpool", "add", "raw32", "dot"],
+                      p=[0.2, 0.15, 0.2, 0.1, 0.15, 0.1, 0.1])
+    spad, ext_body = _background(config)
+    spad = spad.copy()
+    ext_base = EXTERNAL_BASE
+    c_in = int(rng.integers(1, 3 * L))
+    c_out = int(rng.integers(1, 3 * L))
+    h, w = int(rng.integers(1, 10)), int(rng.integers(1, 10))
+    k = int(rng.choice([1, 3, 5])) if kind == "conv" else (1 if kind == "pointwise" else 3)
+    s = int(rng.choice([1, 2]))
+    p = k // 2
+    with_mask = bool(rng.random() < 0.5)
+    region = config.scratchpad_bytes // 4
+    x_addr = int(rng.integers(0, region // 2 - 2048))   # reads never overlap the outputs
+    y_addr = region + int(rng.integers(0, region // 4))
+    mask_addr = 2 * region + int(rng.integers(0, 1024))
+    param_addr = ext_base + int(rng.integers(0, 1024))
+    w_addr = ext_base + 4096 + int(rng.integers(0, 1024))
+    zero_x, zero_y = int(rng.integers(-128, 128)), int(rng.integers(-128, 128))
+    d = isa.Descriptor(opcode=isa.MAC, epilogue=isa.REQUANT,
+                       flags=isa.FLAG_B_EXTERNAL | isa.FLAG_PARAMS_EXTERNAL, param_base=param_addr,
+                       zero_out=zero_y, a_zero=zero_x)
+    if kind in ("conv", "pointwise", "depthwise"):
+        if kind == "depthwise":
+            c_out = c_in
+        ho, wo = output_size(h, k, s), output_size(w, k, s)
+        mask_ok = c_out % 8 == 0 or ho * wo == 1
+        d.chunk_loop, d.lanes_total = 0, c_out
+        d.counts = [_ceil(c_out, L), ho, wo, 1 if kind == "depthwise" else c_in, k, k]
+        d.a_base, d.a_row_stride, d.a_col_stride = x_addr, w * c_in, c_in
+        d.a_row0 = d.a_col0 = -p
+        d.a_row_coefs, d.a_col_coefs = [0, s, 0, 0, 1, 0], [0, 0, s, 0, 0, 1]
+        d.a_rows, d.a_cols = h, w
+        d.b_base, d.out_base, d.out_strides = w_addr, y_addr, [L, wo * c_out, c_out]
+        if kind == "depthwise":
+            d.mode, d.a_strides, d.b_strides = isa.ELEMENTWISE, [L, 0, 0, 0, 0, 0], [L, 0, 0, 0, k * c_out, c_out]
+        else:
+            d.mode, d.a_strides = isa.BROADCAST, [0, 0, 0, 1, 0, 0]
+            d.b_strides = [L, 0, 0, k * k * c_out, k * c_out, c_out]
+        if with_mask and mask_ok:
+            d.flags |= isa.FLAG_WRITE_MASK
+            d.mask_base = mask_addr
+        name = f"{kind} {c_in}->{c_out} {h}x{w} k{k} s{s}"
+    elif kind == "avgpool":
+        d.mode, d.flags = isa.ELEMENTWISE, isa.FLAG_B_ONES | isa.FLAG_PARAMS_EXTERNAL
+        d.lanes_total, d.counts = c_in, [_ceil(c_in, L), 1, 1, 1, h, w]
+        d.a_base, d.a_strides, d.a_row_stride, d.a_col_stride = x_addr, [L, 0, 0, 0, 0, 0], w * c_in, c_in
+        d.a_row_coefs, d.a_col_coefs, d.a_rows, d.a_cols = [0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 1], h, w
+        d.out_base, d.out_strides = y_addr, [L, 0, 0]
+        c_out = c_in
+        name = f"avgpool {c_in} {h}x{w}"
+    elif kind == "add":
+        c = 8 * int(rng.integers(1, 6)) if with_mask else c_in
+        n = 30 - int(rng.integers(0, 3))
+        d = isa.Descriptor(opcode=isa.ADD, mode=isa.ELEMENTWISE, chunk_loop=0, lanes_total=c,
+                           counts=[_ceil(c, L), h * w, 1, 1, 1, 1], a_base=x_addr,
+                           a_strides=[L, c, 0, 0, 0, 0], a_zero=zero_x, b_base=x_addr + region // 2,
+                           b_strides=[L, c, 0, 0, 0, 0], b_zero=int(rng.integers(-128, 128)),
+                           out_base=y_addr, out_strides=[L, c, 0], zero_out=zero_y,
+                           add_m1=int(rng.integers(0, 2 ** 31)), add_m2=int(rng.integers(0, 2 ** 31)),
+                           add_shift=n)
+        if with_mask:
+            d.flags |= isa.FLAG_WRITE_MASK
+            d.mask_base = mask_addr
+        name = f"add {c} x {h * w}"
+    elif kind == "raw32":
+        c_in, c_out = min(c_in, L + 4), min(c_out, L + 4)
+        # weight-gradient shaped: outputs (ci, u, v) x lanes of c, reduced over pixels
+        ho, wo = output_size(h, 3, s), output_size(w, 3, s)
+        d.epilogue, d.mode, d.flags = isa.RAW32, isa.BROADCAST, 0
+        d.chunk_loop, d.lanes_total = 0, c_out
+        d.counts = [_ceil(c_out, L), c_in, 9, 1, ho, wo]
+        d.a_base, d.a_row_stride, d.a_col_stride = x_addr, w * c_in, c_in
+        d.a_strides = [0, 1, 0, 0, 0, 0]
+        d.a_row0 = d.a_col0 = -1
+        # u = index1 // 3 is not linear, so the 3x3 window is flattened with row coefficient on
+        # loop 2 only for a 1-D kernel: use 9 taps along a row instead
+        d.a_row_coefs, d.a_col_coefs = [0, 0, 0, 0, s, 0], [0, 0, 1, 0, 0, s]
+        d.a_rows, d.a_cols = h, w
+        d.b_base, d.b_strides = region // 2 + x_addr % 1024, [L, 0, 0, 0, wo * c_out, c_out]
+        d.out_base, d.out_strides = y_addr, [4 * L, 9 * c_out * 4, c_out * 4]
+        name = f"raw32 {c_in}x{c_out} {h}x{w} s{s}"
+    else:   # dot: input-gradient shaped, lanes over the reduced channels
+        d.epilogue, d.mode, d.flags = isa.RAW32, isa.DOT, isa.FLAG_B_EXTERNAL
+        d.chunk_loop, d.lanes_total = 3, c_out
+        d.counts = [h, w, c_in, _ceil(c_out, L), 3, 3]
+        d.a_base, d.a_row_stride, d.a_col_stride = x_addr, w * c_out, c_out
+        d.a_strides, d.a_zero = [0, 0, 0, L, 0, 0], 0
+        d.a_row0 = d.a_col0 = 1
+        d.a_row_coefs, d.a_col_coefs = [1, 0, 0, 0, -1, 0], [0, 1, 0, 0, 0, -1]
+        d.a_rows, d.a_cols = h, w
+        d.b_base, d.b_strides = w_addr, [0, 0, 9 * c_out, L, 3 * c_out, c_out]
+        d.out_base, d.out_strides = y_addr, [w * c_in * 4, c_in * 4, 4]
+        name = f"dot {c_out}->{c_in} {h}x{w}"
+    ext = np.zeros(ext_base + ext_body.size, np.uint8)
+    ext[ext_base:] = ext_body
+    ext[param_addr:param_addr + 9 * d.lanes_total] = _params(rng, d.lanes_total)
+    words = isa.encode([d, isa.Descriptor()])
+    ext[:words.size * 4] = words.view(np.uint8)
+    return OpCase(name, [d], spad, ext)
+
+
+def bad_program_cases(config: EngineConfig) -> list[OpCase]:
+    """One case per error code: a good descriptor followed by a bad one (index 1)."""
+    rng = np.random.default_rng(7)
+    cases = []
+    good = random_op_case(np.random.default_rng(3), config)
+    while good.descriptors[0].opcode != isa.MAC or good.descriptors[0].epilogue != isa.REQUANT:
+        good = random_op_case(rng, config)
+    base = good.descriptors[0]
+    spad = config.scratchpad_bytes
+
+    def variant(name, code, **changes):
+        bad = isa.with_fields(base, **changes)
+        assert isa.check(bad, config) == code, (name, isa.check(bad, config))
+        program = [base, bad]
+        ext = good.external.copy()
+        words = isa.encode(program + [isa.Descriptor()])
+        ext[:words.size * 4] = words.view(np.uint8)
+        cases.append(OpCase(name, program, good.scratchpad.copy(), ext, code, 1))
+
+    variant("unknown opcode", isa.ERR_OPCODE, opcode=9)
+    variant("zero trip count", isa.ERR_SHAPE, counts=[0] + base.counts[1:])
+    variant("unknown mode", isa.ERR_SHAPE, mode=3)
+    variant("empty lane group", isa.ERR_SHAPE, lanes_total=1, counts=[2] + base.counts[1:])
+    variant("A past the scratchpad", isa.ERR_A_RANGE, a_base=spad - 2)
+    variant("A below zero", isa.ERR_A_RANGE, a_base=-5000)
+    variant("B past external", isa.ERR_B_RANGE, b_base=config.external_bytes - 4)
+    variant("output past the scratchpad", isa.ERR_OUT_RANGE, out_base=spad - 3)
+    variant("parameters past external", isa.ERR_PARAM_RANGE, param_base=config.external_bytes - 16)
+    return cases

@@ -1,0 +1,112 @@
+"""The engine RTL on Verilator against the golden executor, byte for byte and cycle for cycle.
+
+One simulator process runs every job of a configuration (module fixtures), then the tests
+look at the results: random operations of every kind, programs that must fault, and the
+built-in CNN's forward pass. The number of random cases is SPARSEBP_ENGINE_CASES (default 300).
+"""
+import os
+
+import numpy as np
+import pytest
+
+from golden import int_ops
+from golden.builtin import builtin_model
+from golden.data import load_digits
+from golden.engine import layout
+from golden.engine import program as isa
+from golden.engine.compiler import compile_forward
+from golden.engine.config import DEFAULT
+from golden.engine.cycles import descriptor_cycles, end_cycles
+from golden.engine.executor import Machine
+from sim.op_cases import CASE_CONFIG, bad_program_cases, random_op_case
+from sim.toolchain import verilator_available
+
+available, reason = verilator_available()
+pytestmark = pytest.mark.skipif(not available, reason=reason)
+CASES = int(os.environ.get("SPARSEBP_ENGINE_CASES", "300"))
+
+
+def golden_run(config, case_program, scratchpad, external):
+    machine = Machine(config, external)
+    machine.scratchpad[:] = scratchpad
+    result = machine.run(case_program)
+    return machine.scratchpad, result
+
+
+def measured_op_cycles(result, count):
+    """Per-descriptor cycles from the engine's trace (its counter starts one cycle late)."""
+    ends = np.asarray(result.trace[:count], dtype=np.int64) + 1
+    return np.diff(np.concatenate([[0], ends]))
+
+
+@pytest.fixture(scope="module")
+def case_results():
+    from sim.engine_job import EngineJob, run_on_rtl
+    rng = np.random.default_rng(2026)
+    cases = [random_op_case(rng, CASE_CONFIG) for _ in range(CASES)] + bad_program_cases(CASE_CONFIG)
+    jobs = [EngineJob(c.scratchpad, c.external) for c in cases]
+    return cases, run_on_rtl(CASE_CONFIG, jobs)
+
+
+def test_random_operations_bit_exact_and_cycle_exact(case_results):
+    cases, results = case_results
+    kinds = set()
+    for case, rtl in zip(cases, results):
+        if case.expect_code:
+            continue
+        kinds.add(case.name.split()[0])
+        expected, outcome = golden_run(CASE_CONFIG, case.program, case.scratchpad, case.external)
+        assert outcome.error_code == 0 and rtl.error_code == 0, case.name
+        wrong = np.nonzero(rtl.scratchpad != expected)[0]
+        assert wrong.size == 0, f"{case.name}: {wrong.size} bytes differ, first at {wrong[:8]}"
+        predicted = descriptor_cycles(case.descriptors[0], CASE_CONFIG).total
+        assert measured_op_cycles(rtl, 1)[0] == predicted, case.name
+        assert rtl.cycles == predicted + end_cycles(CASE_CONFIG), case.name
+    assert kinds == {"conv", "pointwise", "depthwise", "avgpool", "add", "raw32", "dot"}
+
+
+def test_bad_programs_stop_with_code_and_write_nothing(case_results):
+    cases, results = case_results
+    bad = [(c, r) for c, r in zip(cases, results) if c.expect_code]
+    assert len(bad) == 9
+    for case, rtl in bad:
+        expected, outcome = golden_run(CASE_CONFIG, case.program, case.scratchpad, case.external)
+        assert (outcome.error_code, outcome.error_index) == (case.expect_code, case.expect_index)
+        assert (rtl.error_code, rtl.error_index) == (case.expect_code, case.expect_index), case.name
+        # the good descriptor 0 ran, the bad descriptor 1 wrote nothing
+        assert np.array_equal(rtl.scratchpad, expected), case.name
+
+
+@pytest.fixture(scope="module")
+def builtin_forward():
+    from sim.engine_job import EngineJob, run_on_rtl
+    model = builtin_model()
+    images = int_ops.quantize_images(load_digits("test").images[:3], model)
+    compiled = compile_forward(model, DEFAULT, keep_masks=True)
+    jobs, expected = [], []
+    for image in images:
+        machine = Machine(DEFAULT, compiled.external)
+        machine.write(compiled.tensors["input"][0], layout.activation_bytes(image))
+        jobs.append(EngineJob(machine.scratchpad.copy(), compiled.external))
+        machine.run_or_raise(compiled.descriptors + [isa.Descriptor()])
+        expected.append(machine.scratchpad.copy())
+    return model, images, compiled, expected, run_on_rtl(DEFAULT, jobs)
+
+
+def test_builtin_forward_on_rtl_matches_golden_model(builtin_forward):
+    model, images, compiled, expected, results = builtin_forward
+    address, shape = compiled.tensors[model.output]
+    for image, golden_bytes, rtl in zip(images, expected, results):
+        assert rtl.error_code == 0
+        assert np.array_equal(rtl.scratchpad, golden_bytes)
+        logits = layout.activation_from_bytes(rtl.scratchpad[address:address + np.prod(shape)], shape)
+        reference = int_ops.forward(model, image[None])[model.output][0]
+        assert np.array_equal(logits, reference)
+
+
+def test_builtin_forward_cycles_match_cycle_model(builtin_forward):
+    _, _, compiled, _, results = builtin_forward
+    predicted = [descriptor_cycles(d, DEFAULT).total for d in compiled.descriptors]
+    for rtl in results:
+        assert list(measured_op_cycles(rtl, len(predicted))) == predicted
+        assert rtl.cycles == sum(predicted) + end_cycles(DEFAULT)
