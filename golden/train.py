@@ -65,7 +65,9 @@ def apply_weight_update(weight_rows: np.ndarray, weight_grad: np.ndarray, e_y: i
     W = weight_rows.astype(np.int64)
     up = np.maximum(r, 0)
     if rounding == "stochastic":
-        x = rng.draw(D.size).reshape(D.shape).astype(np.int64)
+        # Draws follow the engine's weight layout (numerics 7.4): [ci][u][v][c], c fastest.
+        x = rng.draw(D.size).reshape(D.shape[1:] + D.shape[:1])
+        x = np.moveaxis(x, -1, 0).astype(np.int64)
         R = np.where(r <= 32, x >> np.clip(32 - r, 0, 32), x << np.clip(r - 32, 0, 63))
         new = W - np.where(r > 0, (D + R) >> up, D << np.maximum(-r, 0))
     elif rounding == "truncate":
@@ -121,14 +123,44 @@ class Trainer:
         idx = self.weight_index.get(node)
         return None if idx is None else selection[idx]
 
-    def step(self, x_q: np.ndarray, label: int) -> StepResult:
-        """One iteration on one image (int8 (1, C, H, W))."""
+    def resume_position(self, tensors: dict) -> int:
+        """Position of the first node to run when forward starts from cached `tensors`.
+
+        `tensors` maps names to the int8 outputs of a frozen prefix: every tensor produced
+        before the cut and read after it (golden/prefix_cache.py). The cut lies just after the
+        latest producer among them and must not pass the earliest updated node.
+        """
+        if INPUT in tensors:
+            return 0
+        unknown = [n for n in tensors if n not in self.producer]
+        if unknown:
+            raise ValueError(f"{self.model.name} has no tensor(s) {', '.join(unknown)}")
+        cut = max(self.producer[n] for n in tensors) + 1
+        if cut > self.start:
+            raise ValueError(f"forward cannot start after node {self.model.nodes[cut - 1].name}: "
+                             f"{self.model.nodes[self.start].name} is updated")
+        missing = [n for node in self.model.nodes[cut:] for n in node_inputs(node)
+                   if self.producer[n] < cut and n not in tensors]
+        if missing:
+            raise ValueError(f"forward from the cut also needs tensor(s) {', '.join(sorted(set(missing)))}")
+        return cut
+
+    def step(self, x_q, label: int) -> StepResult:
+        """One iteration on one image (int8 (1, C, H, W)).
+
+        `x_q` may also be a dict of tensors cached at a cut before the earliest updated node
+        (the frozen prefix's outputs, see `resume_position`); forward then starts there, with
+        bit-identical results.
+        """
         model = self.model
         selection = self.selector.select()
-        tensors = {INPUT: x_q}
+        tensors = dict(x_q) if isinstance(x_q, dict) else {INPUT: x_q}
+        first = self.resume_position(tensors) if isinstance(x_q, dict) else 0
         masks, saved = {}, {}
         # Frozen prefix and forward: keep masks and selected channels on the backward path only.
         for p, node in enumerate(model.nodes):
+            if p < first:
+                continue
             y, mask = int_ops.node_forward(node, [tensors[n] for n in node_inputs(node)])
             tensors[node.output] = y
             if p >= self.start:

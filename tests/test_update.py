@@ -90,8 +90,9 @@ def test_weight_update_vs_reference(rounding, r_range):
         new = apply_weight_update(W.copy(), dW, e_y, U, rounding, sr)
         assert new.dtype == np.int8 and new.shape == W.shape
         expected = np.empty(W.shape, dtype=np.int64)
-        for idx in np.ndindex(W.shape):         # C order: c, ci, u, v (numerics 7.4)
-            c = idx[0]
+        O, I, K, _ = W.shape
+        for ci, u, v, c in np.ndindex(I, K, K, O):   # engine weight layout order (numerics 7.4)
+            idx = (c, ci, u, v)
             expected[idx] = ref_weight_update(int(W[idx]), int(dW[idx]), int(U.M[c]), int(U.n[c]),
                                               e_y, rounding, state)
         np.testing.assert_array_equal(new.astype(np.int64), expected)

@@ -91,6 +91,9 @@ class Compiled:
     masks: dict[str, int] = field(default_factory=dict)       # tensor name -> mask address
     ops: list[str] = field(default_factory=list)              # one label per descriptor
     peak_bytes: int = 0
+    # conv name -> (weight address, parameter address) of weights resident in the scratchpad
+    resident: dict[str, tuple[int, int]] = field(default_factory=dict)
+    preload: list[tuple[int, np.ndarray]] = field(default_factory=list)   # host writes before a run
 
     @property
     def program_words(self) -> np.ndarray:
@@ -178,19 +181,34 @@ def add_descriptor(node: Add, config: EngineConfig, shape, x1_addr, x2_addr, y_a
 
 
 def compile_forward(model: Model, config: EngineConfig, resolution: int | None = None,
-                    keep_masks: bool = False) -> Compiled:
+                    keep_masks: bool = False, keep_tensors: bool = False,
+                    resident: tuple[str, ...] = (), keep_alive: tuple[str, ...] = (),
+                    alloc: "Allocator | None" = None) -> Compiled:
     """The forward pass of `model` as one program (whole tensors, no striping).
 
     The input image is expected HWC at `tensors[INPUT]`; the logits end at
-    `tensors[model.output]`. With keep_masks every node's clamp mask is written and kept.
+    `tensors[model.output]`. With keep_masks every node's clamp mask is written and kept; with
+    keep_tensors no tensor is freed, so each descriptor's output can be inspected afterwards.
+    Convs named in `resident` keep weights and parameters in the scratchpad (they are updated
+    in training; `preload` says what the host writes there); tensors in `keep_alive` are never
+    freed (the backward pass reads them).
     """
     shapes = model.tensor_shapes(resolution)
     last_reader: dict[str, int] = {}
     for i, node in enumerate(model.nodes):
         for name in node_inputs(node):
             last_reader[name] = i
-    alloc = Allocator(config.scratchpad_bytes, slack=config.lanes)
+    alloc = alloc or Allocator(config.scratchpad_bytes, slack=config.lanes)
     ext = ExternalImage(config)
+    resident_at: dict[str, tuple[int, int]] = {}
+    preload: list[tuple[int, np.ndarray]] = []
+    for node in model.nodes:
+        if isinstance(node, Conv) and node.name in resident:
+            w = layout.weight_bytes(node.weight, node.depthwise)
+            p = layout.param_bytes(node.bias, node.requant.M, node.requant.n)
+            resident_at[node.name] = (alloc.alloc("weight:" + node.name, w.size),
+                                      alloc.alloc("params:" + node.name, p.size))
+            preload += [(resident_at[node.name][0], w), (resident_at[node.name][1], p)]
     tensors: dict[str, tuple[int, tuple[int, int, int]]] = {}
     masks: dict[str, int] = {}
     descriptors, ops = [], []
@@ -213,10 +231,15 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
         if isinstance(node, Conv):
             if node.out_channels % 8 and keep_masks and shapes[node.output][1:] != (1, 1):
                 raise CompileError(f"{node.name}: masks need output channels in multiples of 8")
-            w_addr = ext.add(layout.weight_bytes(node.weight, node.depthwise))
-            p_addr = ext.add(layout.param_bytes(node.bias, node.requant.M, node.requant.n))
+            if node.name in resident_at:
+                w_addr, p_addr = resident_at[node.name]
+            else:
+                w_addr = ext.add(layout.weight_bytes(node.weight, node.depthwise))
+                p_addr = ext.add(layout.param_bytes(node.bias, node.requant.M, node.requant.n))
             d = conv_descriptor(node, config, shapes[node.input], tensors[node.input][0], out,
                                 w_addr, p_addr, mask_for(node.output))
+            if node.name in resident_at:
+                d.flags &= ~(isa.FLAG_B_EXTERNAL | isa.FLAG_PARAMS_EXTERNAL)
         elif isinstance(node, AvgPool):
             c, h, w = shapes[node.input]
             mult = avgpool_mult(node, h * w)
@@ -233,7 +256,7 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
         descriptors.append(d)
         ops.append(f"{node.name} forward")
         for name in node_inputs(node):
-            if last_reader[name] == i and name != INPUT:
+            if last_reader[name] == i and name != INPUT and not keep_tensors and name not in keep_alive:
                 alloc.free(name)
     # The program sits at external address 0; shift every external address past it.
     program_bytes = (len(descriptors) + 1) * isa.DESCRIPTOR_WORDS * 4
@@ -251,4 +274,4 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
     if image.size > config.external_bytes:
         raise CompileError(f"program and weights need {image.size:,} bytes of external memory, "
                            f"the configuration has {config.external_bytes:,}")
-    return Compiled(config, descriptors, image, tensors, masks, ops, alloc.peak)
+    return Compiled(config, descriptors, image, tensors, masks, ops, alloc.peak, resident_at, preload)

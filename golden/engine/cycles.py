@@ -6,7 +6,8 @@ known before it runs and the RTL can be held to it (docs/engine.md, "Timing"):
     fetch     DESCRIPTOR_WORDS reads, then the read latency D drains:   48 + D + 1
     decode    field checks:                                              1
     range     17 stride x count terms, one per cycle, then the verdict: 18
-    params    (requantizing MACs) 3 reads per channel, then D + 2:      3 C + 1 + D + 2
+    params    (requant, updates) 3 reads per channel, then D + 2:      3 C + 1 + D + 2
+    state     (updates) exponent and PRNG state words:                  D + 2
     run       one step per reduction index, plus (write_cycles - 1)
               idle cycles after every output vector but the last
     drain     the pipeline empties:                                      D + 20
@@ -43,6 +44,8 @@ class OpCycles:
 def write_cycles(d: isa.Descriptor) -> int:
     if d.opcode == isa.ADD or d.epilogue == isa.REQUANT:
         return 2 if d.flags & isa.FLAG_WRITE_MASK else 1
+    if d.epilogue == isa.UPDATE:
+        return 1
     return 1 if d.mode == isa.DOT else 4
 
 
@@ -60,8 +63,10 @@ def descriptor_cycles(d: isa.Descriptor, config: EngineConfig) -> OpCycles:
     steps = prod(d.counts)
     outputs = prod(d.counts[:isa.OUTPUT_LOOPS])
     total = (isa.DESCRIPTOR_WORDS + D + FETCH_EXTRA) + DECODE + RANGE
-    if d.opcode == isa.MAC and d.epilogue == isa.REQUANT:
+    if d.opcode == isa.MAC and d.epilogue != isa.RAW32:
         total += 3 * d.lanes_total + 1 + D + 2
+    if d.opcode == isa.MAC and d.epilogue in isa.UPDATES:
+        total += D + 2            # read the exponent and the PRNG state
     total += steps + (outputs - 1) * (write_cycles(d) - 1)
     total += D + DRAIN_AFTER_LATENCY
     return OpCycles(total, steps, useful_macs(d, config), config.lanes)

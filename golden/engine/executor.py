@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..fixedpoint import round_shift
+from ..fixedpoint import MultiplierVector, round_shift
+from ..prng import Xorshift32
+from ..train import apply_bias_update, apply_weight_update, ROUNDINGS
 from . import program as isa
 from .config import EngineConfig
 
@@ -104,7 +106,8 @@ class Machine:
         C, base = d.lanes_total, d.param_base
         bias = mem[base:base + 4 * C].view(np.int32).astype(np.int64)
         mult = mem[base + 4 * C:base + 8 * C].view(np.uint32).astype(np.int64)
-        shift = mem[base + 8 * C:base + 9 * C].astype(np.int64)
+        # The engine uses the low 6 bits of the shift byte (numerics: n in 1..62).
+        shift = mem[base + 8 * C:base + 9 * C].astype(np.int64) & 63
         return bias, mult, shift
 
     def _mac(self, d: isa.Descriptor) -> None:
@@ -117,7 +120,7 @@ class Machine:
         b_mem = self.external if d.flags & isa.FLAG_B_EXTERNAL else self.scratchpad
         spad = self.scratchpad.view(np.int8)
         b_signed = b_mem.view(np.int8)
-        if d.epilogue == isa.REQUANT:
+        if d.epilogue != isa.RAW32:
             bias, mult, shift = self._params(d)
         block = max(1, BLOCK_ELEMENTS // max(1, len(reds) * L))
         results = []
@@ -152,6 +155,9 @@ class Machine:
             else:
                 acc = _wrap32(products.sum(axis=1))                  # (O, L)
             results.append((o, acc))
+        if d.epilogue in isa.UPDATES:
+            self._update(d, results, mult, shift)
+            return
         self._write_mac_outputs(d, results, bias if d.epilogue == isa.REQUANT else None,
                                 mult if d.epilogue == isa.REQUANT else None,
                                 shift if d.epilogue == isa.REQUANT else None)
@@ -177,12 +183,52 @@ class Machine:
                 continue
             c = np.minimum(L * chunk[:, None] + lane, d.lanes_total - 1)
             total = np.clip(bias[c] + acc, -2 ** 31, 2 ** 31 - 1)
-            pre = d.zero_out + round_shift(total * mult[c], shift[c])
+            if mult.max(initial=0) > 2 ** 31:
+                # outside the contract (M <= 2^31) the product can pass int64: exact integers
+                product = total.astype(object) * mult[c].astype(object)
+                pre = np.array([[(int(v) + (1 << (int(k) - 1) if k else 0)) >> int(k) for v, k in zip(pv, pk)]
+                                for pv, pk in zip(product, shift[c])], dtype=np.int64) + d.zero_out
+            else:
+                pre = d.zero_out + round_shift(total * mult[c], shift[c])
             y = np.clip(pre, -128, 127).astype(np.int8).view(np.uint8)
             addr = out_addr[:, None] + lane
             self.scratchpad[addr[lane_on]] = y[lane_on]
             if d.flags & isa.FLAG_WRITE_MASK:
                 self._write_mask(d, out_addr - d.out_base, (pre >= -128) & (pre <= 127), lane_on)
+
+    def _update(self, d, results, mult, shift) -> None:
+        """UPDATE / BIAS_UPDATE: new = old - update(acc) for each active lane, in loop order.
+
+        The fraction bits r = n[c] - e_y saturate to [-128, 127] (an 8-bit register); the draws
+        of the `sr` stream go to active lanes in lane order, output vector by output vector.
+        """
+        L = self.config.lanes
+        lane = np.arange(L, dtype=np.int64)
+        strides = np.array(d.out_strides, dtype=np.int64)
+        e_y = int(self.read(d.exp_addr, 1, np.int32)[0])
+        o = np.concatenate([r[0] for r in results])
+        acc = np.concatenate([r[1] for r in results])
+        chunk = o[:, d.chunk_loop]
+        lane_on = lane[None, :] < np.minimum(L, d.lanes_total - L * chunk)[:, None]
+        c = (L * chunk[:, None] + lane)[lane_on]
+        grads = acc[lane_on]
+        r = np.clip(shift[c] - e_y, -128, 127)
+        out_addr = (d.out_base + o @ strides)[:, None]
+        if d.epilogue == isa.UPDATE:
+            addr = (out_addr + lane)[lane_on]
+            old = self.scratchpad[addr].view(np.int8)
+            rounding = ROUNDINGS[(d.flags >> isa.ROUNDING_SHIFT) & 3]
+            rng = Xorshift32(int(self.read(d.prng_addr, 1, np.uint32)[0]))
+            new = apply_weight_update(old[:, None], grads[:, None], 0, MultiplierVector(mult[c], r),
+                                      rounding, rng)[:, 0]
+            self.scratchpad[addr] = new.view(np.uint8)
+            self.write(d.prng_addr, np.array([rng.state], dtype="<u4"))
+        else:
+            addr = (out_addr + 4 * lane)[lane_on]
+            words = addr[:, None] + np.arange(4)
+            old = self.scratchpad[words].copy().view("<i4")[:, 0]
+            new = apply_bias_update(old, grads, 0, MultiplierVector(mult[c], r))
+            self.scratchpad[words] = new.astype("<i4").view(np.uint8).reshape(-1, 4)
 
     def _write_mask(self, d, offsets, bits, lane_on) -> None:
         """Mask bits of each output vector: whole bytes from bit offset/8 (unused bits 0)."""

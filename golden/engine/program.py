@@ -28,14 +28,19 @@ OPCODES = {END: "end", MAC: "mac", ADD: "add"}
 BROADCAST, ELEMENTWISE, DOT = 0, 1, 2
 MODES = {BROADCAST: "broadcast", ELEMENTWISE: "elementwise", DOT: "dot"}
 # Epilogues
-REQUANT, RAW32 = 0, 1
-EPILOGUES = {REQUANT: "requant", RAW32: "raw32"}
+REQUANT, RAW32, UPDATE, BIAS_UPDATE = 0, 1, 2, 3
+EPILOGUES = {REQUANT: "requant", RAW32: "raw32", UPDATE: "weight update", BIAS_UPDATE: "bias update"}
+UPDATES = (UPDATE, BIAS_UPDATE)
+# Weight rounding of UPDATE (flags bits 4-5), numerics 7.2
+ROUND_STOCHASTIC, ROUND_TRUNCATE, ROUND_NEAREST = 0, 1, 2
+ROUNDING_CODES = {"stochastic": ROUND_STOCHASTIC, "truncate": ROUND_TRUNCATE, "nearest": ROUND_NEAREST}
+ROUNDING_SHIFT = 4
 # Flags
 FLAG_B_EXTERNAL = 1 << 0     # B operand read from external memory (else scratchpad)
 FLAG_B_ONES = 1 << 1         # B operand is all ones (no reads): sums for average pooling
 FLAG_WRITE_MASK = 1 << 2     # write the clamp mask bits of REQUANT / ADD outputs
 FLAG_PARAMS_EXTERNAL = 1 << 3  # per-channel parameter table in external memory
-KNOWN_FLAGS = FLAG_B_EXTERNAL | FLAG_B_ONES | FLAG_WRITE_MASK | FLAG_PARAMS_EXTERNAL
+KNOWN_FLAGS = FLAG_B_EXTERNAL | FLAG_B_ONES | FLAG_WRITE_MASK | FLAG_PARAMS_EXTERNAL | (3 << ROUNDING_SHIFT)
 
 # Error codes (the engine's error_code register)
 OK = 0
@@ -91,6 +96,8 @@ class Descriptor:
     add_m1: int = 0              # ADD: (M1, M2, n) of numerics 4.3
     add_m2: int = 0
     add_shift: int = 0
+    exp_addr: int = 0            # UPDATE, BIAS_UPDATE: int32 exponent e_y of the gradient
+    prng_addr: int = 0           # UPDATE: uint32 state of the `sr` xorshift32 stream
 
     def describe(self) -> str:
         op = OPCODES.get(self.opcode, f"opcode {self.opcode}")
@@ -220,6 +227,9 @@ def check(d: Descriptor, config: EngineConfig) -> int:
         if d.epilogue == REQUANT and not (-128 <= d.zero_out <= 127
                                           and d.lanes_total <= config.param_channels):
             return ERR_SHAPE
+        if d.epilogue in UPDATES and (d.mode == DOT or d.lanes_total > config.param_channels
+                                      or (d.flags >> ROUNDING_SHIFT) & 3 == 3):
+            return ERR_SHAPE
         if d.epilogue != REQUANT and d.flags & FLAG_WRITE_MASK:
             return ERR_SHAPE
         if not (1 <= d.a_rows <= 65535 and 1 <= d.a_cols <= 65535 and -128 <= d.a_zero <= 127):
@@ -248,7 +258,7 @@ def check(d: Descriptor, config: EngineConfig) -> int:
         b_lo, b_hi = _extent(d.b_base, d.b_strides, d.counts)
         if b_lo < 0 or b_hi + span - 1 >= b_size:
             return ERR_B_RANGE
-    element_bytes = 4 if d.opcode == MAC and d.epilogue == RAW32 else 1
+    element_bytes = 4 if d.opcode == MAC and d.epilogue in (RAW32, BIAS_UPDATE) else 1
     out_span = element_bytes * (1 if d.opcode == MAC and d.mode == DOT else span)
     o_lo, o_hi = _extent(d.out_base, d.out_strides, d.counts[:OUTPUT_LOOPS])
     if o_lo < 0 or o_hi + out_span - 1 >= spad:
@@ -256,9 +266,12 @@ def check(d: Descriptor, config: EngineConfig) -> int:
     if d.flags & FLAG_WRITE_MASK:
         if d.mask_base + (o_hi - d.out_base + span + 7) // 8 - 1 >= spad:
             return ERR_OUT_RANGE
-    if d.opcode == MAC and d.epilogue == REQUANT:
+    if d.opcode == MAC and d.epilogue != RAW32:
         p_size = config.external_bytes if d.flags & FLAG_PARAMS_EXTERNAL else spad
         if d.param_base < 0 or d.param_base + PARAM_BYTES_PER_CHANNEL * d.lanes_total > p_size:
+            return ERR_PARAM_RANGE
+    if d.opcode == MAC and d.epilogue in UPDATES:
+        if not (0 <= d.exp_addr <= spad - 4 and 0 <= d.prng_addr <= spad - 4):
             return ERR_PARAM_RANGE
     return OK
 

@@ -1,0 +1,111 @@
+"""The engine's program format, checks, compiler and cycle model, without the RTL."""
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from golden import int_ops
+from golden.builtin import builtin_model
+from golden.data import load_digits
+from golden.engine import layout
+from golden.engine import program as isa
+from golden.engine.compiler import CompileError, compile_forward
+from golden.engine.config import DEFAULT, SMALL, EngineConfig
+from golden.engine.cycles import descriptor_cycles
+from golden.engine.executor import EngineError, Machine
+from sim.op_cases import CASE_CONFIG, bad_program_cases, random_op_case
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "engine.md"
+
+
+def test_engine_doc_field_table_matches_the_encoding():
+    rows = re.findall(r"^\| ([\d, -]+) \| ([a-z_0-9, \[\]]+) \|", DOCS.read_text(), re.M)
+    seen = {}
+    for words, names in rows:
+        starts = [int(w.split("-")[0]) for w in words.split(",")]
+        names = [n.strip().split("[")[0] for n in names.split(",")]
+        if len(starts) == 1 and len(names) > 1:      # "43-45 | a, b, c": consecutive words
+            starts = [starts[0] + i for i in range(len(names))]
+        seen.update(zip(names, starts))
+    for name, offset in isa.FIELD_OFFSETS.items():
+        assert seen.get(name) == offset, f"docs/engine.md gives {name} word {seen.get(name)}, the encoding {offset}"
+
+
+def test_encode_decode_round_trip():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        case = random_op_case(rng, CASE_CONFIG)
+        words = isa.encode(case.program)
+        assert words.size == 2 * isa.DESCRIPTOR_WORDS
+        assert isa.decode(words)[0] == case.descriptors[0]
+
+
+def test_configuration_rejects_bad_values_with_a_sentence():
+    with pytest.raises(ValueError, match="lanes must be a power of two"):
+        EngineConfig(lanes=12)
+    with pytest.raises(ValueError, match="scratchpad_bytes must be a power of two"):
+        EngineConfig(scratchpad_bytes=100_000)
+
+
+@pytest.mark.parametrize("config", [DEFAULT, SMALL], ids=["default", "small"])
+def test_compiled_forward_matches_int_ops(config):
+    model = builtin_model()
+    images = int_ops.quantize_images(load_digits("test").images[:8], model)
+    compiled = compile_forward(model, config, keep_masks=True, keep_tensors=True)
+    for image in images:
+        machine = Machine(config, compiled.external)
+        machine.write(compiled.tensors["input"][0], layout.activation_bytes(image))
+        machine.run_or_raise(compiled.descriptors + [isa.Descriptor()])
+        reference = int_ops.forward(model, image[None])
+        for node in model.nodes:
+            address, shape = compiled.tensors[node.output]
+            got = layout.activation_from_bytes(machine.read(address, int(np.prod(shape))), shape)
+            assert np.array_equal(got, reference[node.output][0]), node.name
+            _, mask = int_ops.node_forward(node, [reference[n] for n in int_ops.node_inputs(node)])
+            raw = machine.read(compiled.masks[node.output], (int(np.prod(shape)) + 7) // 8)
+            assert np.array_equal(layout.mask_from_bytes(raw, shape), mask[0]), node.name
+
+
+def test_compiler_refuses_a_model_that_does_not_fit():
+    tiny = EngineConfig(lanes=8, scratchpad_bytes=2048, external_bytes=64 * 1024)
+    with pytest.raises(CompileError, match="scratchpad of 2,048 bytes is full"):
+        compile_forward(builtin_model(), tiny, keep_masks=True)
+
+
+def test_bad_programs_stop_the_golden_executor_before_writing():
+    for case in bad_program_cases(CASE_CONFIG):
+        machine = Machine(CASE_CONFIG, case.external)
+        machine.scratchpad[:] = case.scratchpad
+        result = machine.run(case.program)
+        assert (result.error_code, result.error_index) == (case.expect_code, 1), case.name
+        only_first = Machine(CASE_CONFIG, case.external)
+        only_first.scratchpad[:] = case.scratchpad
+        only_first.run_or_raise(case.program[:1] + [isa.Descriptor()])
+        assert np.array_equal(machine.scratchpad, only_first.scratchpad), case.name
+    with pytest.raises(EngineError, match="unknown opcode"):
+        machine.run_or_raise(bad_program_cases(CASE_CONFIG)[0].program)
+
+
+def test_a_program_without_end_is_an_error():
+    case = random_op_case(np.random.default_rng(5), CASE_CONFIG)
+    machine = Machine(CASE_CONFIG, case.external)
+    assert machine.run(case.descriptors).error_code == isa.ERR_PROGRAM_RANGE
+
+
+def test_weight_gradient_cycles_scale_with_selected_channels():
+    """The loop nest of a weight-gradient-shaped MAC runs once per selected input channel."""
+    rng = np.random.default_rng(11)
+    case = random_op_case(rng, CASE_CONFIG)
+    while case.name.split()[0] != "raw32":
+        case = random_op_case(rng, CASE_CONFIG)
+    d = case.descriptors[0]
+
+    def cycles(selected):
+        return descriptor_cycles(isa.with_fields(d, counts=[d.counts[0], selected] + d.counts[2:]),
+                                 CASE_CONFIG).total
+
+    per_channel = cycles(2) - cycles(1)
+    assert per_channel > 0
+    for selected in (4, 8, 16, 32):      # 1/8, 1/4, 1/2, 1 of 32 channels
+        assert cycles(selected) - cycles(1) == per_channel * (selected - 1)
