@@ -27,8 +27,11 @@ from golden.engine.config import EngineConfig
 
 from .banked_memory import BankedMemory
 from .requantizer import Requantizer, round_shift, saturate
+from .weight_updater import BiasUpdater, WeightUpdater
+from .xorshift_vector import jump_outputs
 
 TRACE_DEPTH = 1024
+ZERO_SEED = 0x9E3779B9
 DRAIN_EXTRA = 12          # cycles after the last step's data leaves the accumulator
 
 
@@ -66,7 +69,8 @@ class Engine(wiring.Component):
         host_space_r = Signal(2)
         m.d.sync += host_space_r.eq(self.host_space)
         host_byte = Cat(Const(0, 2), self.host_addr)
-        m.d.comb += [spad_host.addr.eq(host_byte), spad_host.en.eq(1),
+        old_read_addr = Signal(32)     # the update epilogues read old values on the host port
+        m.d.comb += [spad_host.addr.eq(Mux(self.busy, old_read_addr, host_byte)), spad_host.en.eq(1),
                      ext_host.addr.eq(host_byte), ext_host.en.eq(1),
                      trace_r.addr.eq(self.host_addr)]
         with m.Switch(host_space_r):
@@ -95,6 +99,12 @@ class Engine(wiring.Component):
         write_mask = flags[2]
         params_external = flags[3]
         requant = ~is_add & (epilogue == isa.REQUANT)
+        raw32 = ~is_add & (epilogue == isa.RAW32)
+        weight_update = ~is_add & (epilogue == isa.UPDATE)
+        bias_update = ~is_add & (epilogue == isa.BIAS_UPDATE)
+        updates = weight_update | bias_update
+        needs_params = requant | updates
+        rounding = flags[isa.ROUNDING_SHIFT:isa.ROUNDING_SHIFT + 2]
         dot = ~is_add & (mode == isa.DOT)
         a_vector = is_add | (mode != isa.BROADCAST)
 
@@ -103,6 +113,9 @@ class Engine(wiring.Component):
 
         # ---------------------------------------------------------------- control state
         index = Signal(16)            # descriptor index
+        state_count = Signal(range(D + 3))
+        exponent = Signal(signed(32))  # e_y of the gradient an update descriptor applies
+        sr_state = Signal(32)          # the `sr` xorshift32 stream while an update runs
         fetch_issue = Signal(range(isa.DESCRIPTOR_WORDS + 1))
         fetch_pipe = [Signal(7, name=f"fetch_word{i}") for i in range(D)]   # word index + 1 (0: none)
         error_code = Signal(8)
@@ -147,13 +160,15 @@ class Engine(wiring.Component):
         with m.Elif(((chunk_count - 1) << lane_bits) >= lanes_total):
             m.d.comb += shape_bad.eq(1)
         with m.Elif(~is_add):
-            with m.If((mode > isa.DOT) | (epilogue > isa.RAW32)):
+            with m.If((mode > isa.DOT) | (epilogue > isa.BIAS_UPDATE)):
                 m.d.comb += shape_bad.eq(1)
             with m.Elif(dot & ((chunk_loop < isa.OUTPUT_LOOPS) | (epilogue != isa.RAW32))):
                 m.d.comb += shape_bad.eq(1)
             with m.Elif(~dot & (chunk_loop >= isa.OUTPUT_LOOPS)):
                 m.d.comb += shape_bad.eq(1)
             with m.Elif(requant & ~(zero_ok(f("zero_out")) & (lanes_total <= cfg.param_channels))):
+                m.d.comb += shape_bad.eq(1)
+            with m.Elif(updates & (dot | (lanes_total > cfg.param_channels) | (rounding == 3))):
                 m.d.comb += shape_bad.eq(1)
             with m.Elif(~requant & write_mask):
                 m.d.comb += shape_bad.eq(1)
@@ -182,7 +197,7 @@ class Engine(wiring.Component):
         a_top = hi[0] + Mux(a_vector, lane_span - 1, 0)
         b_size = Mux(b_external, ext_size, spad_size)
         out_bytes = Signal(17)
-        m.d.comb += out_bytes.eq(Mux(~is_add & (epilogue == isa.RAW32),
+        m.d.comb += out_bytes.eq(Mux(raw32 | bias_update,
                                      Mux(dot, 4, lane_span << 2), lane_span))
         mask_top = fs("mask_base") + ((hi[2] - fs("out_base") + lane_span + 7) >> 3) - 1
         p_size = Mux(params_external, ext_size, spad_size)
@@ -195,8 +210,11 @@ class Engine(wiring.Component):
             m.d.comb += range_code.eq(isa.ERR_OUT_RANGE)
         with m.Elif(write_mask & (mask_top >= spad_size)):
             m.d.comb += range_code.eq(isa.ERR_OUT_RANGE)
-        with m.Elif(requant & ((fs("param_base") < 0)
+        with m.Elif(needs_params & ((fs("param_base") < 0)
                                | (fs("param_base") + lanes_total * isa.PARAM_BYTES_PER_CHANNEL > p_size))):
+            m.d.comb += range_code.eq(isa.ERR_PARAM_RANGE)
+        with m.Elif(updates & ((fs("exp_addr") < 0) | (fs("exp_addr") > spad_size - 4)
+                               | (fs("prng_addr") < 0) | (fs("prng_addr") > spad_size - 4))):
             m.d.comb += range_code.eq(isa.ERR_PARAM_RANGE)
 
         # ---------------------------------------------------------------- loop nest (AGU)
@@ -217,7 +235,8 @@ class Engine(wiring.Component):
         step = Signal()
         bubble = Signal(3)
         write_cycles = Signal(3)
-        m.d.comb += write_cycles.eq(Mux(is_add | requant, Mux(write_mask, 2, 1), Mux(dot, 1, 4)))
+        m.d.comb += write_cycles.eq(Mux(is_add | requant, Mux(write_mask, 2, 1),
+                                        Mux(dot | weight_update, 1, 4)))
 
         with m.If(step):
             for k in range(6):
@@ -357,6 +376,82 @@ class Engine(wiring.Component):
         rq_active = delayed(e_active, Requantizer.LATENCY, "rq_active")
         rq_out = delayed(e_out, Requantizer.LATENCY, "rq_out")
 
+        # ---------------------------------------------------------------- update epilogues
+        # Weight update: read the old weight row at e, update at u1 (+1), new row WeightUpdater
+        # .LATENCY later. Bias update: read the four rows of old int32 biases at e..e+3, update
+        # all lanes at e+5, new vector BiasUpdater.LATENCY later.
+        e_acc = [Signal(signed(32), name=f"e_acc{l}") for l in range(L)]
+        m.d.comb += [e_acc[l].eq(acc[l]) for l in range(L)]
+        u1_valid = Signal(); u1_active = Signal.like(x_active); u1_out = Signal(32)
+        u1_acc = [Signal(signed(32), name=f"u1_acc{l}") for l in range(L)]
+        u1_mult = Signal(32 * L); u1_shift = Signal(8 * L)
+        m.d.sync += [u1_valid.eq(e_valid & weight_update), u1_active.eq(e_active), u1_out.eq(e_out),
+                     u1_mult.eq(param_r[1].data), u1_shift.eq(param_r[2].data)]
+        m.d.sync += [u1_acc[l].eq(acc[l]) for l in range(L)]
+        draws = jump_outputs(sr_state, L)
+        with m.If(u1_valid & (rounding == isa.ROUND_STOCHASTIC)):
+            with m.Switch(u1_active):
+                for k in range(1, L + 1):
+                    with m.Case(k):
+                        m.d.sync += sr_state.eq(draws[k - 1])
+        upd_new = Signal(8 * L)
+
+        def fraction_bits(shift_byte):
+            return saturate(shift_byte[:6].as_unsigned() - exponent, -128, 127)[:8].as_signed()
+
+        for l in range(L):
+            wu = WeightUpdater()
+            m.submodules[f"weight_updater{l}"] = wu
+            m.d.comb += [wu.valid.eq(u1_valid), wu.weight.eq(spad_host.data[8 * l: 8 * l + 8].as_signed()),
+                         wu.grad.eq(u1_acc[l]), wu.multiplier.eq(u1_mult[32 * l: 32 * l + 32]),
+                         wu.fraction_bits.eq(fraction_bits(u1_shift[8 * l: 8 * l + 8])),
+                         wu.rounding.eq(rounding), wu.random.eq(draws[l]),
+                         upd_new[8 * l: 8 * l + 8].eq(wu.new_weight)]
+        upd_valid = delayed(u1_valid, WeightUpdater.LATENCY, "upd_valid")
+        upd_active = delayed(u1_active, WeightUpdater.LATENCY, "upd_active")
+        upd_out = delayed(u1_out, WeightUpdater.LATENCY, "upd_out")
+
+        bias_phase = Signal(3)         # rows still to read
+        bias_out = Signal(32)
+        old_bias = Signal(32 * L)
+        # vectors may start every 4 cycles and the update begins 5 after e: delay lines, not holds
+        bias_acc = delayed(Cat(*acc), 5, "bias_acc")
+        bias_mult = delayed(param_r[1].data, 5, "bias_mult")
+        bias_shift = delayed(param_r[2].data, 5, "bias_shift")
+        with m.If(e_valid & bias_update):
+            m.d.sync += [bias_phase.eq(3), bias_out.eq(e_out)]
+        with m.Elif(bias_phase != 0):
+            m.d.sync += bias_phase.eq(bias_phase - 1)
+        with m.If(e_valid):
+            m.d.comb += old_read_addr.eq(e_out)
+        with m.Else():
+            m.d.comb += old_read_addr.eq(bias_out + ((4 - bias_phase) * L))
+        # row q is read at e+q and arrives one cycle later
+        row_arriving = Signal(3)
+        row_valid = Signal()
+        m.d.sync += [row_valid.eq((e_valid & bias_update) | (bias_phase != 0)),
+                     row_arriving.eq(Mux(e_valid & bias_update, 0, 4 - bias_phase))]
+        with m.If(row_valid):
+            with m.Switch(row_arriving):
+                for q in range(4):
+                    with m.Case(q):
+                        m.d.sync += old_bias.word_select(q, 8 * L).eq(spad_host.data)
+        b_go = Signal()
+        m.d.sync += b_go.eq(row_valid & (row_arriving == 3))
+        bias_new = Signal(32 * L)
+        for l in range(L):
+            bu = BiasUpdater()
+            m.submodules[f"bias_updater{l}"] = bu
+            m.d.comb += [bu.valid.eq(b_go), bu.bias.eq(old_bias[32 * l: 32 * l + 32].as_signed()),
+                         bu.grad.eq(bias_acc[32 * l: 32 * l + 32].as_signed()),
+                         bu.multiplier.eq(bias_mult[32 * l: 32 * l + 32]),
+                         bu.shift.eq(fraction_bits(bias_shift[8 * l: 8 * l + 8])),
+                         bias_new[32 * l: 32 * l + 32].eq(bu.new_bias)]
+        bias_valid = delayed(b_go, BiasUpdater.LATENCY, "bias_valid")
+        bias_w_active = delayed(e_active, BiasUpdater.LATENCY + 5, "bias_w_active")
+        bias_w_out = delayed(e_out, BiasUpdater.LATENCY + 5, "bias_w_out")
+
+        prng_write_back = Signal()     # the last drain cycle of a weight update
         # ---------------------------------------------------------------- writer
         w_phase = Signal(3)          # write cycles still to do after this one
         w_data = Signal(32 * L)      # raw accumulators or [y | mask]
@@ -366,13 +461,19 @@ class Engine(wiring.Component):
         write_addr = Signal(32); write_data = Signal(8 * L); write_enable = Signal(L)
         active_mask = (Const(1, L + 1) << w_active) - 1
         raw_vector = Cat(*[a for a in acc])
-        start_raw = e_valid & ~is_add & ~requant
+        start_raw = e_valid & raw32
         with m.If(start_raw):
             m.d.sync += [w_data.eq(raw_vector), w_active.eq(e_active), w_out.eq(e_out),
                          w_kind.eq(Mux(dot, 2, 1)), w_phase.eq(Mux(dot, 1, 4))]
         with m.Elif(rq_valid):
             m.d.sync += [w_data.eq(Cat(rq_y, rq_mask)), w_active.eq(rq_active), w_out.eq(rq_out),
                          w_kind.eq(0), w_phase.eq(Mux(write_mask, 2, 1))]
+        with m.Elif(upd_valid):
+            m.d.sync += [w_data.eq(upd_new), w_active.eq(upd_active), w_out.eq(upd_out),
+                         w_kind.eq(0), w_phase.eq(1)]
+        with m.Elif(bias_valid):
+            m.d.sync += [w_data.eq(bias_new), w_active.eq(bias_w_active), w_out.eq(bias_w_out),
+                         w_kind.eq(1), w_phase.eq(4)]
         with m.Elif(w_phase != 0):
             m.d.sync += w_phase.eq(w_phase - 1)
         # What is written in the cycle after the data was captured (and the following ones).
@@ -408,6 +509,9 @@ class Engine(wiring.Component):
                          spad.write_enable.eq(Mux(self.host_space == 0, 0b1111, 0)),
                          ext.write_addr.eq(host_byte), ext.write_data.eq(self.host_wdata),
                          ext.write_enable.eq(Mux(self.host_space == 1, 0b1111, 0))]
+        with m.Elif(prng_write_back):
+            m.d.comb += [spad.write_addr.eq(fs("prng_addr")), spad.write_data.eq(sr_state),
+                         spad.write_enable.eq(0b1111)]
         with m.Else():
             m.d.comb += [spad.write_addr.eq(write_addr), spad.write_data.eq(write_data),
                          spad.write_enable.eq(write_enable)]
@@ -487,7 +591,7 @@ class Engine(wiring.Component):
                                             + fs("a_col0") * fs("a_col_stride"))
                     m.d.sync += [x.eq(0) for x in idx + pa + pb + po + prow + pcol]
                     m.d.sync += [param_kind.eq(0), param_channel.eq(0), bubble.eq(0)]
-                    with m.If(requant):
+                    with m.If(needs_params):
                         m.next = "PARAMS"
                     with m.Else():
                         m.next = "RUN"
@@ -510,9 +614,25 @@ class Engine(wiring.Component):
                     m.next = "PARAMS_WAIT"
             with m.State("PARAMS_WAIT"):
                 with m.If(drain == 0):
-                    m.next = "RUN"
+                    m.d.sync += state_count.eq(0)
+                    with m.If(updates):
+                        m.next = "STATE"
+                    with m.Else():
+                        m.next = "RUN"
                 with m.Else():
                     m.d.sync += drain.eq(drain - 1)
+            with m.State("STATE"):
+                # read e_y (cycle 0) and the PRNG state (cycle 1); both arrive D cycles later
+                with m.If(state_count == 0):
+                    m.d.comb += [b_read_addr.eq(fs("exp_addr")), b_read_en.eq(1)]
+                with m.If(state_count == 1):
+                    m.d.comb += [b_read_addr.eq(fs("prng_addr")), b_read_en.eq(1)]
+                with m.If(state_count == D):
+                    m.d.sync += exponent.eq(b_data[:32])
+                with m.If(state_count == D + 1):
+                    m.d.sync += sr_state.eq(Mux(b_data[:32] == 0, ZERO_SEED, b_data[:32]))
+                    m.next = "RUN"
+                m.d.sync += state_count.eq(state_count + 1)
             with m.State("RUN"):
                 with m.If(bubble != 0):
                     m.d.sync += bubble.eq(bubble - 1)
@@ -526,6 +646,7 @@ class Engine(wiring.Component):
                         m.next = "DRAIN"
             with m.State("DRAIN"):
                 with m.If(drain == 0):
+                    m.d.comb += prng_write_back.eq(weight_update)
                     m.d.comb += trace_w.en.eq(1)
                     m.d.sync += [index.eq(index + 1), fetch_issue.eq(0)]
                     m.next = "FETCH"
