@@ -65,8 +65,8 @@ def random_op_case(rng: np.random.Generator, config: EngineConfig = CASE_CONFIG)
     L = config.lanes
     if config.scratchpad_bytes < 32 * 1024 or config.external_bytes < EXTERNAL_BASE + EXTERNAL_BODY:
         raise ValueError("random cases need at least 32 KiB of scratchpad and 36 KiB of external memory")
-    kind = rng.choice(["conv", "pointwise", "depthwise", "avgpool", "add", "raw32", "dot"],
-                      p=[0.2, 0.15, 0.2, 0.1, 0.15, 0.1, 0.1])
+    kind = rng.choice(["conv", "pointwise", "depthwise", "avgpool", "add", "raw32", "dot", "update",
+                       "bias-update"], p=[0.15, 0.1, 0.15, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
     spad, ext_body = _background(config)
     spad = spad.copy()
     ext_base = EXTERNAL_BASE
@@ -147,6 +147,35 @@ def random_op_case(rng: np.random.Generator, config: EngineConfig = CASE_CONFIG)
         d.b_base, d.b_strides = region // 2 + x_addr % 1024, [L, 0, 0, 0, wo * c_out, c_out]
         d.out_base, d.out_strides = y_addr, [4 * L, 9 * c_out * 4, c_out * 4]
         name = f"raw32 {c_in}x{c_out} {h}x{w} s{s}"
+    elif kind == "update":
+        # fused weight gradient + update of a k x k conv over `selected` input channels
+        ho, wo = output_size(h, 3, s), output_size(w, 3, s)
+        selected = int(rng.integers(1, c_in + 1))
+        rounding = int(rng.integers(0, 3))
+        d.epilogue, d.mode = isa.UPDATE, isa.BROADCAST
+        d.flags = isa.FLAG_PARAMS_EXTERNAL | (rounding << isa.ROUNDING_SHIFT)
+        d.chunk_loop, d.lanes_total = 2, c_out
+        d.counts = [selected, 9, _ceil(c_out, L), 1, ho, wo]
+        d.a_base, d.a_row_stride, d.a_col_stride = x_addr, w * selected, selected
+        d.a_strides = [1, 0, 0, 0, 0, 0]
+        d.a_row0 = d.a_col0 = -1
+        d.a_row_coefs, d.a_col_coefs = [0, 0, 0, 0, s, 0], [0, 1, 0, 0, 0, s]
+        d.a_rows, d.a_cols = h, w
+        d.b_base, d.b_strides = region // 2 + x_addr % 1024, [0, 0, L, 0, wo * c_out, c_out]
+        d.out_base, d.out_strides = y_addr, [9 * c_out, c_out, L]
+        d.exp_addr, d.prng_addr = mask_addr + 64, mask_addr + 128
+        name = f"update {selected}/{c_in}x{c_out} {h}x{w} s{s} rounding {rounding}"
+    elif kind == "bias-update":
+        ho, wo = h, w
+        d.epilogue, d.mode = isa.BIAS_UPDATE, isa.ELEMENTWISE
+        d.flags = isa.FLAG_B_ONES | isa.FLAG_PARAMS_EXTERNAL
+        d.lanes_total, d.counts = c_out, [_ceil(c_out, L), 1, 1, 1, h, w]
+        d.a_base, d.a_strides, d.a_row_stride, d.a_col_stride = x_addr, [L, 0, 0, 0, 0, 0], w * c_out, c_out
+        d.a_zero = 0
+        d.a_row_coefs, d.a_col_coefs, d.a_rows, d.a_cols = [0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 1], h, w
+        d.out_base, d.out_strides = y_addr, [4 * L, 0, 0]
+        d.exp_addr = mask_addr + 64
+        name = f"bias-update {c_out} {h}x{w}"
     else:   # dot: input-gradient shaped, lanes over the reduced channels
         d.epilogue, d.mode, d.flags = isa.RAW32, isa.DOT, isa.FLAG_B_EXTERNAL
         d.chunk_loop, d.lanes_total = 3, c_out
@@ -162,6 +191,10 @@ def random_op_case(rng: np.random.Generator, config: EngineConfig = CASE_CONFIG)
     ext = np.zeros(ext_base + ext_body.size, np.uint8)
     ext[ext_base:] = ext_body
     ext[param_addr:param_addr + 9 * d.lanes_total] = _params(rng, d.lanes_total)
+    if kind in ("update", "bias-update"):
+        spad[d.exp_addr:d.exp_addr + 4] = np.array([rng.integers(-40, 10)], "<i4").view(np.uint8)
+        if kind == "update":
+            spad[d.prng_addr:d.prng_addr + 4] = np.array([rng.integers(0, 2 ** 32)], "<u4").view(np.uint8)
     words = isa.encode([d, isa.Descriptor()])
     ext[:words.size * 4] = words.view(np.uint8)
     return OpCase(name, [d], spad, ext)

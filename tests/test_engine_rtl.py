@@ -62,7 +62,8 @@ def test_random_operations_bit_exact_and_cycle_exact(case_results):
         predicted = descriptor_cycles(case.descriptors[0], CASE_CONFIG).total
         assert measured_op_cycles(rtl, 1)[0] == predicted, case.name
         assert rtl.cycles == predicted + end_cycles(CASE_CONFIG), case.name
-    assert kinds == {"conv", "pointwise", "depthwise", "avgpool", "add", "raw32", "dot"}
+    assert kinds == {"conv", "pointwise", "depthwise", "avgpool", "add", "raw32", "dot", "update",
+                     "bias-update"}
 
 
 def test_bad_programs_stop_with_code_and_write_nothing(case_results):
@@ -110,3 +111,56 @@ def test_builtin_forward_cycles_match_cycle_model(builtin_forward):
     for rtl in results:
         assert list(measured_op_cycles(rtl, len(predicted))) == predicted
         assert rtl.cycles == sum(predicted) + end_cycles(DEFAULT)
+
+
+@pytest.fixture(scope="module")
+def training_iterations():
+    """Three last-layer training iterations of the built-in CNN (fresh head) on the RTL, the
+    host's loss step between the forward and the backward program, as the CPU will do it."""
+    from golden.engine.training import compile_training
+    from golden.scheme import parse_scheme
+    from golden.train import Trainer, UpdateRule
+    from sim.engine_job import EngineJob, run_on_rtl
+    model = builtin_model().with_new_head(10, seed=0)
+    scheme = parse_scheme("last-layer", model)
+    data = load_digits("train")
+    images = int_ops.quantize_images(data.images[:3], model)
+    trainer = Trainer(model, scheme, "dynamic", UpdateRule(), seed=1)
+    program = compile_training(model, scheme, DEFAULT)
+    scratchpad = program.initial_scratchpad(images[0], trainer.sr_rng.state)
+    steps = []
+    for image, label in zip(images, data.labels[:3]):
+        x_at = program.forward.tensors["input"][0]
+        scratchpad[x_at:x_at + image.size] = layout.activation_bytes(image)
+        forward = run_on_rtl(DEFAULT, [EngineJob(scratchpad.copy(), program.external, 0)])[0]
+        after_forward = forward.scratchpad.copy()
+        program.loss_step(after_forward, model, int(label))
+        backward = run_on_rtl(DEFAULT, [EngineJob(after_forward.copy(), program.external,
+                                                  program.backward_base)])[0]
+        scratchpad = backward.scratchpad.copy()
+        trainer.step(image[None], int(label))
+        steps.append((forward, backward, scratchpad, trainer.model.classifier.weight.copy(),
+                      trainer.model.classifier.bias.copy(), trainer.sr_rng.state))
+    return model, program, steps
+
+
+def test_training_iterations_on_rtl_match_the_golden_trainer(training_iterations):
+    model, program, steps = training_iterations
+    head = model.classifier
+    w_at, p_at = program.forward.resident[head.name]
+    for forward, backward, scratchpad, weight, bias, sr_state in steps:
+        assert forward.error_code == 0 and backward.error_code == 0
+        got_weight = layout.weight_from_bytes(scratchpad[w_at:w_at + weight.size], weight.shape, False)
+        assert np.array_equal(got_weight, weight)
+        assert np.array_equal(scratchpad[p_at:p_at + 4 * bias.size].view("<i4"), bias)
+        assert scratchpad[program.prng_addr:program.prng_addr + 4].view("<u4")[0] == sr_state
+    assert not np.array_equal(got_weight, head.weight)          # training moved the head
+
+
+def test_training_iteration_cycles_match_cycle_model(training_iterations):
+    _, program, steps = training_iterations
+    for forward, backward, *_ in steps:
+        for rtl, descriptors in ((forward, program.forward.descriptors), (backward, program.backward)):
+            predicted = [descriptor_cycles(d, DEFAULT).total for d in descriptors]
+            assert list(measured_op_cycles(rtl, len(predicted))) == predicted
+            assert rtl.cycles == sum(predicted) + end_cycles(DEFAULT)
