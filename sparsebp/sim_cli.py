@@ -1,11 +1,13 @@
-"""`sparsebp sim engine`: run a compiled program on the engine RTL (Verilator) and the golden
-executor, and report per descriptor: cycles measured and predicted, bit-exactness, MAC use.
+"""`sparsebp sim engine`: training iterations of the built-in CNN on the engine RTL (Verilator),
+beside the golden executor and the golden Trainer, with per-descriptor cycles and bit-exactness.
 
-Today the engine runs the forward pass (docs/engine.md, "Status"); the rows say so in `phase`.
+An iteration is the engine's forward program, the host's loss step (what the CPU will do:
+softmax cross-entropy gradient times the logits' clamp mask), and the engine's backward
+program. The engine trains the classifier (MIT's last-layer scheme) so far: docs/engine.md.
 """
 from __future__ import annotations
 
-import argparse
+from pathlib import Path
 
 import numpy as np
 
@@ -15,87 +17,112 @@ CONFIGS = ("default", "small")
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("sim", help="run programs on the engine RTL under Verilator")
     sim_sub = p.add_subparsers(dest="sim_target", required=True, metavar="TARGET")
-    e = sim_sub.add_parser("engine", help="the model's forward pass on the engine RTL vs the golden model")
-    e.add_argument("--model", default="builtin", help="'builtin' or a sparsebp .npz")
+    e = sim_sub.add_parser("engine", help="training iterations on the engine RTL vs the golden model")
+    e.add_argument("--model", default="builtin", choices=["builtin"],
+                   help="the built-in digits CNN (MobileNetV2 needs the striping compiler)")
+    e.add_argument("--scheme", default="last-layer", choices=["last-layer"],
+                   help="update scheme (the engine trains the classifier so far)")
     e.add_argument("--config", choices=CONFIGS, default="default", help="engine configuration preset")
-    e.add_argument("--images", type=int, default=2, help="test images to run (digits)")
-    e.add_argument("--json", type=__import__("pathlib").Path, help="write the rows as JSON")
+    e.add_argument("--iterations", type=int, default=2, help="training iterations (1..50)")
+    e.add_argument("--json", type=Path, help="write the rows as JSON")
 
 
-def run(args) -> dict:
+def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: int = 1) -> dict:
     from golden import int_ops
+    from golden.builtin import builtin_model
     from golden.data import load_digits
     from golden.engine import layout
-    from golden.engine import program as isa
-    from golden.engine.compiler import compile_forward
     from golden.engine.config import PRESETS
     from golden.engine.cycles import descriptor_cycles, end_cycles
     from golden.engine.executor import Machine
+    from golden.engine.training import compile_training
+    from golden.engine import program as isa
+    from golden.scheme import parse_scheme
+    from golden.train import Trainer, UpdateRule
+    from sim.engine_job import EngineJob, run_on_rtl
     from sim.toolchain import verilator_available
 
-    from . import runs
-
-    if not 1 <= args.images <= 100:
-        raise ValueError(f"--images must be between 1 and 100, not {args.images}")
+    if not 1 <= iterations <= 50:
+        raise ValueError(f"--iterations must be between 1 and 50, not {iterations}")
     ok, reason = verilator_available()
     if not ok:
         raise ValueError(f"cannot simulate: {reason}")
-    config = PRESETS[args.config]
-    model = runs.load_model_spec(args.model) if args.model != "builtin" else None
-    if model is None:
-        from golden.builtin import builtin_model
-        model = builtin_model()
-    if model.input_shape[0] != 1:
-        raise ValueError(f"{model.name}: `sim engine` feeds it digits, which have 1 channel")
-    compiled = compile_forward(model, config, keep_masks=True, keep_tensors=True)
-    images = int_ops.quantize_images(load_digits("test").images[:args.images], model)
+    config = PRESETS[config_name]
+    model = builtin_model().with_new_head(10, seed=0)
+    scheme = parse_scheme("last-layer", model)
+    data = load_digits("train")
+    images = int_ops.quantize_images(data.images[:iterations], model)
+    trainer = Trainer(model, scheme, "dynamic", UpdateRule(), seed=seed)
+    program = compile_training(model, scheme, config)
+    head = model.classifier
+    w_at, p_at = program.forward.resident[head.name]
+    scratchpad = program.initial_scratchpad(images[0], trainer.sr_rng.state)
+    phases = (("forward", program.forward.descriptors, 0, program.forward.ops),
+              ("backward", program.backward, program.backward_base,
+               [f"{head.name} bias update", f"{head.name} weight gradient + update"]))
+    rows, iterations_out = [], []
+    print(f"{iterations} training iteration(s) of {model.name} (last-layer scheme) on the engine RTL, "
+          f"{config.lanes} lanes, {config.scratchpad_bytes // 1024} KiB scratchpad "
+          f"(the first run builds the simulator: a few minutes)", flush=True)
+    for k, (image, label) in enumerate(zip(images, data.labels[:iterations])):
+        x_at = program.forward.tensors["input"][0]
+        scratchpad[x_at:x_at + image.size] = layout.activation_bytes(image)
+        iteration_cycles, exact = 0, True
+        loss = None
+        for phase, descriptors, base, labels in phases:
+            golden = Machine(config, program.external)
+            golden.scratchpad[:] = scratchpad
+            words = program.external[base:base + (len(descriptors) + 1) * isa.DESCRIPTOR_WORDS * 4]
+            golden.run_or_raise(isa.decode(words.view("<u4")))
+            rtl = run_on_rtl(config, [EngineJob(scratchpad.copy(), program.external, base)])[0]
+            if rtl.error_code:
+                raise RuntimeError(f"the engine stopped with error {rtl.error_code} at {phase} "
+                                   f"descriptor {rtl.error_index}")
+            same = bool(np.array_equal(rtl.scratchpad, golden.scratchpad))
+            exact &= same
+            ends = np.asarray(rtl.trace[:len(descriptors)], np.int64) + 1
+            measured = np.diff(np.concatenate([[0], ends]))
+            for d, op, cycles in zip(descriptors, labels, measured):
+                model_cycles = descriptor_cycles(d, config)
+                rows.append({"iteration": k, "phase": phase, "op": op, "cycles_measured": int(cycles),
+                             "cycles_predicted": model_cycles.total, "bit_exact": same,
+                             "mac_utilization": round(model_cycles.useful_macs / (config.lanes * int(cycles)), 4)})
+            iteration_cycles += rtl.cycles
+            predicted_total = sum(descriptor_cycles(d, config).total for d in descriptors) + end_cycles(config)
+            rows.append({"iteration": k, "phase": phase, "op": "program total (with END)",
+                         "cycles_measured": rtl.cycles, "cycles_predicted": predicted_total,
+                         "bit_exact": same, "mac_utilization": None})
+            scratchpad = rtl.scratchpad.copy()
+            if phase == "forward":
+                loss = program.loss_step(scratchpad, model, int(label))
+        trainer.step(image[None], int(label))
+        trained = trainer.model.classifier
+        weight = layout.weight_from_bytes(scratchpad[w_at:w_at + trained.weight.size], trained.weight.shape, False)
+        matches_trainer = bool(np.array_equal(weight, trained.weight)
+                               and np.array_equal(scratchpad[p_at:p_at + 4 * trained.bias.size].view("<i4"),
+                                                  trained.bias))
+        iterations_out.append({"iteration": k, "loss": loss, "cycles": iteration_cycles,
+                               "bit_exact": exact, "matches_trainer": matches_trainer})
+        print(f"iteration {k}: loss {loss:.3f}, {iteration_cycles:,} engine cycles, "
+              f"bit-exact {exact}, classifier equals the golden Trainer's {matches_trainer}", flush=True)
+    return {"model": model.name, "scheme": "last-layer", "config": dict(config.__dict__),
+            "peak_scratchpad_bytes": program.forward.peak_bytes, "rows": rows,
+            "iterations": iterations_out,
+            "bit_exact": all(i["bit_exact"] and i["matches_trainer"] for i in iterations_out)}
 
-    from sim.engine_job import EngineJob, run_on_rtl
-    jobs, expected = [], []
-    for image in images:
-        machine = Machine(config, compiled.external)
-        machine.write(compiled.tensors["input"][0], layout.activation_bytes(image))
-        jobs.append(EngineJob(machine.scratchpad.copy(), compiled.external))
-        machine.run_or_raise(compiled.descriptors + [isa.Descriptor()])
-        expected.append(machine.scratchpad.copy())
-    print(f"simulating {len(jobs)} forward pass(es) of {model.name} on the engine RTL "
-          f"({config.lanes} lanes, {config.scratchpad_bytes // 1024} KiB scratchpad)...", flush=True)
-    results = run_on_rtl(config, jobs)
 
-    rows = []
-    nodes = [n for n in model.nodes]
-    for k, (image, rtl, golden_bytes) in enumerate(zip(images, results, expected)):
-        if rtl.error_code:
-            raise RuntimeError(f"the engine stopped with error {rtl.error_code} at descriptor {rtl.error_index}")
-        ends = np.asarray(rtl.trace[:len(compiled.descriptors)], np.int64) + 1
-        measured = np.diff(np.concatenate([[0], ends]))
-        for i, (d, node) in enumerate(zip(compiled.descriptors, nodes)):
-            address, shape = compiled.tensors[node.output]
-            size = int(np.prod(shape))
-            same = bool(np.array_equal(rtl.scratchpad[address:address + size], golden_bytes[address:address + size]))
-            mask_at = compiled.masks[node.output]
-            mask_size = (size + 7) // 8
-            same &= bool(np.array_equal(rtl.scratchpad[mask_at:mask_at + mask_size],
-                                        golden_bytes[mask_at:mask_at + mask_size]))
-            model_cycles = descriptor_cycles(d, config)
-            rows.append({"image": k, "op": compiled.ops[i], "phase": "forward",
-                         "cycles_measured": int(measured[i]), "cycles_predicted": model_cycles.total,
-                         "bit_exact": same,
-                         "mac_utilization": round(model_cycles.useful_macs / (config.lanes * int(measured[i])), 4)})
-        logits_at, logit_shape = compiled.tensors[model.output]
-        rows_total = {"image": k, "op": "total (with END)", "phase": "forward",
-                      "cycles_measured": rtl.cycles,
-                      "cycles_predicted": sum(r["cycles_predicted"] for r in rows if r["image"] == k) + end_cycles(config),
-                      "bit_exact": bool(np.array_equal(rtl.scratchpad, golden_bytes)),
-                      "mac_utilization": None}
-        rows.append(rows_total)
-    first = [r for r in rows if r["image"] == 0]
-    print(f"\n{'op':28s} {'measured':>9s} {'predicted':>9s} {'MAC use':>8s}  bit-exact")
+def print_table(result: dict) -> None:
+    first = [r for r in result["rows"] if r["iteration"] == 0]
+    print(f"\n{'phase':9s} {'op':34s} {'measured':>9s} {'predicted':>9s} {'MAC use':>8s}  bit-exact")
     for r in first:
         use = f"{r['mac_utilization']:.1%}" if r["mac_utilization"] is not None else ""
-        print(f"{r['op']:28s} {r['cycles_measured']:9d} {r['cycles_predicted']:9d} {use:>8s}  {r['bit_exact']}")
-    all_exact = all(r["bit_exact"] for r in rows)
-    print(f"\nimages: {len(jobs)}; every byte of every image bit-exact: {all_exact}; "
-          f"planned scratchpad peak (tensors kept): {compiled.peak_bytes:,} bytes")
-    return {"model": model.name, "config": config.__dict__ | {}, "phase": "forward",
-            "peak_scratchpad_bytes": compiled.peak_bytes, "bit_exact": all_exact, "rows": rows}
+        print(f"{r['phase']:9s} {r['op']:34s} {r['cycles_measured']:9,d} {r['cycles_predicted']:9,d} "
+              f"{use:>8s}  {r['bit_exact']}")
+    print(f"peak scratchpad (planned): {result['peak_scratchpad_bytes']:,} bytes; "
+          f"every iteration bit-exact and equal to the golden Trainer: {result['bit_exact']}")
+
+
+def run(args) -> dict:
+    result = rtl_training_run(args.iterations, args.config)
+    print_table(result)
+    return result
