@@ -5,6 +5,7 @@
     sparsebp eval --model PATH --data ... --limit N --json OUT
     sparsebp plan --model ... --scheme ... [--resolution R]
     sparsebp check-requant --model PATH [--data ...]
+    sparsebp sim engine [--model ...] [--config ...] --json OUT
 
 Errors a user can cause print one line `sparsebp: error: ...` and exit with status 1.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 from golden.scheme import POLICIES, PRESETS
 from golden.train import ROUNDINGS
 
-from . import runs
+from . import experiment_cli, runs, sim_cli
 
 EPILOG = "Schemes: " + ", ".join(sorted(PRESETS)) + ", full, bias-K, or 'bias=K;w=IDX:RATIO,...'"
 
@@ -65,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train the built-in digits CNN's fresh head with sparse int8 updates")
     p.add_argument("--epochs", type=_positive_int, default=2)
+    p.add_argument("--no-rtl", action="store_true",
+                   help="skip the training iterations on the engine RTL (Verilator)")
     p.add_argument("--json", type=Path, help="write the results as JSON")
 
     p = sub.add_parser("train", help="int8 sparse training with the golden model", epilog=EPILOG)
@@ -97,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="'cifar10:PATH' (default: random images)")
     p.add_argument("--limit", type=_positive_int, default=100)
     p.add_argument("--json", type=Path)
+
+    experiment_cli.add_parser(sub)
+    sim_cli.add_parser(sub)
     return parser
 
 
@@ -120,6 +126,16 @@ def cmd_demo(args) -> dict:
     print(f"accuracy after {args.epochs} epochs of int8 sparse training: {result['accuracy']:.3f}")
     print(f"weights updated per iteration: {result['updated_weight_fraction']:.1%}; "
           f"planned peak training memory: {result['planned_peak_bytes']:,} bytes")
+    if not args.no_rtl:
+        from sim.toolchain import verilator_available
+        ok, reason = verilator_available()
+        if ok:
+            print()
+            rtl = sim_cli.rtl_training_run(iterations=2)
+            sim_cli.print_table(rtl)
+            result["rtl"] = rtl
+        else:
+            print(f"\nskipping the RTL iterations: {reason}")
     return result
 
 
@@ -143,8 +159,8 @@ def cmd_check_requant(args) -> dict:
     return runs.requant_run(args.model, args.data, args.limit)
 
 
-COMMANDS = {"demo": cmd_demo, "train": cmd_train, "eval": cmd_eval, "plan": cmd_plan,
-            "check-requant": cmd_check_requant}
+COMMANDS = {"sim": sim_cli.run, "demo": cmd_demo, "train": cmd_train, "eval": cmd_eval, "plan": cmd_plan,
+            "check-requant": cmd_check_requant, "experiment": experiment_cli.run}
 
 
 def main(argv=None) -> int:
