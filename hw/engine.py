@@ -279,7 +279,6 @@ class Engine(wiring.Component):
         shift_mem = m.submodules.shift_mem = memory.Memory(shape=8 * L, depth=param_rows, init=[])
         param_w = [mem.write_port(granularity=g) for mem, g in ((bias_mem, 32), (mult_mem, 32), (shift_mem, 8))]
         param_r = [mem.read_port() for mem in (bias_mem, mult_mem, shift_mem)]
-        param_issue = Signal(range(3 * cfg.param_channels + 1))   # kind-major: bias, mult, shift
         param_kind = Signal(2)
         param_channel = Signal(range(cfg.param_channels + 1))
 
@@ -380,8 +379,6 @@ class Engine(wiring.Component):
         # Weight update: read the old weight row at e, update at u1 (+1), new row WeightUpdater
         # .LATENCY later. Bias update: read the four rows of old int32 biases at e..e+3, update
         # all lanes at e+5, new vector BiasUpdater.LATENCY later.
-        e_acc = [Signal(signed(32), name=f"e_acc{l}") for l in range(L)]
-        m.d.comb += [e_acc[l].eq(acc[l]) for l in range(L)]
         u1_valid = Signal(); u1_active = Signal.like(x_active); u1_out = Signal(32)
         u1_acc = [Signal(signed(32), name=f"u1_acc{l}") for l in range(L)]
         u1_mult = Signal(32 * L); u1_shift = Signal(8 * L)

@@ -53,9 +53,8 @@ def useful_macs(d: isa.Descriptor, config: EngineConfig) -> int:
     """Products that contribute to an output (active lanes x steps; padding counts as work)."""
     if d.opcode != isa.MAC:
         return 0
-    L = config.lanes
     per_chunk_steps = prod(d.counts) // d.counts[d.chunk_loop]
-    return per_chunk_steps * d.lanes_total if L else 0
+    return per_chunk_steps * d.lanes_total
 
 
 def descriptor_cycles(d: isa.Descriptor, config: EngineConfig) -> OpCycles:
