@@ -107,6 +107,13 @@ def _row_from_args(args) -> exp.Row:
     return replace(base, **changes)
 
 
+def _require_matplotlib() -> None:
+    """--plot needs matplotlib, an optional extra: say how to get it instead of a traceback."""
+    import importlib.util
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ValueError("--plot needs matplotlib: pip install -e '.[ml]' (make test installs it)")
+
+
 def run(args) -> dict:
     if args.list:
         for row in exp.ROWS.values():
@@ -117,6 +124,8 @@ def run(args) -> dict:
         files = sorted(Path(args.summarize).glob("*.json"))
         if not files:
             raise ValueError(f"{args.summarize}: no result .json files")
+        if args.plot is not None:
+            _require_matplotlib()                             # fail before writing anything
         summaries = exp.summarize(files)
         table = exp.markdown_table(summaries)
         print(table)
