@@ -66,7 +66,8 @@ def random_op_case(rng: np.random.Generator, config: EngineConfig = CASE_CONFIG)
     if config.scratchpad_bytes < 32 * 1024 or config.external_bytes < EXTERNAL_BASE + EXTERNAL_BODY:
         raise ValueError("random cases need at least 32 KiB of scratchpad and 36 KiB of external memory")
     kind = rng.choice(["conv", "pointwise", "depthwise", "avgpool", "add", "raw32", "dot", "update",
-                       "bias-update"], p=[0.15, 0.1, 0.15, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
+                       "bias-update", "grad-scale", "grad-dot", "grad-sum"],
+                      p=[0.1, 0.07, 0.1, 0.06, 0.07, 0.07, 0.07, 0.1, 0.08, 0.1, 0.09, 0.09])
     spad, ext_body = _background(config)
     spad = spad.copy()
     ext_base = EXTERNAL_BASE
@@ -176,6 +177,35 @@ def random_op_case(rng: np.random.Generator, config: EngineConfig = CASE_CONFIG)
         d.out_base, d.out_strides = y_addr, [4 * L, 0, 0]
         d.exp_addr = mask_addr + 64
         name = f"bias-update {c_out} {h}x{w}"
+    elif kind == "grad-scale":
+        # gradient quantizer over an int8 tensor, optionally times a channel factor (input-grad
+        # prescale) and broadcast over positions (average-pool backward), with masks
+        c = 8 * int(rng.integers(1, 4)) if with_mask else c_in
+        broadcast = bool(rng.random() < 0.3)
+        d.epilogue, d.mode = isa.GRADIENT, isa.ELEMENTWISE
+        d.flags = isa.FLAG_B_ONES | (isa.FLAG_SCALE | isa.FLAG_PARAMS_EXTERNAL if rng.random() < 0.7 else 0)
+        d.lanes_total, d.counts = c, [_ceil(c, L), h * w, 1, 1, 1, 1]
+        d.a_base, d.a_strides = x_addr, [L, 0 if broadcast else c, 0, 0, 0, 0]
+        d.a_zero = int(rng.integers(-128, 128)) if rng.random() < 0.3 else 0
+        d.out_base, d.out_strides = y_addr, [L, c, 0]
+        c_out = c
+        name = f"grad-scale {c} x {h * w}{' broadcast' if broadcast else ''}"
+    elif kind == "grad-dot":
+        # input gradient of a pointwise conv straight to int8: dot over output channels
+        d.epilogue, d.mode, d.flags = isa.GRADIENT, isa.DOT, isa.FLAG_B_EXTERNAL
+        d.chunk_loop, d.lanes_total = 3, c_out
+        d.counts = [h * w, c_in, 1, _ceil(c_out, L), 1, 1]
+        d.a_base, d.a_strides, d.a_zero = x_addr, [c_out, 0, 0, L, 0, 0], 0
+        d.b_base, d.b_strides = w_addr, [0, c_out, 0, L, 0, 0]
+        d.out_base, d.out_strides = y_addr, [c_in, 1, 0]
+        name = f"grad-dot {c_out}->{c_in} x {h * w}"
+    elif kind == "grad-sum":
+        c = 8 * int(rng.integers(1, 4)) if with_mask else c_in
+        d = isa.Descriptor(opcode=isa.ADD, mode=isa.ELEMENTWISE, epilogue=isa.GRADIENT, chunk_loop=0,
+                           lanes_total=c, counts=[_ceil(c, L), h * w, 1, 1, 1, 1], a_base=x_addr,
+                           a_strides=[L, c, 0, 0, 0, 0], b_base=x_addr + region // 2,
+                           b_strides=[L, c, 0, 0, 0, 0], out_base=y_addr, out_strides=[L, c, 0])
+        name = f"grad-sum {c} x {h * w}"
     else:   # dot: input-gradient shaped, lanes over the reduced channels
         d.epilogue, d.mode, d.flags = isa.RAW32, isa.DOT, isa.FLAG_B_EXTERNAL
         d.chunk_loop, d.lanes_total = 3, c_out
@@ -191,6 +221,16 @@ def random_op_case(rng: np.random.Generator, config: EngineConfig = CASE_CONFIG)
     ext = np.zeros(ext_base + ext_body.size, np.uint8)
     ext[ext_base:] = ext_body
     ext[param_addr:param_addr + 9 * d.lanes_total] = _params(rng, d.lanes_total)
+    if kind.startswith("grad"):
+        if with_mask:
+            d.flags |= isa.FLAG_MASK_IN
+            d.mask_base = mask_addr
+        d.exp_addr, d.exp2_addr, d.exp_out_addr = 3 * region, 3 * region + 4, 3 * region + 8
+        d.exp_offset = int(rng.integers(-20, 5))
+        e1 = int(rng.integers(-40, 10))
+        e2 = e1 + int(rng.choice([0, 1, -3, 7, 23, 24, -26, 40]))
+        spad[d.exp_addr:d.exp_addr + 8] = np.array([e1, e2], "<i4").view(np.uint8)
+        name += f"{' masked' if with_mask else ''} e {e1},{e2}"
     if kind in ("update", "bias-update"):
         spad[d.exp_addr:d.exp_addr + 4] = np.array([rng.integers(-40, 10)], "<i4").view(np.uint8)
         if kind == "update":

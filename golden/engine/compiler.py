@@ -181,13 +181,14 @@ def add_descriptor(node: Add, config: EngineConfig, shape, x1_addr, x2_addr, y_a
 
 
 def compile_forward(model: Model, config: EngineConfig, resolution: int | None = None,
-                    keep_masks: bool = False, keep_tensors: bool = False,
+                    keep_masks: "bool | set[str]" = False, keep_tensors: bool = False,
                     resident: tuple[str, ...] = (), keep_alive: tuple[str, ...] = (),
                     alloc: "Allocator | None" = None) -> Compiled:
     """The forward pass of `model` as one program (whole tensors, no striping).
 
     The input image is expected HWC at `tensors[INPUT]`; the logits end at
-    `tensors[model.output]`. With keep_masks every node's clamp mask is written and kept; with
+    `tensors[model.output]`. With keep_masks True every node's clamp mask is written and kept
+    (a collection of tensor names: those tensors' masks); with
     keep_tensors no tensor is freed, so each descriptor's output can be inspected afterwards.
     Convs named in `resident` keep weights and parameters in the scratchpad (they are updated
     in training; `preload` says what the host writes there); tensors in `keep_alive` are never
@@ -218,18 +219,21 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
         tensors[name] = (alloc.alloc(name, c * h * w), shapes[name])
 
     def mask_for(name):
-        if not keep_masks:
+        if not (keep_masks is True or (keep_masks and name in keep_masks)):
             return None
         c, h, w = shapes[name]
         masks[name] = alloc.alloc("mask:" + name, _ceil_div(c * h * w, 8))
         return masks[name]
+
+    def mask_for_wanted(name):
+        return keep_masks is True or bool(keep_masks and name in keep_masks)
 
     place(INPUT)
     for i, node in enumerate(model.nodes):
         place(node.output)
         out = tensors[node.output][0]
         if isinstance(node, Conv):
-            if node.out_channels % 8 and keep_masks and shapes[node.output][1:] != (1, 1):
+            if node.out_channels % 8 and mask_for_wanted(node.output) and shapes[node.output][1:] != (1, 1):
                 raise CompileError(f"{node.name}: masks need output channels in multiples of 8")
             if node.name in resident_at:
                 w_addr, p_addr = resident_at[node.name]

@@ -6,8 +6,11 @@ known before it runs and the RTL can be held to it (docs/engine.md, "Timing"):
     fetch     DESCRIPTOR_WORDS reads, then the read latency D drains:   48 + D + 1
     decode    field checks:                                              1
     range     17 stride x count terms, one per cycle, then the verdict: 18
-    params    (requant, updates) 3 reads per channel, then D + 2:      3 C + 1 + D + 2
-    state     (updates) exponent and PRNG state words:                  D + 2
+    params    (requant, updates, scaled gradient) 3 reads per channel,
+              then D + 2:                                                3 C + 1 + D + 2
+    state     (updates, gradient) exponent and PRNG / second exponent:  D + 2
+    pass 1    (gradient) the loop nest without writes, finding max|v|,
+              then the pipeline empties and k, e are formed:             steps + D + GRADIENT_TURN
     run       one step per reduction index, plus (write_cycles - 1)
               idle cycles after every output vector but the last
     drain     the pipeline empties:                                      D + 20
@@ -27,6 +30,7 @@ FETCH_EXTRA = 1
 DECODE = 1
 RANGE = 18
 DRAIN_AFTER_LATENCY = 20
+GRADIENT_TURN = 12        # after pass 1: the last |v| reaches the max register, k and e are formed
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ class OpCycles:
 
 
 def write_cycles(d: isa.Descriptor) -> int:
+    if d.epilogue == isa.GRADIENT:
+        return 1
     if d.opcode == isa.ADD or d.epilogue == isa.REQUANT:
         return 2 if d.flags & isa.FLAG_WRITE_MASK else 1
     if d.epilogue == isa.UPDATE:
@@ -62,10 +68,12 @@ def descriptor_cycles(d: isa.Descriptor, config: EngineConfig) -> OpCycles:
     steps = prod(d.counts)
     outputs = prod(d.counts[:isa.OUTPUT_LOOPS])
     total = (isa.DESCRIPTOR_WORDS + D + FETCH_EXTRA) + DECODE + RANGE
-    if d.opcode == isa.MAC and d.epilogue != isa.RAW32:
+    if d.opcode == isa.MAC and isa.needs_params(d):
         total += 3 * d.lanes_total + 1 + D + 2
-    if d.opcode == isa.MAC and d.epilogue in isa.UPDATES:
-        total += D + 2            # read the exponent and the PRNG state
+    if d.epilogue in isa.UPDATES + (isa.GRADIENT,):
+        total += D + 2            # read the exponent and the PRNG state (or the second exponent)
+    if d.epilogue == isa.GRADIENT:
+        total += steps + D + GRADIENT_TURN
     total += steps + (outputs - 1) * (write_cycles(d) - 1)
     total += D + DRAIN_AFTER_LATENCY
     return OpCycles(total, steps, useful_macs(d, config), config.lanes)

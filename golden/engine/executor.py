@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..fixedpoint import MultiplierVector, round_shift
+from ..fixedpoint import GRAD_MAX, MultiplierVector, bitlen, round_shift
 from ..prng import Xorshift32
 from ..train import apply_bias_update, apply_weight_update, ROUNDINGS
 from . import program as isa
@@ -120,7 +120,7 @@ class Machine:
         b_mem = self.external if d.flags & isa.FLAG_B_EXTERNAL else self.scratchpad
         spad = self.scratchpad.view(np.int8)
         b_signed = b_mem.view(np.int8)
-        if d.epilogue != isa.RAW32:
+        if isa.needs_params(d):
             bias, mult, shift = self._params(d)
         block = max(1, BLOCK_ELEMENTS // max(1, len(reds) * L))
         results = []
@@ -157,6 +157,17 @@ class Machine:
             results.append((o, acc))
         if d.epilogue in isa.UPDATES:
             self._update(d, results, mult, shift)
+            return
+        if d.epilogue == isa.GRADIENT:
+            e_A = int(self.read(d.exp_addr, 1, np.int32)[0]) + d.exp_offset
+            if d.flags & isa.FLAG_SCALE:
+                factor = mult & 0xFFFF          # the engine multiplies by the low 16 bits
+                scaled = []
+                for o, acc in results:
+                    c = np.minimum(L * o[:, d.chunk_loop][:, None] + lane, d.lanes_total - 1)
+                    scaled.append((o, acc * factor[c]))
+                results = scaled
+            self._quantize_and_write(d, results, e_A)
             return
         self._write_mac_outputs(d, results, bias if d.epilogue == isa.REQUANT else None,
                                 mult if d.epilogue == isa.REQUANT else None,
@@ -195,6 +206,38 @@ class Machine:
             self.scratchpad[addr[lane_on]] = y[lane_on]
             if d.flags & isa.FLAG_WRITE_MASK:
                 self._write_mask(d, out_addr - d.out_base, (pre >= -128) & (pre <= 127), lane_on)
+
+    def _quantize_and_write(self, d, results, e_A: int) -> None:
+        """GRADIENT: numerics 5's quantizer over every active output, then the int8 writes.
+
+        Pass 1 finds max|v| over the whole descriptor, k = max(0, bitlen - 7), and the exponent
+        e_A + k goes to exp_out_addr (int32); pass 2 writes clamp(round_shift(v, k), -127, 127),
+        times the output's mask bit with FLAG_MASK_IN.
+        """
+        L = self.config.lanes
+        lane = np.arange(L, dtype=np.int64)
+        strides = np.array(d.out_strides, dtype=np.int64)
+        dot = d.opcode == isa.MAC and d.mode == isa.DOT
+        masks = []
+        amax = 0
+        for o, v in results:
+            if dot:
+                lane_on = np.ones((len(o), 1), bool)
+            else:
+                lane_on = lane[None, :] < np.minimum(L, d.lanes_total - L * o[:, d.chunk_loop])[:, None]
+            masks.append(lane_on)
+            if lane_on.any():
+                amax = max(amax, int(np.abs(v[lane_on]).max()))
+        k = max(0, bitlen(amax) - 7)
+        self.write(d.exp_out_addr, np.array([e_A + k], dtype="<i4"))     # between the passes, as the engine
+        for (o, v), lane_on in zip(results, masks):
+            g = np.clip(round_shift(v, k), -GRAD_MAX, GRAD_MAX)
+            out_addr = d.out_base + o @ strides
+            addr = out_addr[:, None] if dot else out_addr[:, None] + lane[None, :]
+            if d.flags & isa.FLAG_MASK_IN:
+                bit = addr - d.out_base
+                g = g * ((self.scratchpad[d.mask_base + bit // 8] >> (bit % 8)) & 1)
+            self.scratchpad[addr[lane_on]] = g.astype(np.int8).view(np.uint8)[lane_on]
 
     def _update(self, d, results, mult, shift) -> None:
         """UPDATE / BIAS_UPDATE: new = old - update(acc) for each active lane, in loop order.
@@ -240,6 +283,26 @@ class Machine:
         keep = np.arange(L // 8)[None, :] < nbytes[:, None]
         self.scratchpad[addr[keep]] = packed[keep]
 
+    def _sum_shifts(self, d: isa.Descriptor):
+        """Numerics 5's alignment of two gradients as shifts: v = (x1 >>r r1 << l1) + (x2 >>r r2 << l2)."""
+        e1 = int(self.read(d.exp_addr, 1, np.int32)[0])
+        e2 = int(self.read(d.exp2_addr, 1, np.int32)[0])
+        swap = e1 > e2
+        low_e, high_e = (e2, e1) if swap else (e1, e2)
+        diff = high_e - low_e
+        round_low = max(0, diff - 23)
+        left = min(diff, 23)
+        e_A = high_e - left
+        # (right shift, left shift) of x1 and x2: the lower-exponent one may be rounded, the other shifted up
+        return ((0, left), (round_low, 0)) if swap else ((round_low, 0), (0, left)), e_A
+
+    def _gradient_sum(self, d, x1, x2):
+        ((r1, l1), (r2, l2)), _ = self._sum_shifts(d)
+        return (round_shift(x1, r1) << l1) + (round_shift(x2, r2) << l2)
+
+    def _sum_exponent(self, d) -> int:
+        return self._sum_shifts(d)[1]
+
     def _add(self, d: isa.Descriptor) -> None:
         L = self.config.lanes
         outs = _loop_indices(list(d.counts[:isa.OUTPUT_LOOPS]))
@@ -252,6 +315,9 @@ class Machine:
         b_addr = d.b_base + idx @ np.array(d.b_strides, dtype=np.int64)
         x1 = spad[np.where(lane_on, a_addr[:, None] + lane, 0)].astype(np.int64) - d.a_zero
         x2 = spad[np.where(lane_on, b_addr[:, None] + lane, 0)].astype(np.int64) - d.b_zero
+        if d.epilogue == isa.GRADIENT:
+            self._quantize_and_write(d, [(outs, self._gradient_sum(d, x1, x2))], self._sum_exponent(d))
+            return
         pre = d.zero_out + round_shift(x1 * d.add_m1 + x2 * d.add_m2, d.add_shift)
         y = np.clip(pre, -128, 127).astype(np.int8).view(np.uint8)
         out_addr = d.out_base + outs @ np.array(d.out_strides, dtype=np.int64)

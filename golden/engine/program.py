@@ -17,7 +17,7 @@ import numpy as np
 
 from .config import EngineConfig
 
-DESCRIPTOR_WORDS = 48
+DESCRIPTOR_WORDS = 52
 LOOPS = 6                 # loops 0..2 produce outputs, loops 3..5 are reduced
 OUTPUT_LOOPS = 3
 
@@ -28,8 +28,9 @@ OPCODES = {END: "end", MAC: "mac", ADD: "add"}
 BROADCAST, ELEMENTWISE, DOT = 0, 1, 2
 MODES = {BROADCAST: "broadcast", ELEMENTWISE: "elementwise", DOT: "dot"}
 # Epilogues
-REQUANT, RAW32, UPDATE, BIAS_UPDATE = 0, 1, 2, 3
-EPILOGUES = {REQUANT: "requant", RAW32: "raw32", UPDATE: "weight update", BIAS_UPDATE: "bias update"}
+REQUANT, RAW32, UPDATE, BIAS_UPDATE, GRADIENT = 0, 1, 2, 3, 4
+EPILOGUES = {REQUANT: "requant", RAW32: "raw32", UPDATE: "weight update", BIAS_UPDATE: "bias update",
+             GRADIENT: "gradient"}
 UPDATES = (UPDATE, BIAS_UPDATE)
 # Weight rounding of UPDATE (flags bits 4-5), numerics 7.2
 ROUND_STOCHASTIC, ROUND_TRUNCATE, ROUND_NEAREST = 0, 1, 2
@@ -40,7 +41,10 @@ FLAG_B_EXTERNAL = 1 << 0     # B operand read from external memory (else scratch
 FLAG_B_ONES = 1 << 1         # B operand is all ones (no reads): sums for average pooling
 FLAG_WRITE_MASK = 1 << 2     # write the clamp mask bits of REQUANT / ADD outputs
 FLAG_PARAMS_EXTERNAL = 1 << 3  # per-channel parameter table in external memory
-KNOWN_FLAGS = FLAG_B_EXTERNAL | FLAG_B_ONES | FLAG_WRITE_MASK | FLAG_PARAMS_EXTERNAL | (3 << ROUNDING_SHIFT)
+FLAG_SCALE = 1 << 6          # GRADIENT (MAC, not dot): multiply by the channel factor M[c] (low 16 bits)
+FLAG_MASK_IN = 1 << 7        # GRADIENT: multiply each output by its bit of the mask at mask_base
+KNOWN_FLAGS = (FLAG_B_EXTERNAL | FLAG_B_ONES | FLAG_WRITE_MASK | FLAG_PARAMS_EXTERNAL | (3 << ROUNDING_SHIFT)
+               | FLAG_SCALE | FLAG_MASK_IN)
 
 # Error codes (the engine's error_code register)
 OK = 0
@@ -98,6 +102,10 @@ class Descriptor:
     add_shift: int = 0
     exp_addr: int = 0            # UPDATE, BIAS_UPDATE: int32 exponent e_y of the gradient
     prng_addr: int = 0           # UPDATE: uint32 state of the `sr` xorshift32 stream
+    exp_offset: int = 0          # GRADIENT (MAC): e_A = word[exp_addr] + exp_offset
+    exp_out_addr: int = 0        # GRADIENT: where the result's exponent e = e_A + k is written
+    exp2_addr: int = 0           # GRADIENT (ADD): exponent of the B input (A's is at exp_addr)
+    list_addr: int = 0           # reserved: channel list of an indirect loop (0 for now)
 
     def describe(self) -> str:
         op = OPCODES.get(self.opcode, f"opcode {self.opcode}")
@@ -220,7 +228,8 @@ def check(d: Descriptor, config: EngineConfig) -> int:
     if d.opcode == MAC:
         if d.mode not in MODES or d.epilogue not in EPILOGUES:
             return ERR_SHAPE
-        if d.mode == DOT and (d.chunk_loop < OUTPUT_LOOPS or d.epilogue != RAW32):
+        if d.mode == DOT and (d.chunk_loop < OUTPUT_LOOPS or d.epilogue not in (RAW32, GRADIENT)
+                              or d.flags & FLAG_SCALE):
             return ERR_SHAPE        # dot reduces over the lanes: its chunk loop is a reduction loop
         if d.mode != DOT and d.chunk_loop >= OUTPUT_LOOPS:
             return ERR_SHAPE
@@ -232,19 +241,32 @@ def check(d: Descriptor, config: EngineConfig) -> int:
             return ERR_SHAPE
         if d.epilogue != REQUANT and d.flags & FLAG_WRITE_MASK:
             return ERR_SHAPE
+        if d.epilogue != GRADIENT and d.flags & (FLAG_SCALE | FLAG_MASK_IN):
+            return ERR_SHAPE
+        if d.flags & FLAG_SCALE and d.lanes_total > config.param_channels:
+            return ERR_SHAPE
         if not (1 <= d.a_rows <= 65535 and 1 <= d.a_cols <= 65535 and -128 <= d.a_zero <= 127):
             return ERR_SHAPE
     else:  # ADD: vectors over the channels (loop 0) at every position of loops 1-2
         if d.mode != ELEMENTWISE or d.chunk_loop != 0 or any(n != 1 for n in d.counts[OUTPUT_LOOPS:]):
             return ERR_SHAPE
+        if d.epilogue not in (REQUANT, GRADIENT):
+            return ERR_SHAPE        # REQUANT: residual add (numerics 4.3); GRADIENT: gradient sum
         if not (-128 <= d.a_zero <= 127 and -128 <= d.b_zero <= 127 and -128 <= d.zero_out <= 127):
             return ERR_SHAPE
-        if not (0 <= d.add_m1 <= 2 ** 31 and 0 <= d.add_m2 <= 2 ** 31 and 1 <= d.add_shift <= 62):
+        if d.epilogue == REQUANT and not (0 <= d.add_m1 <= 2 ** 31 and 0 <= d.add_m2 <= 2 ** 31
+                                          and 1 <= d.add_shift <= 62):
+            return ERR_SHAPE
+        if d.epilogue == GRADIENT and (d.flags & (FLAG_WRITE_MASK | FLAG_SCALE) or d.a_zero or d.b_zero):
+            return ERR_SHAPE        # gradients have no zero point
+        if d.epilogue != GRADIENT and d.flags & (FLAG_SCALE | FLAG_MASK_IN):
             return ERR_SHAPE
         if d.flags & (FLAG_B_EXTERNAL | FLAG_B_ONES | FLAG_PARAMS_EXTERNAL):
             return ERR_SHAPE
-    if d.flags & FLAG_WRITE_MASK and (L % 8 or any(s % 8 for s, n in zip(d.out_strides, d.counts) if n > 1)
-                                      or d.mask_base < 0):
+    scalar_out = d.opcode == MAC and d.mode == DOT
+    if d.flags & (FLAG_WRITE_MASK | FLAG_MASK_IN) and (
+            d.mask_base < 0 or (not scalar_out and (L % 8 or any(s % 8 for s, n in zip(d.out_strides, d.counts)
+                                                                 if n > 1)))):
         return ERR_SHAPE            # mask vectors start on a byte boundary of the bitmap
     span = lane_span(d, config)
     spad = config.scratchpad_bytes
@@ -263,17 +285,26 @@ def check(d: Descriptor, config: EngineConfig) -> int:
     o_lo, o_hi = _extent(d.out_base, d.out_strides, d.counts[:OUTPUT_LOOPS])
     if o_lo < 0 or o_hi + out_span - 1 >= spad:
         return ERR_OUT_RANGE
-    if d.flags & FLAG_WRITE_MASK:
-        if d.mask_base + (o_hi - d.out_base + span + 7) // 8 - 1 >= spad:
+    if d.flags & (FLAG_WRITE_MASK | FLAG_MASK_IN):
+        if d.mask_base + (o_hi - d.out_base + out_span + 7) // 8 - 1 >= spad:
             return ERR_OUT_RANGE
-    if d.opcode == MAC and d.epilogue != RAW32:
+    if d.opcode == MAC and needs_params(d):
         p_size = config.external_bytes if d.flags & FLAG_PARAMS_EXTERNAL else spad
         if d.param_base < 0 or d.param_base + PARAM_BYTES_PER_CHANNEL * d.lanes_total > p_size:
             return ERR_PARAM_RANGE
     if d.opcode == MAC and d.epilogue in UPDATES:
         if not (0 <= d.exp_addr <= spad - 4 and 0 <= d.prng_addr <= spad - 4):
             return ERR_PARAM_RANGE
+    if d.epilogue == GRADIENT:
+        words = [d.exp_addr, d.exp_out_addr] + ([d.exp2_addr] if d.opcode == ADD else [])
+        if not all(0 <= w <= spad - 4 for w in words):
+            return ERR_PARAM_RANGE
     return OK
+
+
+def needs_params(d: Descriptor) -> bool:
+    """Whether a MAC descriptor loads the per-channel parameter table."""
+    return d.epilogue in (REQUANT, UPDATE, BIAS_UPDATE) or (d.epilogue == GRADIENT and bool(d.flags & FLAG_SCALE))
 
 
 def with_fields(d: Descriptor, **changes) -> Descriptor:

@@ -17,10 +17,11 @@ import numpy as np
 from .. import int_ops
 from ..graph import Model
 from ..scheme import UpdateScheme
-from ..train import UpdateRule, update_multipliers
+from ..train import UpdateRule
 from . import layout
 from . import program as isa
-from .compiler import Allocator, CompileError, Compiled, _ceil_div, compile_forward
+from .backward import BackwardLowering, Gradient, backward_start, path_nodes, place_tables
+from .compiler import Allocator, CompileError, Compiled, compile_forward
 from .config import EngineConfig
 
 
@@ -35,6 +36,7 @@ class TrainingProgram:
     exponent_addr: int               # its exponent (int32)
     prng_addr: int                   # the `sr` stream's state (uint32)
     table: np.ndarray                # the softmax table the host uses
+    backward_ops: list[str] = None   # one label per backward descriptor
 
     def initial_scratchpad(self, image_chw: np.ndarray, sr_state: int) -> np.ndarray:
         spad = np.zeros(self.config.scratchpad_bytes, np.uint8)
@@ -62,57 +64,50 @@ class TrainingProgram:
 
 def compile_training(model: Model, scheme: UpdateScheme, config: EngineConfig,
                      rule: UpdateRule = UpdateRule()) -> TrainingProgram:
-    if scheme.weight_convs() or scheme.bias_convs(model) or not scheme.classifier:
-        raise CompileError(f"scheme {scheme.name}: the engine trains only the classifier so far "
-                           f"(last-layer schemes); deeper updates need the backward descriptors")
+    """Forward program, host loss step and backward program of one iteration (batch 1).
+
+    The updated convs (weights or biases) keep their weights and parameters resident in the
+    scratchpad; the inputs of weight-updated convs and the clamp masks of every node on the
+    backward path stay alive after the forward pass. The backward program's descriptors and
+    their tables (update multipliers, input-gradient scales, frozen weights read on the
+    gradient path) follow the forward image in external memory.
+    """
+    L = config.lanes
     head = model.classifier
     if head.depthwise or head.kernel != 1:
         raise CompileError("the classifier must be a 1x1 conv")
-    L = config.lanes
-    classes, c_in = head.out_channels, head.in_channels
+    start = backward_start(model, scheme)
+    on_path = path_nodes(model, start)
+    updated = {model.convs[i].name for i in scheme.bias_convs(model) | set(scheme.weight_convs())}
+    if scheme.classifier:
+        updated.add(head.name)
+    keep_alive = tuple(model.convs[i].input for i in scheme.weight_convs())
+    keep_alive += (head.input,) if scheme.classifier else ()
+    masks = {model.nodes[p].output for p in on_path}
+    classes = head.out_channels
     alloc = Allocator(config.scratchpad_bytes, slack=L)
     g_addr = alloc.alloc("gradient", classes)
     e_addr = alloc.alloc("exponent", 4)
     prng_addr = alloc.alloc("prng", 4)
-    forward = compile_forward(model, config, keep_masks=True, resident=(head.name,),
-                              keep_alive=(head.input,), alloc=alloc)
-    w_addr, p_addr = forward.resident[head.name]
-    x_addr = forward.tensors[head.input][0]
-    U, V = update_multipliers(head, rule)
-    rounding = isa.ROUNDING_CODES[rule.rounding] << isa.ROUNDING_SHIFT
-
-    # External image: the forward image, then the update multipliers, then the backward program.
-    row = L
-    tail = [np.zeros((-forward.external.size) % row, np.uint8)]
-    v_at = forward.external.size + tail[0].size
-    v_table = layout.param_bytes(np.zeros(classes), V.M, V.n)
-    u_at = v_at + v_table.size + ((-v_table.size) % row)
-    u_table = layout.param_bytes(np.zeros(classes), U.M, U.n)
-    backward_base = u_at + u_table.size + ((-u_table.size) % row)
-    bias_update = isa.Descriptor(
-        opcode=isa.MAC, mode=isa.ELEMENTWISE, epilogue=isa.BIAS_UPDATE,
-        flags=isa.FLAG_B_ONES | isa.FLAG_PARAMS_EXTERNAL, chunk_loop=0, lanes_total=classes,
-        counts=[_ceil_div(classes, L), 1, 1, 1, 1, 1], a_base=g_addr, a_strides=[L, 0, 0, 0, 0, 0],
-        out_base=p_addr, out_strides=[4 * L, 0, 0], param_base=v_at, exp_addr=e_addr, prng_addr=prng_addr)
-    weight_update = isa.Descriptor(
-        opcode=isa.MAC, mode=isa.BROADCAST, epilogue=isa.UPDATE,
-        flags=isa.FLAG_PARAMS_EXTERNAL | rounding, chunk_loop=1, lanes_total=classes,
-        counts=[c_in, _ceil_div(classes, L), 1, 1, 1, 1], a_base=x_addr, a_strides=[1, 0, 0, 0, 0, 0],
-        a_zero=head.x.zero, b_base=g_addr, b_strides=[0, L, 0, 0, 0, 0],
-        out_base=w_addr, out_strides=[classes, L, 0], param_base=u_at, exp_addr=e_addr,
-        prng_addr=prng_addr)
-    backward = [bias_update, weight_update]
-    for d in backward:
+    forward = compile_forward(model, config, keep_masks=masks, resident=tuple(sorted(updated)),
+                              keep_alive=keep_alive, alloc=alloc)
+    lowering = BackwardLowering(model, scheme, config, rule, forward, alloc,
+                                Gradient(g_addr, e_addr), prng_addr)
+    backward = lowering.lower()
+    tables, tables_at = place_tables(backward, forward.external.size, L)
+    backward_base = -(-(tables_at + tables.size) // L) * L
+    for i, d in enumerate(backward.descriptors):
         code = isa.check(d, config)
         if code != isa.OK:
-            raise CompileError(f"{head.name} backward: descriptor fails the engine's check ({isa.ERROR_NAMES[code]})")
-    words = isa.encode(backward + [isa.Descriptor()]).astype("<u4").view(np.uint8)
+            raise CompileError(f"{backward.ops[i]}: descriptor fails the engine's check ({isa.ERROR_NAMES[code]})")
+    words = isa.encode(backward.descriptors + [isa.Descriptor()]).astype("<u4").view(np.uint8)
     external = np.zeros(backward_base + words.size, np.uint8)
     external[:forward.external.size] = forward.external
-    external[v_at:v_at + v_table.size] = v_table
-    external[u_at:u_at + u_table.size] = u_table
+    external[tables_at:tables_at + tables.size] = tables
     external[backward_base:] = words
     if external.size > config.external_bytes:
-        raise CompileError("the training programs do not fit the external memory")
-    return TrainingProgram(config, forward, backward, external, backward_base, g_addr, e_addr,
-                           prng_addr, int_ops.softmax_table(head.y.scale))
+        raise CompileError(f"the training programs need {external.size:,} bytes of external memory, "
+                           f"the configuration has {config.external_bytes:,}")
+    forward.peak_bytes = alloc.peak
+    return TrainingProgram(config, forward, backward.descriptors, external, backward_base, g_addr, e_addr,
+                           prng_addr, int_ops.softmax_table(head.y.scale), backward.ops)

@@ -1,0 +1,332 @@
+"""Lowering of the backward pass (numerics 6-7) to engine descriptors.
+
+`BackwardLowering` walks the nodes from the logits back to the earliest updated one, as
+`golden/train.py: Trainer.step` does, and emits per node:
+
+- conv: the input gradient first (it uses the weights before their update): the prescale
+  `g' = quantize(G * F[c])` (MAC elementwise, FLAG_SCALE, GRADIENT) and `dX` straight to int8
+  (pointwise: MAC dot over output channels; depthwise stride 1: MAC elementwise over the
+  flipped kernel), then the bias update and the fused weight-gradient + update;
+- average pool: `quantize(G * F)` broadcast over the input's positions (one descriptor);
+- add: nothing of its own, both inputs receive its gradient `G`.
+
+A tensor's gradient is finished when its last contribution arrives: a single contribution is
+quantized with the producer's clamp mask applied (FLAG_MASK_IN, `G = g * mask` of numerics
+6.2); several are summed pairwise in arrival order (ADD with the GRADIENT epilogue, numerics
+5), the mask going with the last sum. Every gradient tensor has its own int32 exponent word.
+
+Limits (refused with a sentence): weight updates of a selected subset of channels (they need
+channel lists, docs/engine.md "Next"), regular k x k convs and strided convs on the
+input-gradient path, and regular k x k weight updates (their draws would leave the layout order).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..fixedpoint import ChannelScale
+from ..graph import Add, AvgPool, Conv, INPUT, Model, node_inputs
+from ..scheme import UpdateScheme
+from ..train import UpdateRule, update_multipliers
+from . import layout
+from . import program as isa
+from .compiler import Allocator, CompileError, Compiled, _ceil_div
+from .config import EngineConfig
+
+
+@dataclass
+class Gradient:
+    """A finished or partial gradient tensor in the scratchpad: int8 HWC values, int32 exponent."""
+    address: int
+    exponent_address: int
+    buffer: str | None = None      # allocator name, freed after its last reader (None: never)
+
+
+@dataclass
+class BackwardProgram:
+    descriptors: list[isa.Descriptor] = field(default_factory=list)
+    ops: list[str] = field(default_factory=list)
+    tables: list[tuple[str, np.ndarray]] = field(default_factory=list)   # external blobs, placed later
+
+
+class BackwardLowering:
+    def __init__(self, model: Model, scheme: UpdateScheme, config: EngineConfig, rule: UpdateRule,
+                 forward: Compiled, alloc: Allocator, logits_gradient: Gradient, prng_addr: int):
+        self.model, self.scheme, self.config, self.rule = model, scheme, config, rule
+        self.forward, self.alloc, self.prng_addr = forward, alloc, prng_addr
+        self.L = config.lanes
+        self.shapes = model.tensor_shapes()
+        self.out = BackwardProgram()
+        self.rounding = isa.ROUNDING_CODES[rule.rounding] << isa.ROUNDING_SHIFT
+        self.producer = {INPUT: -1} | {n.output: p for p, n in enumerate(model.nodes)}
+        self.start = backward_start(model, scheme)
+        self.on_path = path_nodes(model, self.start)
+        self.expected: dict[str, int] = {}
+        for p in self.on_path:
+            for name in node_inputs(model.nodes[p]):
+                if self.producer[name] >= self.start:
+                    self.expected[name] = self.expected.get(name, 0) + 1
+        self.pending: dict[str, tuple[Gradient, int]] = {}     # partial sum, contributions so far
+        self.readers: dict[str, int] = {}                      # buffer -> readers still to come
+        self.finished = {model.output: logits_gradient}
+        self.counter = 0
+
+    # ---------------------------------------------------------------- helpers
+    def _table(self, label: str, data: np.ndarray) -> str:
+        self.out.tables.append((label, data))
+        return label
+
+    def _emit(self, d: isa.Descriptor, label: str, tables: dict[str, str] | None = None) -> None:
+        d._tables = tables or {}           # external fields filled in by `place_tables`
+        self.out.descriptors.append(d)
+        self.out.ops.append(label)
+
+    def _new_gradient(self, tensor: str) -> Gradient:
+        self.counter += 1
+        c, h, w = self.shapes[tensor]
+        name = f"grad{self.counter}:{tensor}"
+        address = self.alloc.alloc(name, c * h * w)
+        exponent = self.alloc.alloc(name + ":e", 4)
+        return Gradient(address, exponent, name)
+
+    def _release(self, g: Gradient) -> None:
+        if g.buffer is not None and g.buffer in self.alloc.blocks:
+            self.alloc.free(g.buffer)
+            self.alloc.free(g.buffer + ":e")
+
+    def _mask_of(self, tensor: str) -> int:
+        return self.forward.masks[tensor]
+
+    def contribute(self, tensor: str, produce) -> None:
+        """Add one contribution to `tensor`'s gradient; `produce(target, mask_addr or None)`
+        emits the descriptor that writes it (quantized) into `target`."""
+        seen = self.pending.get(tensor, (None, 0))
+        previous, count = seen
+        last = count + 1 == self.expected[tensor]
+        target = self._new_gradient(tensor)
+        if previous is None:
+            produce(target, self._mask_of(tensor) if last else None)
+            result = target
+        else:
+            produce(target, None)
+            result = self._new_gradient(tensor)
+            self._emit_sum(tensor, previous, target, result, self._mask_of(tensor) if last else None)
+            self._release(previous)
+            self._release(target)
+        if last:
+            self.pending.pop(tensor, None)
+            self.finished[tensor] = result
+        else:
+            self.pending[tensor] = (result, count + 1)
+
+    def _emit_sum(self, tensor, g1: Gradient, g2: Gradient, out: Gradient, mask_addr) -> None:
+        L = self.L
+        c, h, w = self.shapes[tensor]
+        d = isa.Descriptor(opcode=isa.ADD, mode=isa.ELEMENTWISE, epilogue=isa.GRADIENT, chunk_loop=0,
+                           lanes_total=c, counts=[_ceil_div(c, L), h * w, 1, 1, 1, 1],
+                           a_base=g1.address, a_strides=[L, c, 0, 0, 0, 0],
+                           b_base=g2.address, b_strides=[L, c, 0, 0, 0, 0],
+                           out_base=out.address, out_strides=[L, c, 0],
+                           exp_addr=g1.exponent_address, exp2_addr=g2.exponent_address,
+                           exp_out_addr=out.exponent_address)
+        self._with_mask(d, mask_addr)
+        self._emit(d, f"{tensor} gradient sum")
+
+    @staticmethod
+    def _with_mask(d: isa.Descriptor, mask_addr) -> None:
+        if mask_addr is not None:
+            d.flags |= isa.FLAG_MASK_IN
+            d.mask_base = mask_addr
+
+    def _scaled_copy(self, source: Gradient, shape_in, shape_out, factors: ChannelScale | None,
+                     target: Gradient, mask_addr, label: str, broadcast: bool = False) -> None:
+        """quantize(source * F[c]) (or the source as it is) over `shape_out`, HWC int8.
+
+        With `broadcast`, the source is one vector (C, 1, 1) read at every output position.
+        """
+        L = self.L
+        c, h, w = shape_out
+        d = isa.Descriptor(opcode=isa.MAC, mode=isa.ELEMENTWISE, epilogue=isa.GRADIENT,
+                           flags=isa.FLAG_B_ONES, chunk_loop=0, lanes_total=c,
+                           counts=[_ceil_div(c, L), h * w, 1, 1, 1, 1], a_base=source.address,
+                           a_strides=[L, 0 if broadcast else c, 0, 0, 0, 0],
+                           out_base=target.address, out_strides=[L, c, 0],
+                           exp_addr=source.exponent_address, exp_out_addr=target.exponent_address)
+        tables = {}
+        if factors is not None:
+            d.flags |= isa.FLAG_SCALE | isa.FLAG_PARAMS_EXTERNAL
+            d.exp_offset = -factors.N
+            F = np.broadcast_to(np.asarray(factors.F, np.int64), (c,))
+            tables["param_base"] = self._table(label, layout.param_bytes(np.zeros(c), F, np.zeros(c)))
+        self._with_mask(d, mask_addr)
+        self._emit(d, label, tables)
+
+    # ---------------------------------------------------------------- the walk
+    def lower(self) -> BackwardProgram:
+        model = self.model
+        for p in range(len(model.nodes) - 1, self.start - 1, -1):
+            if p not in self.on_path:
+                continue
+            node = model.nodes[p]
+            G = self.finished.pop(node.output)
+            if isinstance(node, Conv):
+                self._conv(node, G)
+            elif isinstance(node, AvgPool):
+                self._avgpool(node, G)
+            else:
+                self._add(node, G)
+            self._release(G)
+        return self.out
+
+    def _wants(self, tensor: str) -> bool:
+        return self.producer[tensor] >= self.start
+
+    def _avgpool(self, node: AvgPool, G: Gradient) -> None:
+        if not self._wants(node.input):
+            return
+        c, h, w = self.shapes[node.input]
+        scale = ChannelScale.from_real([1.0 / (h * w)])
+        self.contribute(node.input, lambda target, mask: self._scaled_copy(
+            G, (c, 1, 1), (c, h, w), scale, target, mask, f"{node.name} backward", broadcast=True))
+
+    def _add(self, node: Add, G: Gradient) -> None:
+        # both inputs receive the add's G unchanged: a copy (masked when it finishes the input's gradient)
+        for name in node.inputs:
+            if self._wants(name):
+                self.contribute(name, lambda target, mask, name=name: self._scaled_copy(
+                    G, self.shapes[name], self.shapes[name], None, target, mask, f"{node.name} backward"))
+
+    def _conv(self, node: Conv, G: Gradient) -> None:
+        L = self.L
+        model = self.model
+        index = model.convs.index(node) if not node.is_classifier else None
+        weight_ratio = 1.0 if node.is_classifier and self.scheme.classifier else \
+            self.scheme.weight_convs().get(index, 0.0)
+        bias_updated = (node.is_classifier and self.scheme.classifier) or \
+            (index is not None and index in self.scheme.bias_convs(model))
+        c_in, h, w = self.shapes[node.input]
+        c, ho, wo = self.shapes[node.output]
+        k, s, pad = node.kernel, node.stride, node.kernel // 2
+        w_addr, p_addr = self.forward.resident.get(node.name, (None, None))
+        U, V = update_multipliers(node, self.rule)
+
+        if self._wants(node.input):
+            if node.depthwise and s != 1:
+                raise CompileError(f"{node.name}: input gradients of strided depthwise convs are not engine "
+                                   f"operations yet")
+            if not node.depthwise and (k != 1 or s != 1):
+                raise CompileError(f"{node.name}: input gradients of {k}x{k}/{s} convs are not engine operations yet")
+            scale = node.input_grad_scale
+            prescaled = self._new_gradient(node.output)
+            self._scaled_copy(G, (c, ho, wo), (c, ho, wo), scale, prescaled, None,
+                              f"{node.name} input-gradient prescale")
+            weights_external = w_addr is None
+            tables = {"b_base": self._table(f"{node.name} weights",
+                                            layout.weight_bytes(node.weight, node.depthwise))} \
+                if weights_external else {}
+
+            def produce(target, mask, prescaled=prescaled):
+                if node.depthwise:
+                    d = isa.Descriptor(opcode=isa.MAC, mode=isa.ELEMENTWISE, epilogue=isa.GRADIENT,
+                                       chunk_loop=2, lanes_total=c, counts=[h, w, _ceil_div(c, L), k, k, 1],
+                                       a_base=prescaled.address, a_strides=[0, 0, L, 0, 0, 0],
+                                       a_row_stride=wo * c, a_col_stride=c, a_row0=pad, a_col0=pad,
+                                       a_row_coefs=[1, 0, 0, -1, 0, 0], a_col_coefs=[0, 1, 0, 0, -1, 0],
+                                       a_rows=ho, a_cols=wo, b_base=w_addr or 0,
+                                       b_strides=[0, 0, L, k * c, c, 0],
+                                       out_base=target.address, out_strides=[w * c, c, L])
+                else:
+                    d = isa.Descriptor(opcode=isa.MAC, mode=isa.DOT, epilogue=isa.GRADIENT, chunk_loop=3,
+                                       lanes_total=c, counts=[h * w, c_in, 1, _ceil_div(c, L), 1, 1],
+                                       a_base=prescaled.address, a_strides=[c, 0, 0, L, 0, 0],
+                                       b_base=w_addr or 0, b_strides=[0, c, 0, L, 0, 0],
+                                       out_base=target.address, out_strides=[c_in, 1, 0])
+                if weights_external:
+                    d.flags |= isa.FLAG_B_EXTERNAL
+                d.exp_addr, d.exp_out_addr = prescaled.exponent_address, target.exponent_address
+                self._with_mask(d, mask)
+                self._emit(d, f"{node.name} input gradient", tables)
+
+            self.contribute(node.input, produce)
+            self._release(prescaled)
+
+        if bias_updated:
+            v_table = self._table(f"{node.name} bias multipliers", layout.param_bytes(np.zeros(c), V.M, V.n))
+            d = isa.Descriptor(opcode=isa.MAC, mode=isa.ELEMENTWISE, epilogue=isa.BIAS_UPDATE,
+                               flags=isa.FLAG_B_ONES | isa.FLAG_PARAMS_EXTERNAL, chunk_loop=0, lanes_total=c,
+                               counts=[_ceil_div(c, L), 1, 1, 1, ho, wo], a_base=G.address,
+                               a_strides=[L, 0, 0, 0, 0, 0], a_row_stride=wo * c, a_col_stride=c,
+                               a_row_coefs=[0, 0, 0, 0, 1, 0], a_col_coefs=[0, 0, 0, 0, 0, 1],
+                               a_rows=ho, a_cols=wo, out_base=p_addr, out_strides=[4 * L, 0, 0],
+                               exp_addr=G.exponent_address, prng_addr=self.prng_addr)
+            self._emit(d, f"{node.name} bias update", {"param_base": v_table})
+
+        if weight_ratio > 0:
+            if weight_ratio < 1.0:
+                raise CompileError(f"{node.name}: updating a selected subset of channels needs channel lists "
+                                   f"(not engine operations yet); use ratio 1")
+            if not node.depthwise and k != 1:
+                raise CompileError(f"{node.name}: weight updates of {k}x{k} convs are not engine operations yet")
+            x_addr = self.forward.tensors[node.input][0]
+            u_table = self._table(f"{node.name} weight multipliers", layout.param_bytes(np.zeros(c), U.M, U.n))
+            d = isa.Descriptor(opcode=isa.MAC, epilogue=isa.UPDATE,
+                               flags=isa.FLAG_PARAMS_EXTERNAL | self.rounding, lanes_total=c,
+                               a_zero=node.x.zero, a_row_stride=w * c_in, a_col_stride=c_in,
+                               a_row0=-pad, a_col0=-pad, a_rows=h, a_cols=w, b_base=G.address,
+                               out_base=w_addr, exp_addr=G.exponent_address, prng_addr=self.prng_addr)
+            if node.depthwise:
+                # outputs (u, v, chunk of c), reduced over the output positions (i, j)
+                d.mode, d.chunk_loop, d.counts = isa.ELEMENTWISE, 2, [k, k, _ceil_div(c, L), 1, ho, wo]
+                d.a_base, d.a_strides = x_addr, [0, 0, L, 0, 0, 0]
+                d.a_row_coefs, d.a_col_coefs = [1, 0, 0, 0, s, 0], [0, 1, 0, 0, 0, s]
+                d.b_strides = [0, 0, L, 0, wo * c, c]
+                d.out_strides = [k * c, c, L]
+            else:
+                # outputs (ci, chunk of c), reduced over the output positions (i, j)
+                d.mode, d.chunk_loop, d.counts = isa.BROADCAST, 1, [c_in, _ceil_div(c, L), 1, 1, ho, wo]
+                d.a_base, d.a_strides = x_addr, [1, 0, 0, 0, 0, 0]
+                d.a_row_coefs, d.a_col_coefs = [0, 0, 0, 0, s, 0], [0, 0, 0, 0, 0, s]
+                d.b_strides = [0, L, 0, 0, wo * c, c]
+                d.out_strides = [c, L, 0]
+            self._emit(d, f"{node.name} weight update", {"param_base": u_table})
+
+
+def backward_start(model: Model, scheme: UpdateScheme) -> int:
+    """Position of the earliest node the backward pass reaches (Trainer.start)."""
+    earliest = scheme.earliest_updated(model)
+    if earliest is None:
+        return len(model.nodes) - 1
+    target = model.convs[earliest]
+    return next(p for p, n in enumerate(model.nodes) if n is target)
+
+
+def path_nodes(model: Model, start: int) -> set[int]:
+    """Nodes at or after `start` whose output reaches the logits."""
+    on = {len(model.nodes) - 1}
+    needed = set(node_inputs(model.nodes[-1]))
+    for p in range(len(model.nodes) - 2, start - 1, -1):
+        if model.nodes[p].output in needed:
+            on.add(p)
+            needed |= set(node_inputs(model.nodes[p]))
+    return on
+
+
+def place_tables(program: BackwardProgram, external_size: int, row: int) -> tuple[np.ndarray, int]:
+    """Append the backward's tables after `external_size` bytes of external image; fill in the
+    descriptors' external addresses. Returns (the appended bytes, their start)."""
+    start = -(-external_size // row) * row
+    offsets, chunks, at = {}, [], start
+    for label, data in program.tables:
+        offsets[label] = at
+        chunks.append(data)
+        pad = (-data.size) % row
+        if pad:
+            chunks.append(np.zeros(pad, np.uint8))
+        at += data.size + pad
+    for d in program.descriptors:
+        for name, label in d._tables.items():
+            setattr(d, name, offsets[label])
+        del d._tables
+    body = np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)
+    return body, start

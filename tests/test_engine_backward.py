@@ -1,0 +1,135 @@
+"""Back-propagation through layers as engine programs, on the golden executor.
+
+The gradient epilogue is checked against numerics 5's definitions (golden/fixedpoint.py), and
+whole compiled training iterations against the golden Trainer: every resident weight and bias
+and the `sr` stream's state, byte for byte, after every iteration.
+"""
+import numpy as np
+import pytest
+
+from golden import int_ops
+from golden.builtin import builtin_model
+from golden.data import load_digits
+from golden.engine import layout
+from golden.engine import program as isa
+from golden.engine.compiler import CompileError
+from golden.engine.config import EngineConfig, SMALL
+from golden.engine.executor import Machine
+from golden.engine.training import compile_training
+from golden.fixedpoint import add_gradients, quantize_gradient
+from golden.scheme import parse_scheme
+from golden.train import Trainer, UpdateRule
+
+TINY = EngineConfig(lanes=8, scratchpad_bytes=8192, external_bytes=4096)
+
+
+def _run(machine, descriptors):
+    machine.run_or_raise(descriptors + [isa.Descriptor()])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_gradient_sum_matches_numerics(seed):
+    rng = np.random.default_rng(seed)
+    m = Machine(TINY)
+    C, P = 8 * int(rng.integers(1, 4)), int(rng.integers(1, 6))
+    g1, g2 = rng.integers(-127, 128, (P, C)), rng.integers(-127, 128, (P, C))
+    e1 = int(rng.integers(-40, 10))
+    e2 = e1 + int(rng.choice([0, 2, -5, 23, 24, 31, -40]))
+    mask = rng.integers(0, 2, (P, C))
+    m.write(0, g1.astype(np.int8))
+    m.write(1024, g2.astype(np.int8))
+    m.write(4000, np.array([e1, e2], "<i4"))
+    m.write(3000, np.packbits(mask.ravel().astype(np.uint8), bitorder="little"))
+    d = isa.Descriptor(opcode=isa.ADD, mode=isa.ELEMENTWISE, epilogue=isa.GRADIENT, flags=isa.FLAG_MASK_IN,
+                       lanes_total=C, counts=[C // 8, P, 1, 1, 1, 1], a_base=0, a_strides=[8, C, 0, 0, 0, 0],
+                       b_base=1024, b_strides=[8, C, 0, 0, 0, 0], out_base=2048, out_strides=[8, C, 0],
+                       mask_base=3000, exp_addr=4000, exp2_addr=4004, exp_out_addr=4008)
+    _run(m, [d])
+    g, e = add_gradients(g1, e1, g2, e2)
+    assert np.array_equal(m.read(2048, P * C, np.int8).reshape(P, C), g * mask)
+    assert m.read(4008, 1, np.int32)[0] == e
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_scaled_gradient_and_dot_match_numerics(seed):
+    rng = np.random.default_rng(100 + seed)
+    m = Machine(TINY)
+    C, P, Ci = int(rng.integers(1, 20)), int(rng.integers(1, 6)), int(rng.integers(1, 12))
+    G = rng.integers(-127, 128, (P, C))
+    F = rng.integers(1, 2 ** 15, C)
+    W = rng.integers(-127, 128, (Ci, C))
+    e_y = int(rng.integers(-30, 0))
+    m.write(0, G.astype(np.int8))
+    m.write(500, layout.param_bytes(np.zeros(C), F, np.zeros(C)))
+    m.write(1000, W.astype(np.int8))
+    m.write(4000, np.array([e_y], "<i4"))
+    chunks = -(-C // 8)
+    prescale = isa.Descriptor(opcode=isa.MAC, mode=isa.ELEMENTWISE, epilogue=isa.GRADIENT,
+                              flags=isa.FLAG_SCALE | isa.FLAG_B_ONES, lanes_total=C,
+                              counts=[chunks, P, 1, 1, 1, 1], a_strides=[8, C, 0, 0, 0, 0],
+                              out_base=2000, out_strides=[8, C, 0], param_base=500,
+                              exp_addr=4000, exp_offset=-9, exp_out_addr=4004)
+    dot = isa.Descriptor(opcode=isa.MAC, mode=isa.DOT, epilogue=isa.GRADIENT, chunk_loop=3, lanes_total=C,
+                         counts=[P, Ci, 1, chunks, 1, 1], a_base=2000, a_strides=[C, 0, 0, 8, 0, 0],
+                         b_base=1000, b_strides=[0, C, 0, 8, 0, 0], out_base=3000, out_strides=[Ci, 1, 0],
+                         exp_addr=4004, exp_out_addr=4008)
+    _run(m, [prescale, dot])
+    g1, e1 = quantize_gradient(G * F[None, :], e_y - 9)
+    assert np.array_equal(m.read(2000, P * C, np.int8).reshape(P, C), g1)
+    assert m.read(4004, 1, np.int32)[0] == e1
+    g2, e2 = quantize_gradient(g1.astype(np.int64) @ W.T, e1)
+    assert np.array_equal(m.read(3000, P * Ci, np.int8).reshape(P, Ci), g2)
+    assert m.read(4008, 1, np.int32)[0] == e2
+
+
+def run_iterations(scheme_text, iterations, config=SMALL, rounding="stochastic"):
+    """Compiled iterations on the golden executor beside the Trainer; yields per-iteration
+    (loss from the program, loss from the Trainer, names of mismatching tensors, prng equal)."""
+    model = builtin_model().with_new_head(10, seed=0)
+    scheme = parse_scheme(scheme_text, model)
+    rule = UpdateRule(rounding=rounding)
+    data = load_digits("train")
+    images = int_ops.quantize_images(data.images[:iterations], model)
+    trainer = Trainer(model, scheme, "dynamic", rule, seed=1)
+    program = compile_training(model, scheme, config, rule)
+    machine = Machine(config, program.external)
+    machine.scratchpad[:] = program.initial_scratchpad(images[0], trainer.sr_rng.state)
+    x_at = program.forward.tensors["input"][0]
+    for it in range(iterations):
+        x = layout.activation_bytes(images[it])
+        machine.scratchpad[x_at:x_at + x.size] = x
+        _run(machine, program.forward.descriptors)
+        loss = program.loss_step(machine.scratchpad, model, int(data.labels[it]))
+        _run(machine, program.backward)
+        result = trainer.step(images[it][None], int(data.labels[it]))
+        wrong = []
+        for name, (w_at, p_at) in program.forward.resident.items():
+            node = next(n for n in trainer.model.nodes if n.name == name)
+            weights = layout.weight_bytes(node.weight, node.depthwise)
+            bias = node.bias.astype("<i4").view(np.uint8)
+            if not np.array_equal(machine.scratchpad[w_at:w_at + weights.size], weights):
+                wrong.append(name + " weights")
+            if not np.array_equal(machine.scratchpad[p_at:p_at + bias.size], bias):
+                wrong.append(name + " bias")
+        same_prng = int(machine.read(program.prng_addr, 1, np.uint32)[0]) == trainer.sr_rng.state
+        yield loss, result.loss, wrong, same_prng
+
+
+@pytest.mark.parametrize("scheme,rounding", [("last-layer", "stochastic"), ("bias-4", "stochastic"),
+                                             ("bias=4;w=4:1,5:1,6:1", "stochastic"),
+                                             ("bias=4;w=4:1,5:1,6:1", "truncate"),
+                                             ("bias=5;w=3:1", "nearest")])
+def test_compiled_iterations_equal_the_trainer(scheme, rounding):
+    losses = []
+    for loss, trainer_loss, wrong, same_prng in run_iterations(scheme, 4, rounding=rounding):
+        assert loss == trainer_loss
+        assert wrong == []
+        assert same_prng
+        losses.append(loss)
+    assert len(set(losses)) == 4          # the images differ and the model moves
+
+
+def test_selected_channel_subsets_are_refused_with_a_sentence():
+    model = builtin_model().with_new_head(10, seed=0)
+    with pytest.raises(CompileError, match="selected subset of channels needs channel lists"):
+        compile_training(model, parse_scheme("builtin-sparse", model), SMALL)
