@@ -1,0 +1,392 @@
+/* Training firmware for the sparsebp SoC (docs/soc.md).
+
+   Reads the training job from flash (hw/soc/job.py), loads the scratchpad preload and the `sr`
+   PRNG state, then runs `iterations` training iterations of the compiled model:
+     load sample k -> engine forward program -> loss step (docs/numerics.md 6.1: softmax
+     cross-entropy gradient in fixed point, times the logits' clamp mask, with its exponent,
+     into the scratchpad) -> engine backward program (bias and weight update)
+   and prints one line per iteration over the UART. An engine error is reported with the failing
+   descriptor's fields and the SoC halts with exit code 1.
+
+   Channel masks: the only scheme the engine compiles today trains the classifier (last layer),
+   which has no channel selection, so the `select` PRNG stream draws nothing yet.
+
+   CPU overhead: the engine idles only while the CPU loads a sample and does the loss step.
+   Everything else (formatting the previous iteration's line, the loss value's logarithm,
+   sending bytes to the UART) happens while the engine runs. */
+#include "soc.h"
+
+#define REG(address) (*(volatile uint32_t *)(uintptr_t)(address))
+#define BYTE(address) (*(volatile uint8_t *)(uintptr_t)(address))
+#define EXIT_DONE 0
+#define EXIT_ENGINE_ERROR 1
+#define EXIT_BAD_JOB 2
+
+/* The compiler may call these for structure copies; built with -fno-builtin, so the loops
+   below are not turned back into calls to themselves. */
+void *memset(void *to, int value, unsigned long count) {
+    uint8_t *p = to;
+    while (count--)
+        *p++ = (uint8_t)value;
+    return to;
+}
+
+void *memcpy(void *to, const void *from, unsigned long count) {
+    uint8_t *p = to;
+    const uint8_t *q = from;
+    while (count--)
+        *p++ = *q++;
+    return to;
+}
+
+static struct job job;
+static uint32_t softmax_table[256];
+
+/* ------------------------------------------------------------------ UART output
+   A RAM ring buffer; bytes move to the UART FIFO one per engine status poll, so waiting for the
+   engine costs no extra cycles and printing never makes the engine wait. */
+#define OUT_SIZE 2048u
+static char out_buffer[OUT_SIZE];
+static uint32_t out_head, out_tail;
+
+static inline void uart_pump_one(void) {
+    if (out_tail != out_head && !(REG(SOC_UART_STATUS) & UART_STATUS_FULL)) {
+        REG(SOC_UART_TX_DATA) = (uint8_t)out_buffer[out_tail % OUT_SIZE];
+        out_tail++;
+    }
+}
+
+static void out_char(char c) {
+    while (out_head - out_tail >= OUT_SIZE)
+        uart_pump_one();
+    out_buffer[out_head % OUT_SIZE] = c;
+    out_head++;
+}
+
+static void out_str(const char *s) {
+    while (*s)
+        out_char(*s++);
+}
+
+static void out_uint(uint32_t value) {
+    char digits[10];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + value % 10u);
+        value /= 10u;
+    } while (value);
+    while (n)
+        out_char(digits[--n]);
+}
+
+static void out_int(int32_t value) {
+    if (value < 0) {
+        out_char('-');
+        out_uint(0u - (uint32_t)value);
+    } else {
+        out_uint((uint32_t)value);
+    }
+}
+
+static void out_hex(uint32_t value) {
+    out_str("0x");
+    for (int shift = 28; shift >= 0; shift -= 4)
+        out_char("0123456789abcdef"[(value >> shift) & 15u]);
+}
+
+static void out_flush(void) {
+    while (out_tail != out_head)
+        uart_pump_one();
+    while (!(REG(SOC_UART_STATUS) & UART_STATUS_IDLE))
+        ;
+}
+
+static void __attribute__((noreturn)) halt(uint32_t code) {
+    out_flush();
+    REG(SOC_SYSCTL_HALT) = code;
+    for (;;)
+        ;
+}
+
+/* ------------------------------------------------------------------ memory helpers */
+static inline uint32_t flash_word(uint32_t offset) {
+    return REG(SOC_EXTERNAL_BASE + offset);
+}
+
+/* Copy `bytes` from flash to the scratchpad; both addresses word-aligned (hw/soc/job.py checks). */
+static void flash_to_scratchpad(uint32_t scratchpad_addr, uint32_t flash_offset, uint32_t bytes) {
+    volatile uint32_t *to = (volatile uint32_t *)(uintptr_t)(SOC_SCRATCHPAD_BASE + scratchpad_addr);
+    volatile uint32_t *from = (volatile uint32_t *)(uintptr_t)(SOC_EXTERNAL_BASE + flash_offset);
+    uint32_t words = bytes / 4u, i;
+    for (i = 0; i < words; i++)
+        to[i] = from[i];
+    for (uint32_t b = 4u * words; b < bytes; b++)     /* tail: byte stores (read-merge-write) */
+        BYTE(SOC_SCRATCHPAD_BASE + scratchpad_addr + b) = (uint8_t)(from[b / 4u] >> (8u * (b % 4u)));
+}
+
+/* Read `count` bytes of the scratchpad from `addr` into `out` with word loads. */
+static void scratchpad_read(uint32_t addr, uint8_t *out, uint32_t count) {
+    uint32_t first = addr & ~3u, skip = addr & 3u;
+    uint32_t words = (skip + count + 3u) / 4u;
+    for (uint32_t w = 0; w < words; w++) {
+        uint32_t value = REG(SOC_SCRATCHPAD_BASE + first + 4u * w);
+        for (uint32_t b = 0; b < 4u; b++) {
+            int32_t at = (int32_t)(4u * w + b) - (int32_t)skip;
+            if (at >= 0 && (uint32_t)at < count)
+                out[at] = (uint8_t)(value >> (8u * b));
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ engine */
+static inline void engine_start(uint32_t program_base) {
+    REG(SOC_ENGINE_PROGRAM_BASE) = program_base;
+    REG(SOC_ENGINE_CONTROL) = 1u;
+}
+
+static inline uint32_t engine_wait(void) {
+    uint32_t status;
+    while (!((status = REG(SOC_ENGINE_STATUS)) & ENGINE_STATUS_FINISHED))
+        uart_pump_one();
+    return status;
+}
+
+static void __attribute__((noreturn)) engine_failed(const char *phase, uint32_t program_base) {
+    uint32_t error = REG(SOC_ENGINE_ERROR);
+    uint32_t code = error & 0xffu, index = error >> 16;
+    uint32_t at = program_base + index * 4u * ENGINE_DESCRIPTOR_WORDS;
+    out_str("engine error in the ");
+    out_str(phase);
+    out_str(" program: code ");
+    out_uint(code);
+    out_str(" (");
+    out_str(code < ENGINE_ERROR_CODES ? engine_error_names[code] : "unknown");
+    out_str(") at descriptor ");
+    out_uint(index);
+    out_str("\ndescriptor ");
+    out_uint(index);
+    out_str(" at external ");
+    out_hex(at);
+    out_str(", non-zero fields:\n");
+    for (uint32_t w = 0; w < ENGINE_DESCRIPTOR_WORDS; w++) {
+        uint32_t value = flash_word(at + 4u * w);
+        if (value) {
+            out_str("  ");
+            out_str(engine_field_names[w]);
+            out_str(" = ");
+            out_int((int32_t)value);
+            out_char('\n');
+        }
+    }
+    out_str("stopped\n");
+    halt(EXIT_ENGINE_ERROR);
+}
+
+/* ------------------------------------------------------------------ loss step (numerics 6.1) */
+struct loss_terms {
+    uint32_t sum;          /* S */
+    uint32_t distance;     /* d_t = max logit - label's logit */
+    int32_t exponent;      /* e of the gradient */
+};
+
+static uint32_t bit_length(uint32_t value) {
+    uint32_t n = 0;
+    while (value) {
+        n++;
+        value >>= 1;
+    }
+    return n;
+}
+
+static void loss_step(uint32_t label, struct loss_terms *terms) {
+    uint32_t classes = job.classes;
+    int8_t logits[JOB_MAX_CLASSES];
+    uint8_t mask[JOB_MAX_CLASSES / 8];
+    uint32_t numerator[JOB_MAX_CLASSES];
+    int32_t wide[JOB_MAX_CLASSES];
+    uint8_t gradient[JOB_MAX_CLASSES + 3];
+
+    scratchpad_read(job.logits_addr, (uint8_t *)logits, classes);
+    scratchpad_read(job.mask_addr, mask, (classes + 7u) / 8u);
+    int32_t top = -128;
+    for (uint32_t i = 0; i < classes; i++)
+        if (logits[i] > top)
+            top = logits[i];
+    uint32_t sum = 0;
+    for (uint32_t i = 0; i < classes; i++) {
+        numerator[i] = softmax_table[(uint32_t)(top - logits[i])];
+        sum += numerator[i];
+    }
+    /* p_i = (T[d_i] * 2^15 + S // 2) // S; T <= 2^16 and S < 2^26 keep it in 32 bits */
+    uint32_t magnitude = 0;
+    for (uint32_t i = 0; i < classes; i++) {
+        int32_t a = (int32_t)(((numerator[i] << 15) + (sum >> 1)) / sum);
+        if (i == label)
+            a -= 1 << 15;
+        wide[i] = a;
+        uint32_t size = a < 0 ? (uint32_t)-a : (uint32_t)a;
+        if (size > magnitude)
+            magnitude = size;
+    }
+    /* gradient quantizer (numerics 5) with e_A = -15, then the clamp mask */
+    int32_t shift = (int32_t)bit_length(magnitude) - 7;
+    if (shift < 0)
+        shift = 0;
+    for (uint32_t i = 0; i < classes; i++) {
+        int32_t g = shift ? (wide[i] + (1 << (shift - 1))) >> shift : wide[i];
+        if (g > 127)
+            g = 127;
+        if (g < -127)
+            g = -127;
+        if (!((mask[i / 8u] >> (i % 8u)) & 1u))
+            g = 0;
+        gradient[i] = (uint8_t)g;
+    }
+    uint32_t words = classes / 4u;
+    for (uint32_t w = 0; w < words; w++)
+        REG(SOC_SCRATCHPAD_BASE + job.gradient_addr + 4u * w) =
+            gradient[4u * w] | gradient[4u * w + 1u] << 8 | gradient[4u * w + 2u] << 16 |
+            (uint32_t)gradient[4u * w + 3u] << 24;
+    for (uint32_t i = 4u * words; i < classes; i++)
+        BYTE(SOC_SCRATCHPAD_BASE + job.gradient_addr + i) = gradient[i];
+    terms->exponent = -15 + shift;
+    REG(SOC_SCRATCHPAD_BASE + job.exponent_addr) = (uint32_t)terms->exponent;
+    terms->sum = sum;
+    terms->distance = (uint32_t)(top - logits[label]);
+}
+
+/* log2(x) in Q16 for x >= 1: integer part from the bit length, fraction bits by squaring. */
+static uint32_t log2_q16(uint32_t x) {
+    uint32_t integer = bit_length(x) - 1u;
+    uint32_t m = x << (31u - integer);          /* m / 2^31 in [1, 2) */
+    uint32_t result = integer << 16;
+    for (int bit = 15; bit >= 0; bit--) {
+        uint64_t square = (uint64_t)m * m;      /* / 2^62, in [1, 4) */
+        if (square >> 63) {
+            m = (uint32_t)(square >> 32);
+            result |= 1u << bit;
+        } else {
+            m = (uint32_t)(square >> 31);
+        }
+    }
+    return result;
+}
+
+/* The reported loss ln(S / 2^16) + s_l * d_t in Q16 (golden int_ops.softmax_cross_entropy_grad). */
+static uint32_t loss_q16(const struct loss_terms *terms) {
+    uint32_t log2_ratio = log2_q16(terms->sum) - (16u << 16);       /* S >= T[0] = 2^16 */
+    uint32_t natural = (uint32_t)(((uint64_t)log2_ratio * 45426u) >> 16);   /* ln 2 in Q16 */
+    return natural + (uint32_t)(((uint64_t)job.logit_scale_q24 * terms->distance) >> 8);
+}
+
+/* ------------------------------------------------------------------ iterations */
+struct iteration {
+    uint32_t index, label, cycles, idle_cycles, forward_cycles, backward_cycles;
+    struct loss_terms loss;
+};
+
+static void print_iteration(const struct iteration *it) {
+    uint32_t loss = loss_q16(&it->loss);
+    uint32_t whole = loss >> 16, fraction = ((loss & 0xffffu) * 10000u + 32768u) >> 16;
+    if (fraction == 10000u) {
+        whole++;
+        fraction = 0;
+    }
+    out_str("iteration ");
+    out_uint(it->index);
+    out_str(": label ");
+    out_uint(it->label);
+    out_str(" loss ");
+    out_uint(whole);
+    out_char('.');
+    for (uint32_t scale = 1000u; scale; scale /= 10u)
+        out_char((char)('0' + fraction / scale % 10u));
+    out_str(" exponent ");
+    out_int(it->loss.exponent);
+    out_str(" cycles ");
+    out_uint(it->cycles);
+    out_str(" engine_idle ");
+    out_uint(it->idle_cycles);
+    out_str(" forward ");
+    out_uint(it->forward_cycles);
+    out_str(" backward ");
+    out_uint(it->backward_cycles);
+    out_char('\n');
+}
+
+static inline uint32_t now(void) { return REG(SOC_SYSCTL_CYCLES); }
+static inline uint32_t engine_idle(void) { return REG(SOC_ENGINE_IDLE_CYCLES); }
+
+int main(void) {
+    volatile uint32_t *job_words = (volatile uint32_t *)(uintptr_t)SOC_JOB_ADDRESS;
+    uint32_t *copy = (uint32_t *)&job;
+    for (uint32_t i = 0; i < sizeof(job) / 4u; i++)
+        copy[i] = job_words[i];
+    if (job.magic != JOB_MAGIC || job.classes == 0 || job.classes > JOB_MAX_CLASSES) {
+        out_str("no valid training job at ");
+        out_hex(SOC_JOB_ADDRESS);
+        out_char('\n');
+        halt(EXIT_BAD_JOB);
+    }
+    for (uint32_t i = 0; i < 256u; i++)
+        softmax_table[i] = flash_word(job.table_offset + 4u * i);
+    for (uint32_t i = 0; i < job.preload_count; i++) {
+        uint32_t entry = job.preload_offset + 12u * i;
+        flash_to_scratchpad(flash_word(entry), flash_word(entry + 4u), flash_word(entry + 8u));
+    }
+    REG(SOC_SCRATCHPAD_BASE + job.prng_addr) = job.sr_seed;
+    out_str("sparsebp SoC: VexRiscv " SOC_CPU_VARIANT ", engine ");
+    out_uint(ENGINE_LANES);
+    out_str(" lanes, ");
+    out_uint(ENGINE_SCRATCHPAD_BYTES / 1024u);
+    out_str(" KiB scratchpad; ");
+    out_uint(job.iterations);
+    out_str(" training iterations\n");
+
+    struct iteration done = {0}, current;
+    int pending = 0;
+    uint32_t started = now(), idle_started = engine_idle();
+    for (uint32_t k = 0; k < job.iterations; k++) {
+        current.index = k;
+        current.label = flash_word(job.labels_offset + 4u * k);
+        flash_to_scratchpad(job.input_addr, job.samples_offset + k * job.sample_stride, job.input_bytes);
+        engine_start(job.forward_base);
+        if (pending) {                   /* the previous line, while the engine runs */
+            print_iteration(&done);
+            pending = 0;
+        }
+        if (engine_wait() & ENGINE_STATUS_ERROR)
+            engine_failed("forward", job.forward_base);
+        current.forward_cycles = REG(SOC_ENGINE_CYCLES);
+        loss_step(current.label, &current.loss);
+        engine_start(job.backward_base);
+        if (engine_wait() & ENGINE_STATUS_ERROR)
+            engine_failed("backward", job.backward_base);
+        uint32_t ended = now(), idle_ended = engine_idle();
+        current.backward_cycles = REG(SOC_ENGINE_CYCLES);
+        current.cycles = ended - started;
+        current.idle_cycles = idle_ended - idle_started;
+        done = current;
+        pending = 1;
+        if (job.flags & JOB_FLAG_PAUSE) {
+            /* a testbench reads the scratchpad now; the time is in no iteration */
+            print_iteration(&done);
+            pending = 0;
+            out_flush();
+            REG(SOC_SYSCTL_PAUSE) = 1u;
+            while (REG(SOC_SYSCTL_PAUSE) & 1u)
+                ;
+            started = now();
+            idle_started = engine_idle();
+        } else {
+            started = ended;
+            idle_started = idle_ended;
+        }
+    }
+    if (pending)
+        print_iteration(&done);
+    out_str("done: ");
+    out_uint(job.iterations);
+    out_str(" iterations\n");
+    halt(EXIT_DONE);
+}

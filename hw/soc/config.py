@@ -1,0 +1,110 @@
+"""The SoC configuration: one frozen object for the RTL, the address map, the firmware header
+and the simulation harness (STYLE convention 1). Presets are `dataclasses.replace(DEFAULT, ...)`.
+
+The address map is computed here once: the Wishbone decoder, the header the firmware is built
+against (`hw.soc.header`) and the testbench all read `SocConfig.regions`; nothing restates an
+address by hand. Every region is a power of two in size and aligned to its size, so the decoder
+compares only the high address bits.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from golden.engine.config import SMALL, EngineConfig
+
+CPU_VARIANTS = ("Lite",)   # hw/soc/cpu.py explains the choice
+
+
+def _is_pow2(value: int) -> bool:
+    return value > 0 and value & (value - 1) == 0
+
+
+@dataclass(frozen=True)
+class Region:
+    name: str
+    base: int          # byte address
+    size: int          # bytes, a power of two, base aligned to it
+
+    @property
+    def end(self) -> int:
+        return self.base + self.size
+
+
+# Bases of the regions (byte addresses). Sizes come from the configuration.
+RAM_BASE = 0x0000_0000
+SCRATCHPAD_BASE = 0x1000_0000
+EXTERNAL_BASE = 0x2000_0000
+SYSCTL_BASE = 0xF000_0000
+UART_BASE = 0xF000_1000
+ENGINE_BASE = 0xF000_2000
+PERIPHERAL_BYTES = 0x100
+
+
+@dataclass(frozen=True)
+class SocConfig:
+    engine: EngineConfig = SMALL
+    ram_bytes: int = 32 * 1024            # on-chip RAM: firmware code, data and stack
+    uart_baud: float = 115200.0
+    uart_fifo_depth: int = 64             # transmit FIFO entries
+    cpu_variant: str = "Lite"
+    # Where in external memory (flash) the training job block sits (hw/soc/job.py); the
+    # training program image starts at 0 below it.
+    job_offset: int = 0x1_0000
+
+    def __post_init__(self):
+        if not _is_pow2(self.ram_bytes) or not 4096 <= self.ram_bytes <= 1 << 20:
+            raise ValueError(f"ram_bytes must be a power of two from 4 KiB to 1 MiB, not {self.ram_bytes}")
+        if self.cpu_variant not in CPU_VARIANTS:
+            raise ValueError(f"cpu_variant must be one of {', '.join(CPU_VARIANTS)}, not {self.cpu_variant!r}")
+        if not 2 <= self.uart_cycles_per_bit <= 65535:
+            raise ValueError(f"the UART needs 2..65535 clock cycles per bit; {self.uart_baud} baud at "
+                             f"{self.engine.clock_hz} Hz gives {self.uart_cycles_per_bit}")
+        if not _is_pow2(self.uart_fifo_depth) or not 2 <= self.uart_fifo_depth <= 4096:
+            raise ValueError(f"uart_fifo_depth must be a power of two from 2 to 4096, not {self.uart_fifo_depth}")
+        if self.job_offset % 4 or not 0 < self.job_offset < self.engine.external_bytes:
+            raise ValueError(f"job_offset must be a word-aligned offset inside the {self.engine.external_bytes}-byte "
+                             f"external memory, not {self.job_offset}")
+        for region in self.regions:
+            if not _is_pow2(region.size) or region.base % region.size:
+                raise ValueError(f"region {region.name} of {region.size} bytes at {region.base:#x} is not a "
+                                 f"power of two aligned to its size")
+        ordered = sorted(self.regions, key=lambda r: r.base)
+        for low, high in zip(ordered, ordered[1:]):
+            if low.end > high.base:
+                raise ValueError(f"regions {low.name} and {high.name} overlap")
+
+    @property
+    def clock_hz(self) -> float:
+        return self.engine.clock_hz
+
+    @property
+    def uart_cycles_per_bit(self) -> int:
+        return round(self.engine.clock_hz / self.uart_baud)
+
+    @property
+    def regions(self) -> tuple[Region, ...]:
+        return (Region("ram", RAM_BASE, self.ram_bytes),
+                Region("scratchpad", SCRATCHPAD_BASE, self.engine.scratchpad_bytes),
+                Region("external", EXTERNAL_BASE, self.engine.external_bytes),
+                Region("sysctl", SYSCTL_BASE, PERIPHERAL_BYTES),
+                Region("uart", UART_BASE, PERIPHERAL_BYTES),
+                Region("engine", ENGINE_BASE, PERIPHERAL_BYTES))
+
+    def region(self, name: str) -> Region:
+        for region in self.regions:
+            if region.name == name:
+                return region
+        raise KeyError(f"no region {name!r}; the regions are {', '.join(r.name for r in self.regions)}")
+
+    @property
+    def reset_address(self) -> int:
+        return RAM_BASE
+
+
+DEFAULT = SocConfig()
+# Simulation: the UART sends a bit every 8 cycles, so a line drains during one forward pass and
+# the transcript costs little simulated time (the cycle figures do not depend on it: the
+# firmware never waits for the UART while the engine is idle, see docs/soc.md).
+SIM = dataclasses.replace(DEFAULT, uart_baud=DEFAULT.engine.clock_hz / 8)
+PRESETS = {"default": DEFAULT, "sim": SIM}

@@ -1,0 +1,97 @@
+"""Build the training firmware (fpga/firmware/*.c, *.S) for the SoC with the PyPI `ziglang`
+compiler, against a header generated from the SoC configuration (hw/soc/header.py).
+
+`build_firmware(config)` returns a `Firmware` (the flat binary to load at the RAM's base and the
+ELF's path). Builds are cached in `<cache>/firmware-<digest>` (`$SPARSEBP_SIM_CACHE` or
+`~/.cache/sparsebp/sim`, as sim.build), the digest covering the sources, the generated header,
+the flags and the compiler version; a build takes a few seconds.
+`compiler_available()` says whether `ziglang` is installed, for tests to skip with.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import SocConfig
+from .header import soc_header
+
+SOURCE_DIR = Path(__file__).resolve().parents[2] / "fpga" / "firmware"
+SOURCES = ("start.S", "main.c")
+FLAGS = ("-target", "riscv32-freestanding-none", "-mcpu=generic_rv32+m", "-O2", "-ffreestanding",
+         "-fno-builtin", "-nostdlib", "-ffunction-sections", "-Wl,--gc-sections", "-Wall", "-Wextra",
+         "-Werror")
+
+
+class FirmwareError(RuntimeError):
+    """The compiler failed; the message carries its output."""
+
+
+@dataclass(frozen=True)
+class Firmware:
+    binary: bytes
+    elf: Path
+    reused: bool
+    build_seconds: float
+
+
+def compiler_available() -> tuple[bool, str]:
+    if importlib.util.find_spec("ziglang") is None:
+        return False, "cannot build firmware: missing Python package ziglang (pip install -e '.[sim]')"
+    if not SOURCE_DIR.is_dir():
+        return False, f"cannot build firmware: the sources are not at {SOURCE_DIR}"
+    return True, ""
+
+
+def _zig(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ziglang", *args], cwd=cwd, capture_output=True,
+                          text=True, check=False)
+
+
+def _cache_root() -> Path:
+    from sim.build import cache_root
+    return cache_root()
+
+
+def build_firmware(config: SocConfig) -> Firmware:
+    ok, reason = compiler_available()
+    if not ok:
+        raise FirmwareError(reason)
+    began = time.perf_counter()
+    header = soc_header(config)
+    ram = config.region("ram")
+    ram_script = f"MEMORY {{ RAM (rwx) : ORIGIN = 0x{ram.base:x}, LENGTH = 0x{ram.size:x} }}\n"
+    sources = {name: (SOURCE_DIR / name).read_text() for name in SOURCES + ("link.ld",)}
+    import ziglang
+    hasher = hashlib.sha256()
+    for part in [header, ram_script, " ".join(FLAGS), getattr(ziglang, "__version__", "")] + \
+            [f"{name}\0{text}" for name, text in sorted(sources.items())]:
+        hasher.update(part.encode() + b"\0")
+    directory = _cache_root() / f"firmware-{hasher.hexdigest()[:20]}"
+    binary_path, elf_path = directory / "firmware.bin", directory / "firmware.elf"
+    if binary_path.is_file():
+        return Firmware(binary_path.read_bytes(), elf_path, True, time.perf_counter() - began)
+    work = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    for name, text in sources.items():
+        (work / name).write_text(text)
+    (work / "soc.h").write_text(header)
+    (work / "ram.ld").write_text(ram_script)
+    result = _zig("cc", *FLAGS, "-I.", "-L.", "-T", "link.ld", "-o", "firmware.elf", *SOURCES, cwd=work)
+    if result.returncode:
+        raise FirmwareError(f"compiling the firmware in {work} failed:\n{result.stdout}{result.stderr}")
+    result = _zig("objcopy", "-O", "binary", "firmware.elf", "firmware.bin", cwd=work)
+    if result.returncode:
+        raise FirmwareError(f"objcopy failed in {work}:\n{result.stdout}{result.stderr}")
+    size = (work / "firmware.bin").stat().st_size
+    if size > ram.size:
+        raise FirmwareError(f"the firmware ({size} bytes) does not fit the {ram.size}-byte RAM")
+    shutil.rmtree(directory, ignore_errors=True)
+    work.rename(directory)
+    return Firmware(binary_path.read_bytes(), elf_path, False, time.perf_counter() - began)

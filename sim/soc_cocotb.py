@@ -1,0 +1,149 @@
+"""cocotb side of sim.soc_run: load the SoC over its debug bus, let the firmware run, record the
+UART transcript, and read memory where the firmware pauses and when it halts.
+
+Python touches the clock only while it drives the debug bus (loading, reading); while the
+firmware runs, the testbench waits on the `paused`/`halted` outputs and on `console_valid`
+edges (one wake-up per UART byte), so the simulator runs free.
+"""
+import os
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.simtime import get_sim_time
+from cocotb.triggers import FallingEdge, First, RisingEdge, Timer
+from cocotb.utils import get_sim_steps
+
+from sim.host import report
+
+SPEC_ENV = "SPARSEBP_SOC_SPEC"
+CLOCK_PERIOD_NS = 10
+
+
+class BusError(Exception):
+    pass
+
+
+class DebugBus:
+    """Wishbone initiator on the SoC's `debug` port; outputs change and inputs are read at
+    falling edges. One word every two cycles (the subordinates' ack/idle rhythm)."""
+
+    def __init__(self, dut):
+        self.dut = dut
+        self.falling = FallingEdge(dut.clk)
+        for name in ("cyc", "stb", "we", "adr", "dat_w", "sel"):
+            getattr(dut, f"debug__{name}").value = 0
+
+    async def _access(self, byte_address: int, data: int | None) -> int:
+        dut = self.dut
+        dut.debug__adr.value = byte_address >> 2
+        dut.debug__we.value = int(data is not None)
+        dut.debug__dat_w.value = data or 0
+        dut.debug__sel.value = 0xF
+        dut.debug__cyc.value = 1
+        dut.debug__stb.value = 1
+        for _ in range(10_000):
+            await self.falling
+            if dut.debug__ack.value == 1:
+                return dut.debug__dat_r.value.to_unsigned()
+            if dut.debug__err.value == 1:
+                raise BusError(f"bus error at {byte_address:#010x}")
+        raise BusError(f"no answer from {byte_address:#010x} in 10,000 cycles")
+
+    async def _release(self):
+        self.dut.debug__stb.value = 0
+        self.dut.debug__cyc.value = 0
+        await self.falling
+
+    async def write_words(self, byte_address: int, words) -> None:
+        await self.falling
+        for i, word in enumerate(np.asarray(words, dtype=np.uint32).tolist()):
+            await self._access(byte_address + 4 * i, int(word))
+        await self._release()
+
+    async def read_words(self, byte_address: int, count: int) -> np.ndarray:
+        await self.falling
+        values = [await self._access(byte_address + 4 * i, None) for i in range(count)]
+        await self._release()
+        return np.array(values, dtype=np.uint32)
+
+    async def write_bytes(self, byte_address: int, data: np.ndarray) -> None:
+        data = np.asarray(data, np.uint8)
+        padded = np.concatenate([data, np.zeros(-data.size % 4, np.uint8)])
+        await self.write_words(byte_address, padded.view("<u4"))
+
+    async def read_bytes(self, byte_address: int, count: int) -> np.ndarray:
+        first = byte_address & ~3
+        words = await self.read_words(first, (byte_address - first + count + 3) // 4)
+        return words.astype("<u4").view(np.uint8)[byte_address - first:byte_address - first + count].copy()
+
+
+@cocotb.test()
+async def run_firmware(dut):
+    spec = np.load(os.environ[SPEC_ENV])
+    ram_base, scratchpad_base, external_base, sysctl_pause = (int(v) for v in spec["addresses"])
+    scratchpad_bytes = int(spec["scratchpad_bytes"])
+    max_cycles = int(spec["max_cycles"])
+    windows = spec["windows"].reshape(-1, 2)          # (scratchpad address, bytes) read at each pause
+    transcript_path = os.environ[SPEC_ENV + "_TRANSCRIPT"]
+
+    Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns").start()
+    dut.rst.value = 1
+    dut.cpu_reset.value = 1
+    bus = DebugBus(dut)
+    for _ in range(3):
+        await bus.falling
+    dut.rst.value = 0
+    await bus.write_bytes(ram_base, spec["firmware"])
+    await bus.write_bytes(external_base, spec["flash"])
+
+    transcript = bytearray()
+    console = open(transcript_path, "wb", buffering=0)
+
+    async def monitor():
+        while True:
+            await RisingEdge(dut.console_valid)
+            byte = dut.console_data.value.to_unsigned()
+            transcript.append(byte)
+            console.write(bytes([byte]))
+
+    cocotb.start_soon(monitor())
+    period = get_sim_steps(CLOCK_PERIOD_NS, "ns")
+    await bus.falling
+    dut.cpu_reset.value = 0
+    started = get_sim_time("step")
+    paused_cycles = 0
+    snapshots = []
+    status = "timeout"
+    while True:
+        elapsed = (get_sim_time("step") - started) // period - paused_cycles
+        if elapsed >= max_cycles:
+            break
+        paused, halted = RisingEdge(dut.paused), RisingEdge(dut.halted)
+        fired = await First(paused, halted,
+                            Timer((max_cycles - elapsed) * period + period // 4, unit="step"))
+        if fired is halted or dut.halted.value == 1:
+            status = "halted"
+            break
+        if fired is not paused:
+            break
+        pause_began = get_sim_time("step")
+        for address, count in windows.tolist():
+            snapshots.append(await bus.read_bytes(scratchpad_base + int(address), int(count)))
+        await bus.write_words(sysctl_pause, [0])
+        paused_cycles += (get_sim_time("step") - pause_began) // period
+    total_cycles = (get_sim_time("step") - started) // period - paused_cycles
+    for _ in range(4):
+        await bus.falling
+    out = {"status": np.array(status), "exit_code": np.array(dut.exit_code.value.to_unsigned()),
+           "cycles": np.array(total_cycles), "transcript": np.frombuffer(bytes(transcript), np.uint8),
+           "console_valid_edges": np.array(len(transcript))}
+    if status == "halted":
+        out["scratchpad"] = await bus.read_bytes(scratchpad_base, scratchpad_bytes)
+        out["flash"] = await bus.read_bytes(external_base, int(spec["flash"].size))
+    for i, snapshot in enumerate(snapshots):
+        out[f"snapshot{i}"] = snapshot
+    out["snapshots"] = np.array(len(snapshots))
+    console.close()
+    np.savez(os.environ[SPEC_ENV + "_OUT"], **out)
+    report(status=status, cycles=int(total_cycles))

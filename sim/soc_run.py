@@ -1,0 +1,247 @@
+"""Run the training firmware on the SoC under Verilator, beside the golden model.
+
+`run_soc(config, flash, firmware, ...)` is the harness: it builds the SoC (sim.soc_build), runs
+the cocotb module sim.soc_cocotb once, and returns a `SocRun` (UART transcript, exit code,
+cycles, the scratchpad windows read at every pause, the whole scratchpad and the flash image as
+read back after the halt). `progress` gets each UART line as it arrives (the cocotb process
+writes the transcript to a file that this process follows).
+
+`soc_training_run(iterations, ...)` is the experiment: the built-in digits CNN, last-layer
+scheme, compiled for the SoC's engine; the firmware trains for `iterations` samples; after every
+iteration the classifier's weights and bias in the scratchpad are compared byte for byte with
+the golden Trainer's, and after the run the whole scratchpad with the golden executor's (forward
+program, `TrainingProgram.loss_step`, backward program per iteration). `corrupt` replaces one
+field of one forward descriptor in flash (a test of the error path).
+"""
+from __future__ import annotations
+
+import re
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hw.soc.config import SIM, SocConfig
+
+SPEC_ENV = "SPARSEBP_SOC_SPEC"
+LINE = re.compile(r"iteration (\d+): label (\d+) loss (\d+\.\d+) exponent (-?\d+) cycles (\d+) "
+                  r"engine_idle (\d+) forward (\d+) backward (\d+)")
+
+
+@dataclass
+class SocRun:
+    status: str                   # "halted" or "timeout"
+    exit_code: int
+    cycles: int                   # from CPU reset release to halt, pauses excluded
+    transcript: str
+    snapshots: list[np.ndarray]   # per pause, per window, in order
+    scratchpad: np.ndarray | None
+    flash: np.ndarray | None
+    build_seconds: float
+    build_reused: bool
+    run_seconds: float
+    log: str = ""
+
+    @property
+    def lines(self) -> list[str]:
+        return self.transcript.splitlines()
+
+
+def run_soc(config: SocConfig, flash: np.ndarray, firmware: bytes, *, windows=(),
+            max_cycles: int = 20_000_000, timeout: float = 1800.0, progress=None) -> SocRun:
+    from sim.build import run_test
+    from sim.soc_build import build_soc
+    built = build_soc(config)
+    with tempfile.TemporaryDirectory(prefix="soc-run-") as folder:
+        spec_path, out_path = Path(folder) / "spec.npz", Path(folder) / "out.npz"
+        transcript_path = Path(folder) / "transcript.txt"
+        transcript_path.write_bytes(b"")
+        pause = config.region("sysctl").base + _sysctl_offset("pause")
+        np.savez(spec_path, addresses=np.array([config.region("ram").base, config.region("scratchpad").base,
+                                                config.region("external").base, pause], np.int64),
+                 scratchpad_bytes=np.array(config.engine.scratchpad_bytes),
+                 max_cycles=np.array(max_cycles), windows=np.array(list(windows), np.int64).reshape(-1),
+                 firmware=np.frombuffer(bytes(firmware), np.uint8), flash=np.asarray(flash, np.uint8))
+        finished = threading.Event()
+        follower = None
+        if progress is not None:
+            follower = threading.Thread(target=_follow, args=(transcript_path, progress, finished), daemon=True)
+            follower.start()
+        began = time.perf_counter()
+        try:
+            run = run_test(built, "sim.soc_cocotb", timeout=timeout,
+                           extra_env={SPEC_ENV: str(spec_path), SPEC_ENV + "_OUT": str(out_path),
+                                      SPEC_ENV + "_TRANSCRIPT": str(transcript_path)})
+        finally:
+            finished.set()
+            if follower is not None:
+                follower.join()
+        seconds = time.perf_counter() - began
+        if not run.passed or not out_path.is_file():
+            tail = "\n".join(run.log.splitlines()[-30:])
+            raise RuntimeError(f"SoC simulation failed: {run.problems}\n{tail}")
+        out = np.load(out_path)
+        snapshots = [out[f"snapshot{i}"] for i in range(int(out["snapshots"]))]
+        return SocRun(str(out["status"]), int(out["exit_code"]), int(out["cycles"]),
+                      out["transcript"].tobytes().decode(errors="replace"), snapshots,
+                      out["scratchpad"] if "scratchpad" in out else None,
+                      out["flash"] if "flash" in out else None,
+                      built.build_seconds, built.reused, seconds, run.log)
+
+
+def _sysctl_offset(name: str) -> int:
+    from hw.soc.registers import SYSCTL
+    return SYSCTL.offset(name)
+
+
+def _follow(path: Path, progress, finished: threading.Event) -> None:
+    position, pending = 0, ""
+    while True:
+        done = finished.is_set()
+        data = path.read_bytes()[position:] if path.exists() else b""
+        position += len(data)
+        pending += data.decode(errors="replace")
+        *lines, pending = pending.split("\n")
+        for line in lines:
+            progress(line)
+        if done:
+            if pending:
+                progress(pending)
+            return
+        time.sleep(0.2)
+
+
+def parse_iterations(transcript: str) -> list[dict]:
+    rows = []
+    for match in LINE.finditer(transcript):
+        k, label, loss, exponent, cycles, idle, forward, backward = match.groups()
+        rows.append({"iteration": int(k), "label": int(label), "loss": float(loss), "exponent": int(exponent),
+                     "cycles": int(cycles), "engine_idle_cycles": int(idle),
+                     "forward_cycles": int(forward), "backward_cycles": int(backward)})
+    return rows
+
+
+@dataclass
+class Experiment:
+    """The built-in CNN's training setup for the SoC, and its golden counterparts."""
+    config: SocConfig
+    model: object
+    program: object
+    images: list
+    labels: list
+    trainer: object
+    flash: object                  # hw.soc.job.FlashImage
+    corrupted: dict = field(default_factory=dict)
+
+
+def prepare(iterations: int, config: SocConfig = SIM, seed: int = 1, pause: bool = True,
+            corrupt: tuple[int, str, int] | None = None) -> Experiment:
+    """`corrupt` = (forward descriptor index, field name, new value)."""
+    from golden import int_ops
+    from golden.builtin import builtin_model
+    from golden.data import load_digits
+    from golden.engine import program as isa
+    from golden.engine.training import compile_training
+    from golden.scheme import parse_scheme
+    from golden.train import Trainer, UpdateRule
+    from hw.soc.job import flash_image
+
+    model = builtin_model().with_new_head(10, seed=0)
+    scheme = parse_scheme("last-layer", model)
+    data = load_digits("train")
+    images = list(int_ops.quantize_images(data.images[:iterations], model))
+    labels = [int(v) for v in data.labels[:iterations]]
+    trainer = Trainer(model, scheme, "dynamic", UpdateRule(), seed=seed)
+    program = compile_training(model, scheme, config.engine)
+    flash = flash_image(config, program, model.output, model.classifier.y.scale, images, labels,
+                        trainer.sr_rng.state, pause=pause)
+    corrupted = {}
+    if corrupt is not None:
+        index, name, value = corrupt
+        at = index * isa.DESCRIPTOR_WORDS * 4 + isa.FIELD_OFFSETS[name] * 4
+        flash.data[at:at + 4] = np.array([value], "<i4").view(np.uint8)
+        corrupted = {"index": index, "field": name, "value": value, "flash_offset": at}
+    return Experiment(config, model, program, images, labels, trainer, flash, corrupted)
+
+
+def golden_scratchpads(exp: Experiment, iterations: int):
+    """The golden executor's scratchpad after each iteration (and the loss of each), from the
+    firmware's initial state: zeros, the preload, the PRNG seed."""
+    from golden.engine import program as isa
+    from golden.engine.executor import Machine
+    program, config = exp.program, exp.config.engine
+    scratchpad = program.initial_scratchpad(exp.images[0], exp.flash.job["sr_seed"])
+    after, losses = [], []
+    for k in range(iterations):
+        x_at = exp.flash.job["input_addr"]
+        from golden.engine import layout
+        scratchpad[x_at:x_at + exp.flash.job["input_bytes"]] = layout.activation_bytes(exp.images[k])
+        for phase, base, count in (("forward", 0, len(program.forward.descriptors)),
+                                   ("backward", program.backward_base, len(program.backward))):
+            machine = Machine(config, program.external)
+            machine.scratchpad[:] = scratchpad
+            words = program.external[base:base + (count + 1) * isa.DESCRIPTOR_WORDS * 4]
+            machine.run_or_raise(isa.decode(words.view("<u4")))
+            scratchpad = machine.scratchpad.copy()
+            if phase == "forward":
+                losses.append(program.loss_step(scratchpad, exp.model, exp.labels[k]))
+        after.append(scratchpad.copy())
+    return after, losses
+
+
+def soc_training_run(iterations: int = 3, config: SocConfig = SIM, seed: int = 1, pause: bool = True,
+                     progress=None) -> dict:
+    """Train on the SoC and compare with the golden model; returns the JSON-ready result."""
+    from golden.engine import layout
+    from golden.engine.cycles import end_cycles, program_cycles
+    from hw.soc.firmware import build_firmware
+
+    if not 1 <= iterations <= 200:
+        raise ValueError(f"--iterations must be between 1 and 200, not {iterations}")
+    exp = prepare(iterations, config, seed, pause)
+    head = exp.model.classifier
+    w_at, p_at = exp.program.forward.resident[head.name]
+    windows = [(w_at, head.weight.size), (p_at, 4 * head.bias.size)]
+    firmware = build_firmware(config)
+    run = run_soc(config, exp.flash.data, firmware.binary, windows=windows if pause else (),
+                  progress=progress)
+    rows = parse_iterations(run.transcript)
+    golden_after, golden_losses = golden_scratchpads(exp, iterations)
+    predicted_forward = program_cycles(exp.program.forward.descriptors, config.engine)
+    predicted_backward = program_cycles(exp.program.backward, config.engine)
+    out = []
+    for k in range(iterations):
+        exp.trainer.step(exp.images[k][None], exp.labels[k])
+        row = rows[k] if k < len(rows) else None
+        entry = {"iteration": k, "label": exp.labels[k], "uart_line": row is not None}
+        trained = exp.trainer.model.classifier
+        if pause and 2 * k + 1 < len(run.snapshots):
+            weight_bytes, bias_bytes = run.snapshots[2 * k], run.snapshots[2 * k + 1]
+            expected_w = layout.weight_bytes(trained.weight, False)
+            entry["weights_equal_trainer"] = bool(np.array_equal(weight_bytes, expected_w))
+            entry["bias_equal_trainer"] = bool(np.array_equal(bias_bytes.view("<i4"), trained.bias))
+        if row:
+            entry.update({key: row[key] for key in ("loss", "exponent", "cycles", "engine_idle_cycles",
+                                                    "forward_cycles", "backward_cycles")})
+            entry["golden_loss"] = golden_losses[k]
+            entry["engine_idle_fraction"] = round(row["engine_idle_cycles"] / row["cycles"], 4)
+        entry["bit_exact"] = bool(row is not None and entry.get("weights_equal_trainer", True)
+                                  and entry.get("bias_equal_trainer", True)
+                                  and abs(row["loss"] - golden_losses[k]) < 2e-3)
+        out.append(entry)
+    final_exact = run.scratchpad is not None and bool(np.array_equal(run.scratchpad, golden_after[-1]))
+    flash_unchanged = run.flash is not None and bool(np.array_equal(run.flash, exp.flash.data))
+    if out:
+        out[-1]["bit_exact"] = out[-1]["bit_exact"] and final_exact
+    return {"model": exp.model.name, "scheme": "last-layer", "cpu": f"VexRiscv {config.cpu_variant}",
+            "engine_config": dict(config.engine.__dict__), "ram_bytes": config.ram_bytes,
+            "firmware_bytes": len(firmware.binary), "status": run.status, "exit_code": run.exit_code,
+            "total_cycles": run.cycles, "predicted_forward_cycles": predicted_forward,
+            "predicted_backward_cycles": predicted_backward, "end_cycles": end_cycles(config.engine),
+            "final_scratchpad_equals_golden": final_exact, "flash_unchanged": flash_unchanged,
+            "build_seconds": round(run.build_seconds, 1), "build_reused": run.build_reused,
+            "run_seconds": round(run.run_seconds, 1), "uart": run.lines, "iterations": out,
+            "bit_exact": bool(out) and all(i["bit_exact"] for i in out) and len(rows) == iterations}

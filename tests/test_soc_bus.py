@@ -1,0 +1,221 @@
+# amaranth: UnusedElaboratable=no
+"""The SoC's bus blocks in Amaranth's simulator: Wishbone decoder and arbiter, RAM, system
+control, UART; the configuration's checks and the generated firmware header.
+
+The oracle for the interconnect is a plain dict of words (what was written is read back, through
+either initiator, with byte selects); for the UART, the serial line decoded bit by bit.
+"""
+import dataclasses
+
+import pytest
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from hw.soc import registers
+from hw.soc.config import DEFAULT, SIM, SocConfig
+from hw.soc.header import soc_header
+from hw.soc.ram import WishboneRAM
+from hw.soc.sysctl import SystemControl
+from hw.soc.uart import UartTx
+from hw.soc.wishbone import Arbiter, Decoder, Signature
+
+RAM_WORDS = 64
+UART_BASE_WORD, SYSCTL_BASE_WORD = 0x100, 0x140
+
+
+class Bench(wiring.Component):
+    """Two initiators -> arbiter -> decoder -> RAM, UART, system control."""
+
+    def __init__(self):
+        super().__init__({"a": In(Signature(addr_width=12)), "b": In(Signature(addr_width=12)),
+                          "tx": Out(1), "console_valid": Out(1), "console_data": Out(8),
+                          "halted": Out(1), "exit_code": Out(8)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.arbiter = arbiter = Arbiter(addr_width=12, count=2)
+        m.submodules.decoder = decoder = Decoder(addr_width=12, windows=[
+            ("ram", 0, RAM_WORDS), ("uart", UART_BASE_WORD, 64), ("sysctl", SYSCTL_BASE_WORD, 64)])
+        m.submodules.ram = ram = WishboneRAM(size_bytes=4 * RAM_WORDS)
+        m.submodules.uart = uart = UartTx(cycles_per_bit=4, fifo_depth=4)
+        m.submodules.sysctl = sysctl = SystemControl()
+        wiring.connect(m, wiring.flipped(self.a), arbiter.initiator0)
+        wiring.connect(m, wiring.flipped(self.b), arbiter.initiator1)
+        wiring.connect(m, arbiter.bus, decoder.bus)
+        wiring.connect(m, decoder.ram, ram.bus)
+        wiring.connect(m, decoder.uart, uart.bus)
+        wiring.connect(m, decoder.sysctl, sysctl.bus)
+        m.d.comb += [self.tx.eq(uart.tx), self.console_valid.eq(uart.console_valid),
+                     self.console_data.eq(uart.console_data), self.halted.eq(sysctl.halted),
+                     self.exit_code.eq(sysctl.exit_code)]
+        return m
+
+
+
+async def access(ctx, bus, address, data=None, sel=0xF, limit=200):
+    """One classic cycle; returns (dat_r, ack, err, cycles waited)."""
+    ctx.set(bus.adr, address)
+    ctx.set(bus.we, data is not None)
+    ctx.set(bus.dat_w, data or 0)
+    ctx.set(bus.sel, sel)
+    ctx.set(bus.cyc, 1)
+    ctx.set(bus.stb, 1)
+    for cycles in range(1, limit):
+        await ctx.tick()
+        if ctx.get(bus.ack) or ctx.get(bus.err):
+            result = (ctx.get(bus.dat_r), ctx.get(bus.ack), ctx.get(bus.err), cycles)
+            ctx.set(bus.stb, 0)
+            ctx.set(bus.cyc, 0)
+            await ctx.tick()
+            return result
+    raise AssertionError(f"no answer at {address:#x} in {limit} cycles")
+
+
+def simulate(dut, *testbenches):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    for bench in testbenches:
+        sim.add_testbench(bench)
+    sim.run()
+
+
+def test_ram_through_decoder_reads_back_words_and_bytes():
+    dut = Bench()
+    seen = {}
+
+    async def bench(ctx):
+        for word in range(8):
+            await access(ctx, dut.a, word, 0x1000_0001 * (word + 1))
+        _, ack, _, waited = await access(ctx, dut.a, 3, 0xAABB_CCDD, sel=0b0101)
+        assert ack and waited == 1
+        for word in range(8):
+            seen[word] = (await access(ctx, dut.a, word))[0]
+
+    simulate(dut, bench)
+    expected = {w: 0x1000_0001 * (w + 1) for w in range(8)}
+    expected[3] = (expected[3] & 0xFF00_FF00) | 0x00BB_00DD
+    assert seen == expected
+
+
+def test_unmapped_address_gets_an_error_and_the_bus_goes_on():
+    dut = Bench()
+    results = []
+
+    async def bench(ctx):
+        results.append(await access(ctx, dut.a, 0x800))
+        await access(ctx, dut.a, 5, 1234)
+        results.append(await access(ctx, dut.a, 5))
+
+    simulate(dut, bench)
+    (_, ack, err, _), (value, ack2, err2, _) = results
+    assert (ack, err) == (0, 1)
+    assert (value, ack2, err2) == (1234, 1, 0)
+
+
+def test_arbiter_serves_two_initiators_without_mixing_their_data():
+    dut = Bench()
+    reads = {"a": [], "b": []}
+
+    def initiator(bus, name, base):
+        async def bench(ctx):
+            for i in range(12):
+                await access(ctx, bus, base + i % 8, (base << 8) + i)
+                reads[name].append((await access(ctx, bus, base + i % 8))[0])
+        return bench
+
+    simulate(dut, initiator(dut.a, "a", 8), initiator(dut.b, "b", 32))
+    assert reads["a"] == [(8 << 8) + i for i in range(12)]
+    assert reads["b"] == [(32 << 8) + i for i in range(12)]
+
+
+def test_uart_sends_8n1_frames_and_taps_the_console():
+    dut = Bench()
+    message = b"Hi\n\x00\xff"
+    console, line = [], []
+
+    async def writer(ctx):
+        for byte in message:         # the FIFO holds 4: later writes wait for room
+            await access(ctx, dut.a, UART_BASE_WORD + registers.UART.word("tx_data"), byte)
+        for _ in range(400):
+            status, *_ = await access(ctx, dut.a, UART_BASE_WORD + registers.UART.word("status"))
+            if status & registers.UART_STATUS_IDLE:
+                break
+        assert status & registers.UART_STATUS_IDLE
+
+    async def watcher(ctx):
+        for _ in range(len(message) * 60):     # values at each edge, before it takes effect
+            *_, valid, data, tx = await ctx.tick().sample(dut.console_valid, dut.console_data, dut.tx)
+            if valid:
+                console.append(data)
+            line.append(tx)
+
+    simulate(dut, writer, watcher)
+    assert bytes(console) == message
+    decoded, i = [], 0
+    while i < len(line) and len(decoded) < len(message):
+        if line[i] == 0:                         # start bit: sample mid-bit, 4 cycles per bit
+            bits = [line[i + 2 + 4 * k] for k in range(1, 10)]
+            assert bits[8] == 1, "stop bit"
+            decoded.append(sum(b << k for k, b in enumerate(bits[:8])))
+            i += 40
+        else:
+            i += 1
+    assert bytes(decoded) == message
+
+
+def test_sysctl_counts_cycles_and_halts_with_a_code():
+    dut = Bench()
+    values = []
+
+    async def bench(ctx):
+        first = (await access(ctx, dut.a, SYSCTL_BASE_WORD + registers.SYSCTL.word("cycles")))[0]
+        for _ in range(10):
+            await ctx.tick()
+        second = (await access(ctx, dut.a, SYSCTL_BASE_WORD + registers.SYSCTL.word("cycles")))[0]
+        values.append(second - first)
+        assert not ctx.get(dut.halted)
+        await access(ctx, dut.a, SYSCTL_BASE_WORD + registers.SYSCTL.word("halt"), 7)
+        values.append((ctx.get(dut.halted), ctx.get(dut.exit_code)))
+
+    simulate(dut, bench)
+    assert values == [12, (1, 7)]    # 10 idle cycles + the 2 of the first access
+
+
+def test_configuration_refuses_bad_values_with_a_sentence():
+    with pytest.raises(ValueError, match="ram_bytes must be a power of two from 4 KiB to 1 MiB, not 3000"):
+        dataclasses.replace(DEFAULT, ram_bytes=3000)
+    with pytest.raises(ValueError, match="cpu_variant must be one of Lite, not 'Full'"):
+        dataclasses.replace(DEFAULT, cpu_variant="Full")
+    with pytest.raises(ValueError, match="Address width must be a non-negative integer, not -1"):
+        Signature(addr_width=-1)
+    with pytest.raises(ValueError, match="window x: 3 words at 0x0 is not a power of two"):
+        Decoder(addr_width=8, windows=[("x", 0, 3)])
+    with pytest.raises(ValueError, match="UART needs 2..65535 clock cycles per bit"):
+        dataclasses.replace(DEFAULT, uart_baud=DEFAULT.clock_hz)
+
+
+def test_header_names_every_region_and_register_at_its_configured_address():
+    header = soc_header(SIM)
+    for region in SIM.regions:
+        assert f"#define SOC_{region.name.upper()}_BASE 0x{region.base:08x}u" in header
+        assert f"#define SOC_{region.name.upper()}_SIZE 0x{region.size:x}u" in header
+    for peripheral, register_map in registers.PERIPHERALS.items():
+        for register in register_map:
+            assert (f"#define SOC_{peripheral.upper()}_{register.name.upper()} "
+                    f"(SOC_{peripheral.upper()}_BASE + 0x{register.offset:02x}u)") in header
+    assert f"#define ENGINE_LANES {SIM.engine.lanes}" in header
+    assert SIM.uart_cycles_per_bit == 8 and DEFAULT.uart_cycles_per_bit == 868
+
+
+def test_firmware_builds_with_ziglang_and_fits_the_ram():
+    from hw.soc.firmware import build_firmware, compiler_available
+    ok, reason = compiler_available()
+    if not ok:
+        pytest.skip(reason)
+    firmware = build_firmware(SIM)
+    assert 1024 < len(firmware.binary) <= SIM.ram_bytes
+    # the reset vector's first instruction: auipc sp, ... (la sp, __stack_top)
+    first = int.from_bytes(firmware.binary[:4], "little")
+    assert first & 0x7F == 0b0010111 and (first >> 7) & 0x1F == 2
