@@ -33,6 +33,7 @@ from .xorshift_vector import jump_outputs
 TRACE_DEPTH = 1024
 ZERO_SEED = 0x9E3779B9
 DRAIN_EXTRA = 12          # cycles after the last step's data leaves the accumulator
+GRADIENT_WAIT = 10        # after pass 1's last step: D + 1 + this cycles, then k, then e: cycles.GRADIENT_TURN
 
 
 def field(desc, name, index=0):
@@ -98,12 +99,16 @@ class Engine(wiring.Component):
         b_ones = flags[1]
         write_mask = flags[2]
         params_external = flags[3]
+        scale = flags[6]
+        mask_in = flags[7]
+        gradient = epilogue == isa.GRADIENT          # MAC: quantize the accumulators; ADD: gradient sum
+        residual_add = is_add & ~gradient
         requant = ~is_add & (epilogue == isa.REQUANT)
         raw32 = ~is_add & (epilogue == isa.RAW32)
         weight_update = ~is_add & (epilogue == isa.UPDATE)
         bias_update = ~is_add & (epilogue == isa.BIAS_UPDATE)
         updates = weight_update | bias_update
-        needs_params = requant | updates
+        needs_params = requant | updates | (~is_add & gradient & scale)
         rounding = flags[isa.ROUNDING_SHIFT:isa.ROUNDING_SHIFT + 2]
         dot = ~is_add & (mode == isa.DOT)
         a_vector = is_add | (mode != isa.BROADCAST)
@@ -115,6 +120,7 @@ class Engine(wiring.Component):
         index = Signal(16)            # descriptor index
         state_count = Signal(range(D + 3))
         exponent = Signal(signed(32))  # e_y of the gradient an update descriptor applies
+        exponent2 = Signal(signed(32))  # GRADIENT sums: the exponent of the B input
         sr_state = Signal(32)          # the `sr` xorshift32 stream while an update runs
         fetch_issue = Signal(range(isa.DESCRIPTOR_WORDS + 1))
         fetch_pipe = [Signal(7, name=f"fetch_word{i}") for i in range(D)]   # word index + 1 (0: none)
@@ -160,9 +166,9 @@ class Engine(wiring.Component):
         with m.Elif(((chunk_count - 1) << lane_bits) >= lanes_total):
             m.d.comb += shape_bad.eq(1)
         with m.Elif(~is_add):
-            with m.If((mode > isa.DOT) | (epilogue > isa.BIAS_UPDATE)):
+            with m.If((mode > isa.DOT) | (epilogue > isa.GRADIENT)):
                 m.d.comb += shape_bad.eq(1)
-            with m.Elif(dot & ((chunk_loop < isa.OUTPUT_LOOPS) | (epilogue != isa.RAW32))):
+            with m.Elif(dot & ((chunk_loop < isa.OUTPUT_LOOPS) | ~(raw32 | gradient) | scale)):
                 m.d.comb += shape_bad.eq(1)
             with m.Elif(~dot & (chunk_loop >= isa.OUTPUT_LOOPS)):
                 m.d.comb += shape_bad.eq(1)
@@ -172,23 +178,33 @@ class Engine(wiring.Component):
                 m.d.comb += shape_bad.eq(1)
             with m.Elif(~requant & write_mask):
                 m.d.comb += shape_bad.eq(1)
+            with m.Elif(~gradient & (scale | mask_in)):
+                m.d.comb += shape_bad.eq(1)
+            with m.Elif(scale & (lanes_total > cfg.param_channels)):
+                m.d.comb += shape_bad.eq(1)
             with m.Elif((fs("a_rows") < 1) | (fs("a_cols") < 1) | (fs("a_rows") > 65535)
                         | (fs("a_cols") > 65535) | ~zero_ok(f("a_zero"))):
                 m.d.comb += shape_bad.eq(1)
-            with m.Elif(write_mask & (out_stride_bad | (fs("mask_base") < 0))):
+            with m.Elif((write_mask | mask_in) & ((~dot & out_stride_bad) | (fs("mask_base") < 0))):
                 m.d.comb += shape_bad.eq(1)
         with m.Else():
             with m.If((mode != isa.ELEMENTWISE) | (chunk_loop != 0)
                       | Cat(*[n != 1 for n in counts[3:]]).any()):
                 m.d.comb += shape_bad.eq(1)
+            with m.Elif((epilogue != isa.REQUANT) & ~gradient):
+                m.d.comb += shape_bad.eq(1)
             with m.Elif(~(zero_ok(f("a_zero")) & zero_ok(f("b_zero")) & zero_ok(f("zero_out")))):
                 m.d.comb += shape_bad.eq(1)
-            with m.Elif((f("add_m1") > 2 ** 31) | (f("add_m2") > 2 ** 31)
-                        | (f("add_shift") < 1) | (f("add_shift") > 62)):
+            with m.Elif(~gradient & ((f("add_m1") > 2 ** 31) | (f("add_m2") > 2 ** 31)
+                                     | (f("add_shift") < 1) | (f("add_shift") > 62))):
+                m.d.comb += shape_bad.eq(1)
+            with m.Elif(gradient & ((write_mask | scale) | (f("a_zero") != 0) | (f("b_zero") != 0))):
+                m.d.comb += shape_bad.eq(1)
+            with m.Elif(~gradient & (scale | mask_in)):
                 m.d.comb += shape_bad.eq(1)
             with m.Elif(flags & (isa.FLAG_B_EXTERNAL | isa.FLAG_B_ONES | isa.FLAG_PARAMS_EXTERNAL) != 0):
                 m.d.comb += shape_bad.eq(1)
-            with m.Elif(write_mask & (out_stride_bad | (fs("mask_base") < 0))):
+            with m.Elif((write_mask | mask_in) & (out_stride_bad | (fs("mask_base") < 0))):
                 m.d.comb += shape_bad.eq(1)
 
         lane_span = Signal(17)
@@ -198,8 +214,8 @@ class Engine(wiring.Component):
         b_size = Mux(b_external, ext_size, spad_size)
         out_bytes = Signal(17)
         m.d.comb += out_bytes.eq(Mux(raw32 | bias_update,
-                                     Mux(dot, 4, lane_span << 2), lane_span))
-        mask_top = fs("mask_base") + ((hi[2] - fs("out_base") + lane_span + 7) >> 3) - 1
+                                     Mux(dot, 4, lane_span << 2), Mux(dot, 1, lane_span)))
+        mask_top = fs("mask_base") + ((hi[2] - fs("out_base") + out_bytes + 7) >> 3) - 1
         p_size = Mux(params_external, ext_size, spad_size)
         range_code = Signal(8)
         with m.If((lo[0] < 0) | (a_top >= spad_size)):
@@ -208,13 +224,17 @@ class Engine(wiring.Component):
             m.d.comb += range_code.eq(isa.ERR_B_RANGE)
         with m.Elif((lo[2] < 0) | (hi[2] + out_bytes - 1 >= spad_size)):
             m.d.comb += range_code.eq(isa.ERR_OUT_RANGE)
-        with m.Elif(write_mask & (mask_top >= spad_size)):
+        with m.Elif((write_mask | mask_in) & (mask_top >= spad_size)):
             m.d.comb += range_code.eq(isa.ERR_OUT_RANGE)
         with m.Elif(needs_params & ((fs("param_base") < 0)
                                | (fs("param_base") + lanes_total * isa.PARAM_BYTES_PER_CHANNEL > p_size))):
             m.d.comb += range_code.eq(isa.ERR_PARAM_RANGE)
         with m.Elif(updates & ((fs("exp_addr") < 0) | (fs("exp_addr") > spad_size - 4)
                                | (fs("prng_addr") < 0) | (fs("prng_addr") > spad_size - 4))):
+            m.d.comb += range_code.eq(isa.ERR_PARAM_RANGE)
+        with m.Elif(gradient & ((fs("exp_addr") < 0) | (fs("exp_addr") > spad_size - 4)
+                                | (fs("exp_out_addr") < 0) | (fs("exp_out_addr") > spad_size - 4)
+                                | (is_add & ((fs("exp2_addr") < 0) | (fs("exp2_addr") > spad_size - 4))))):
             m.d.comb += range_code.eq(isa.ERR_PARAM_RANGE)
 
         # ---------------------------------------------------------------- loop nest (AGU)
@@ -235,8 +255,8 @@ class Engine(wiring.Component):
         step = Signal()
         bubble = Signal(3)
         write_cycles = Signal(3)
-        m.d.comb += write_cycles.eq(Mux(is_add | requant, Mux(write_mask, 2, 1),
-                                        Mux(dot | weight_update, 1, 4)))
+        m.d.comb += write_cycles.eq(Mux(gradient, 1, Mux(is_add | requant, Mux(write_mask, 2, 1),
+                                                         Mux(dot | weight_update, 1, 4))))
 
         with m.If(step):
             for k in range(6):
@@ -371,9 +391,63 @@ class Engine(wiring.Component):
             y = Mux(is_add, saturate(add_pre, -128, 127)[:8], rq.y)
             in_range = Mux(is_add, (add_pre >= -128) & (add_pre <= 127), rq.in_range)
             m.d.comb += [rq_y[8 * l: 8 * l + 8].eq(y), rq_mask[l].eq(in_range)]
-        m.d.comb += rq_valid.eq(delayed(e_valid & (is_add | requant), Requantizer.LATENCY, "rq_valid"))
+        m.d.comb += rq_valid.eq(delayed(e_valid & (residual_add | requant), Requantizer.LATENCY, "rq_valid"))
         rq_active = delayed(e_active, Requantizer.LATENCY, "rq_active")
         rq_out = delayed(e_out, Requantizer.LATENCY, "rq_out")
+
+        # ---------------------------------------------------------------- gradient epilogue
+        # numerics 5's quantizer in two passes over the loop nest (docs/engine.md, "Gradients").
+        # g1 (e+1): v = acc * factor (MAC) or the aligned sum of the two int8 inputs (ADD);
+        # the mask byte read at e on the host port arrives. g2 (e+2): pass 1 folds max|v| over
+        # the active lanes into `amax`; pass 2 forms clamp(round_shift(v, k), -127, 127) * mask.
+        grad_pass1 = Signal()          # high while the first pass runs
+        amax = Signal(48)
+        grad_k = Signal(range(64))
+        grad_e = Signal(signed(32))
+        # Alignment of a gradient sum: the lower exponent's input may be rounded (right shift,
+        # at most 8 matters for int8), the higher one's shifted up by up to 23.
+        swap = exponent > exponent2
+        diff = Signal(33)
+        m.d.comb += diff.eq(Mux(swap, exponent - exponent2, exponent2 - exponent))
+        round_low = Signal(4)
+        m.d.comb += round_low.eq(Mux(diff > 31, 8, Mux(diff > 23, Mux(diff - 23 > 8, 8, diff - 23), 0)))
+        left = Signal(5)
+        m.d.comb += left.eq(Mux(diff > 23, 23, diff[:5]))
+        sum_exponent = Mux(swap, exponent, exponent2) - left
+        grad_e_in = Signal(signed(32))
+        m.d.comb += [grad_e_in.eq(Mux(is_add, sum_exponent, exponent + fs("exp_offset"))),
+                     grad_e.eq(grad_e_in + grad_k)]
+        g1_valid = Signal(); g1_active = Signal.like(x_active); g1_out = Signal(32)
+        g1_v = [Signal(signed(48), name=f"g1_v{l}") for l in range(L)]
+        m.d.sync += [g1_valid.eq(e_valid & gradient), g1_active.eq(Mux(dot, 1, e_active)), g1_out.eq(e_out)]
+        for l in range(L):
+            factor = param_r[1].data[32 * l: 32 * l + 16]
+            x1 = round_shift(e_x1[l], Mux(swap, 0, round_low)) << Mux(swap, left, 0)
+            x2 = round_shift(e_x2[l], Mux(swap, round_low, 0)) << Mux(swap, 0, left)
+            m.d.sync += g1_v[l].eq(Mux(is_add, x1 + x2, Mux(scale, acc[l] * factor, acc[l])))
+        mask_offset = e_out - fs("out_base")
+        g1_mask_shift = Signal(3)
+        m.d.sync += g1_mask_shift.eq(Mux(dot, mask_offset[:3], 0))
+        g1_mask = Signal(L)
+        m.d.comb += g1_mask.eq(Mux(mask_in, spad_host.data[:L] >> g1_mask_shift, (1 << L) - 1))
+        lane_on_g1 = (Const(1, L + 1) << g1_active) - 1
+        magnitude = [Mux(lane_on_g1[l], Mux(g1_v[l] < 0, -g1_v[l], g1_v[l]), 0)[:48] for l in range(L)]
+        level = magnitude
+        while len(level) > 1:
+            level = [Mux(a > b, a, b) for a, b in zip(level[::2], level[1::2])]
+        with m.If(g1_valid & grad_pass1 & (level[0] > amax)):
+            m.d.sync += amax.eq(level[0])
+        g2_valid = Signal(); g2_active = Signal.like(x_active); g2_out = Signal(32)
+        g2_y = Signal(8 * L)
+        m.d.sync += [g2_valid.eq(g1_valid & ~grad_pass1), g2_active.eq(g1_active), g2_out.eq(g1_out)]
+        for l in range(L):
+            q = saturate(round_shift(g1_v[l], grad_k), -127, 127)
+            m.d.sync += g2_y[8 * l: 8 * l + 8].eq(Mux(g1_mask[l], q[:8], 0))
+        # k = max(0, bitlen(amax) - 7)
+        amax_bits = Signal(range(49))
+        for b in range(48):
+            with m.If(amax[b]):
+                m.d.comb += amax_bits.eq(b + 1)
 
         # ---------------------------------------------------------------- update epilogues
         # Weight update: read the old weight row at e, update at u1 (+1), new row WeightUpdater
@@ -419,7 +493,9 @@ class Engine(wiring.Component):
             m.d.sync += [bias_phase.eq(3), bias_out.eq(e_out)]
         with m.Elif(bias_phase != 0):
             m.d.sync += bias_phase.eq(bias_phase - 1)
-        with m.If(e_valid):
+        with m.If(e_valid & gradient):
+            m.d.comb += old_read_addr.eq(fs("mask_base") + (mask_offset >> 3))
+        with m.Elif(e_valid):
             m.d.comb += old_read_addr.eq(e_out)
         with m.Else():
             m.d.comb += old_read_addr.eq(bias_out + ((4 - bias_phase) * L))
@@ -449,6 +525,7 @@ class Engine(wiring.Component):
         bias_w_out = delayed(e_out, BiasUpdater.LATENCY + 5, "bias_w_out")
 
         prng_write_back = Signal()     # the last drain cycle of a weight update
+        exponent_write = Signal()      # GRADIENT: e = e_A + k goes to exp_out_addr between the passes
         # ---------------------------------------------------------------- writer
         w_phase = Signal(3)          # write cycles still to do after this one
         w_data = Signal(32 * L)      # raw accumulators or [y | mask]
@@ -471,6 +548,9 @@ class Engine(wiring.Component):
         with m.Elif(bias_valid):
             m.d.sync += [w_data.eq(bias_new), w_active.eq(bias_w_active), w_out.eq(bias_w_out),
                          w_kind.eq(1), w_phase.eq(4)]
+        with m.Elif(g2_valid):
+            m.d.sync += [w_data.eq(g2_y), w_active.eq(g2_active), w_out.eq(g2_out),
+                         w_kind.eq(0), w_phase.eq(1)]
         with m.Elif(w_phase != 0):
             m.d.sync += w_phase.eq(w_phase - 1)
         # What is written in the cycle after the data was captured (and the following ones).
@@ -508,6 +588,9 @@ class Engine(wiring.Component):
                          ext.write_enable.eq(Mux(self.host_space == 1, 0b1111, 0))]
         with m.Elif(prng_write_back):
             m.d.comb += [spad.write_addr.eq(fs("prng_addr")), spad.write_data.eq(sr_state),
+                         spad.write_enable.eq(0b1111)]
+        with m.Elif(exponent_write):
+            m.d.comb += [spad.write_addr.eq(fs("exp_out_addr")), spad.write_data.eq(grad_e),
                          spad.write_enable.eq(0b1111)]
         with m.Else():
             m.d.comb += [spad.write_addr.eq(write_addr), spad.write_data.eq(write_data),
@@ -587,9 +670,12 @@ class Engine(wiring.Component):
                     m.d.sync += a_origin.eq(fs("a_base") + fs("a_row0") * fs("a_row_stride")
                                             + fs("a_col0") * fs("a_col_stride"))
                     m.d.sync += [x.eq(0) for x in idx + pa + pb + po + prow + pcol]
-                    m.d.sync += [param_kind.eq(0), param_channel.eq(0), bubble.eq(0)]
+                    m.d.sync += [param_kind.eq(0), param_channel.eq(0), bubble.eq(0),
+                                 state_count.eq(0), amax.eq(0), grad_pass1.eq(gradient)]
                     with m.If(needs_params):
                         m.next = "PARAMS"
+                    with m.Elif(gradient):
+                        m.next = "STATE"
                     with m.Else():
                         m.next = "RUN"
             with m.State("PARAMS"):
@@ -612,7 +698,7 @@ class Engine(wiring.Component):
             with m.State("PARAMS_WAIT"):
                 with m.If(drain == 0):
                     m.d.sync += state_count.eq(0)
-                    with m.If(updates):
+                    with m.If(updates | gradient):
                         m.next = "STATE"
                     with m.Else():
                         m.next = "RUN"
@@ -622,12 +708,13 @@ class Engine(wiring.Component):
                 # read e_y (cycle 0) and the PRNG state (cycle 1); both arrive D cycles later
                 with m.If(state_count == 0):
                     m.d.comb += [b_read_addr.eq(fs("exp_addr")), b_read_en.eq(1)]
-                with m.If(state_count == 1):
-                    m.d.comb += [b_read_addr.eq(fs("prng_addr")), b_read_en.eq(1)]
                 with m.If(state_count == D):
                     m.d.sync += exponent.eq(b_data[:32])
+                with m.If(state_count == 1):
+                    m.d.comb += [b_read_addr.eq(Mux(gradient, fs("exp2_addr"), fs("prng_addr"))), b_read_en.eq(1)]
                 with m.If(state_count == D + 1):
-                    m.d.sync += sr_state.eq(Mux(b_data[:32] == 0, ZERO_SEED, b_data[:32]))
+                    m.d.sync += [sr_state.eq(Mux(b_data[:32] == 0, ZERO_SEED, b_data[:32])),
+                                 exponent2.eq(b_data[:32])]
                     m.next = "RUN"
                 m.d.sync += state_count.eq(state_count + 1)
             with m.State("RUN"):
@@ -638,9 +725,23 @@ class Engine(wiring.Component):
                                  b_read_external.eq(b_external)]
                     with m.If(last_reduction):
                         m.d.sync += bubble.eq(write_cycles - 1)
-                    with m.If(all_last):
+                    with m.If(all_last & grad_pass1):
+                        m.d.sync += drain.eq(D + GRADIENT_WAIT)
+                        m.next = "GRADIENT_WAIT"
+                    with m.Elif(all_last):
                         m.d.sync += drain.eq(D + 2 + Requantizer.LATENCY + DRAIN_EXTRA)
                         m.next = "DRAIN"
+            with m.State("GRADIENT_WAIT"):
+                # pass 1's last |v| reaches amax; then k and e, then e is written
+                with m.If(drain == 0):
+                    m.d.sync += grad_k.eq(Mux(amax_bits > 7, amax_bits - 7, 0))
+                    m.next = "GRADIENT_EXPONENT"
+                with m.Else():
+                    m.d.sync += drain.eq(drain - 1)
+            with m.State("GRADIENT_EXPONENT"):
+                m.d.comb += exponent_write.eq(1)
+                m.d.sync += grad_pass1.eq(0)
+                m.next = "RUN"
             with m.State("DRAIN"):
                 with m.If(drain == 0):
                     m.d.comb += prng_write_back.eq(weight_update)

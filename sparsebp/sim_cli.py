@@ -3,7 +3,8 @@ beside the golden executor and the golden Trainer, with per-descriptor cycles an
 
 An iteration is the engine's forward program, the host's loss step (what the CPU will do:
 softmax cross-entropy gradient times the logits' clamp mask), and the engine's backward
-program. The engine trains the classifier (MIT's last-layer scheme) so far: docs/engine.md.
+program, which back-propagates through the layers the scheme updates. Schemes that update a
+selected subset of channels need channel lists, not engine operations yet: docs/engine.md.
 """
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from pathlib import Path
 import numpy as np
 
 CONFIGS = ("default", "small")
+# Schemes the engine runs whole (ratio-1 weight updates): the classifier alone; the last four
+# convs' biases with the classifier; and the same with every weight of the last block.
+SCHEMES = ("last-layer", "bias-4", "bias=4;w=4:1,5:1,6:1")
+DEFAULT_SCHEME = "bias=4;w=4:1,5:1,6:1"
 
 
 def add_parser(subparsers) -> None:
@@ -20,14 +25,16 @@ def add_parser(subparsers) -> None:
     e = sim_sub.add_parser("engine", help="training iterations on the engine RTL vs the golden model")
     e.add_argument("--model", default="builtin", choices=["builtin"],
                    help="the built-in digits CNN (MobileNetV2 needs the striping compiler)")
-    e.add_argument("--scheme", default="last-layer", choices=["last-layer"],
-                   help="update scheme (the engine trains the classifier so far)")
+    e.add_argument("--scheme", default=DEFAULT_SCHEME, choices=SCHEMES,
+                   help=f"update scheme (default {DEFAULT_SCHEME}: biases of the last four convs, "
+                        f"every weight of the last block, the classifier)")
     e.add_argument("--config", choices=CONFIGS, default="default", help="engine configuration preset")
     e.add_argument("--iterations", type=int, default=2, help="training iterations (1..50)")
     e.add_argument("--json", type=Path, help="write the rows as JSON")
 
 
-def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: int = 1) -> dict:
+def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: int = 1,
+                     scheme_name: str = DEFAULT_SCHEME) -> dict:
     from golden import int_ops
     from golden.builtin import builtin_model
     from golden.data import load_digits
@@ -49,19 +56,18 @@ def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: in
         raise ValueError(f"cannot simulate: {reason}")
     config = PRESETS[config_name]
     model = builtin_model().with_new_head(10, seed=0)
-    scheme = parse_scheme("last-layer", model)
+    if scheme_name not in SCHEMES:
+        raise ValueError(f"--scheme must be one of {', '.join(SCHEMES)}, not {scheme_name!r}")
+    scheme = parse_scheme(scheme_name, model)
     data = load_digits("train")
     images = int_ops.quantize_images(data.images[:iterations], model)
     trainer = Trainer(model, scheme, "dynamic", UpdateRule(), seed=seed)
     program = compile_training(model, scheme, config)
-    head = model.classifier
-    w_at, p_at = program.forward.resident[head.name]
     scratchpad = program.initial_scratchpad(images[0], trainer.sr_rng.state)
     phases = (("forward", program.forward.descriptors, 0, program.forward.ops),
-              ("backward", program.backward, program.backward_base,
-               [f"{head.name} bias update", f"{head.name} weight gradient + update"]))
+              ("backward", program.backward, program.backward_base, program.backward_ops))
     rows, iterations_out = [], []
-    print(f"{iterations} training iteration(s) of {model.name} (last-layer scheme) on the engine RTL, "
+    print(f"{iterations} training iteration(s) of {model.name} (scheme {scheme_name}) on the engine RTL, "
           f"{config.lanes} lanes, {config.scratchpad_bytes // 1024} KiB scratchpad "
           f"(the first run builds the simulator: a few minutes)", flush=True)
     for k, (image, label) in enumerate(zip(images, data.labels[:iterations])):
@@ -96,19 +102,30 @@ def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: in
             if phase == "forward":
                 loss = program.loss_step(scratchpad, model, int(label))
         trainer.step(image[None], int(label))
-        trained = trainer.model.classifier
-        weight = layout.weight_from_bytes(scratchpad[w_at:w_at + trained.weight.size], trained.weight.shape, False)
-        matches_trainer = bool(np.array_equal(weight, trained.weight)
-                               and np.array_equal(scratchpad[p_at:p_at + 4 * trained.bias.size].view("<i4"),
-                                                  trained.bias))
+        matches_trainer = resident_equal_trainer(program, trainer, scratchpad)
         iterations_out.append({"iteration": k, "loss": loss, "cycles": iteration_cycles,
                                "bit_exact": exact, "matches_trainer": matches_trainer})
-        print(f"iteration {k}: loss {loss:.3f}, {iteration_cycles:,} engine cycles, "
-              f"bit-exact {exact}, classifier equals the golden Trainer's {matches_trainer}", flush=True)
-    return {"model": model.name, "scheme": "last-layer", "config": dict(config.__dict__),
+        print(f"iteration {k}: loss {loss:.3f}, {iteration_cycles:,} engine cycles, bit-exact {exact}, "
+              f"updated weights, biases and PRNG equal the golden Trainer's {matches_trainer}", flush=True)
+    return {"model": model.name, "scheme": scheme_name, "config": dict(config.__dict__),
             "peak_scratchpad_bytes": program.forward.peak_bytes, "rows": rows,
             "iterations": iterations_out,
             "bit_exact": all(i["bit_exact"] and i["matches_trainer"] for i in iterations_out)}
+
+
+def resident_equal_trainer(program, trainer, scratchpad) -> bool:
+    """Every updated conv's weights and biases, and the `sr` state, equal the Trainer's."""
+    from golden.engine import layout
+    nodes = {n.name: n for n in trainer.model.nodes}
+    for name, (w_at, p_at) in program.forward.resident.items():
+        node = nodes[name]
+        weights = layout.weight_bytes(node.weight, node.depthwise)
+        bias = node.bias.astype("<i4").view(np.uint8)
+        if not (np.array_equal(scratchpad[w_at:w_at + weights.size], weights)
+                and np.array_equal(scratchpad[p_at:p_at + bias.size], bias)):
+            return False
+    prng = scratchpad[program.prng_addr:program.prng_addr + 4].view("<u4")[0]
+    return bool(prng == trainer.sr_rng.state)
 
 
 def print_table(result: dict) -> None:
@@ -123,6 +140,6 @@ def print_table(result: dict) -> None:
 
 
 def run(args) -> dict:
-    result = rtl_training_run(args.iterations, args.config)
+    result = rtl_training_run(args.iterations, args.config, scheme_name=args.scheme)
     print_table(result)
     return result

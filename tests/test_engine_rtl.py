@@ -63,7 +63,7 @@ def test_random_operations_bit_exact_and_cycle_exact(case_results):
         assert measured_op_cycles(rtl, 1)[0] == predicted, case.name
         assert rtl.cycles == predicted + end_cycles(CASE_CONFIG), case.name
     assert kinds == {"conv", "pointwise", "depthwise", "avgpool", "add", "raw32", "dot", "update",
-                     "bias-update"}
+                     "bias-update", "grad-scale", "grad-dot", "grad-sum"}
 
 
 def test_bad_programs_stop_with_code_and_write_nothing(case_results):
@@ -113,16 +113,20 @@ def test_builtin_forward_cycles_match_cycle_model(builtin_forward):
         assert rtl.cycles == sum(predicted) + end_cycles(DEFAULT)
 
 
+TRAINING_SCHEME = "bias=4;w=4:1,5:1,6:1"
+
+
 @pytest.fixture(scope="module")
 def training_iterations():
-    """Three last-layer training iterations of the built-in CNN (fresh head) on the RTL, the
-    host's loss step between the forward and the backward program, as the CPU will do it."""
+    """Three training iterations of the built-in CNN (fresh head) on the RTL that update the
+    classifier, the last four convs' biases and every weight of the last block, the host's loss
+    step between the forward and the backward program, as the CPU will do it."""
     from golden.engine.training import compile_training
     from golden.scheme import parse_scheme
     from golden.train import Trainer, UpdateRule
     from sim.engine_job import EngineJob, run_on_rtl
     model = builtin_model().with_new_head(10, seed=0)
-    scheme = parse_scheme("last-layer", model)
+    scheme = parse_scheme(TRAINING_SCHEME, model)
     data = load_digits("train")
     images = int_ops.quantize_images(data.images[:3], model)
     trainer = Trainer(model, scheme, "dynamic", UpdateRule(), seed=1)
@@ -139,22 +143,27 @@ def training_iterations():
                                                   program.backward_base)])[0]
         scratchpad = backward.scratchpad.copy()
         trainer.step(image[None], int(label))
-        steps.append((forward, backward, scratchpad, trainer.model.classifier.weight.copy(),
-                      trainer.model.classifier.bias.copy(), trainer.sr_rng.state))
+        updated = {n.name: (n.weight.copy(), n.bias.copy(), n.depthwise) for n in trainer.model.nodes
+                   if n.name in program.forward.resident}
+        steps.append((forward, backward, scratchpad, updated, trainer.sr_rng.state))
     return model, program, steps
 
 
 def test_training_iterations_on_rtl_match_the_golden_trainer(training_iterations):
     model, program, steps = training_iterations
-    head = model.classifier
-    w_at, p_at = program.forward.resident[head.name]
-    for forward, backward, scratchpad, weight, bias, sr_state in steps:
+    assert set(program.forward.resident) == {"b1.pw2", "b2.pw1", "b2.dw", "b2.pw2", "classifier"}
+    for forward, backward, scratchpad, updated, sr_state in steps:
         assert forward.error_code == 0 and backward.error_code == 0
-        got_weight = layout.weight_from_bytes(scratchpad[w_at:w_at + weight.size], weight.shape, False)
-        assert np.array_equal(got_weight, weight)
-        assert np.array_equal(scratchpad[p_at:p_at + 4 * bias.size].view("<i4"), bias)
+        for name, (weight, bias, depthwise) in updated.items():
+            w_at, p_at = program.forward.resident[name]
+            got = layout.weight_from_bytes(scratchpad[w_at:w_at + weight.size], weight.shape, depthwise)
+            assert np.array_equal(got, weight), name
+            assert np.array_equal(scratchpad[p_at:p_at + 4 * bias.size].view("<i4"), bias), name
         assert scratchpad[program.prng_addr:program.prng_addr + 4].view("<u4")[0] == sr_state
-    assert not np.array_equal(got_weight, head.weight)          # training moved the head
+    originals = {n.name: n for n in model.nodes}
+    for name in ("b2.pw1", "b2.dw", "b2.pw2", "classifier"):                # training moved them
+        assert not np.array_equal(updated[name][0], originals[name].weight), name
+    assert not np.array_equal(updated["b1.pw2"][1], originals["b1.pw2"].bias)
 
 
 def test_training_iteration_cycles_match_cycle_model(training_iterations):
