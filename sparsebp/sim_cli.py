@@ -31,6 +31,8 @@ def add_parser(subparsers) -> None:
     e.add_argument("--config", choices=CONFIGS, default="default", help="engine configuration preset")
     e.add_argument("--iterations", type=int, default=2, help="training iterations (1..50)")
     e.add_argument("--json", type=Path, help="write the rows as JSON")
+    from sim.soc_cli import add_parser as add_soc_parser   # `sim soc`: the SoC (sim/soc_cli.py)
+    add_soc_parser(sim_sub)
 
 
 def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: int = 1,
@@ -140,6 +142,9 @@ def print_table(result: dict) -> None:
 
 
 def run(args) -> dict:
+    if args.sim_target == "soc":
+        from sim.soc_cli import run as run_soc
+        return run_soc(args)
     result = rtl_training_run(args.iterations, args.config, scheme_name=args.scheme)
     print_table(result)
     return result

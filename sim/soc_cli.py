@@ -1,0 +1,56 @@
+"""`sparsebp sim soc`: the training firmware on the SoC under Verilator, against the golden model.
+
+Prints the firmware's UART lines as they arrive (the progress indicator), then a table of the
+iterations: cycles, engine idle cycles (the CPU overhead), the loss, and whether the classifier
+in the scratchpad equals the golden Trainer's byte for byte. `--json` writes the same, with a
+list `iterations` of {cycles, engine_idle_cycles, bit_exact, ...}.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+
+def add_parser(sim_subparsers) -> None:
+    s = sim_subparsers.add_parser("soc", help="training iterations run by the firmware on the SoC (VexRiscv + engine)")
+    s.add_argument("--iterations", type=int, default=3, help="training iterations (1..200)")
+    s.add_argument("--seed", type=int, default=1, help="seed of the golden Trainer (the sr PRNG stream)")
+    s.add_argument("--no-pause", action="store_true",
+                   help="do not stop after each iteration to read the classifier (faster; only the "
+                        "final scratchpad is compared)")
+    s.add_argument("--json", type=Path, help="write the results as JSON")
+
+
+def run(args) -> dict:
+    from hw.soc.config import SIM
+    from sim.toolchain import verilator_available
+    from hw.soc.firmware import compiler_available
+    for ok, reason in (verilator_available(), compiler_available()):
+        if not ok:
+            raise ValueError(reason)
+    began = time.perf_counter()
+    print(f"{args.iterations} training iteration(s) of the built-in CNN run by the firmware on the SoC "
+          f"(VexRiscv {SIM.cpu_variant}, engine {SIM.engine.lanes} lanes, "
+          f"{SIM.engine.scratchpad_bytes // 1024} KiB scratchpad); the first run builds the simulator "
+          f"(several minutes)", flush=True)
+
+    def progress(line: str) -> None:
+        elapsed = time.perf_counter() - began
+        print(f"  [{elapsed:6.1f} s] uart: {line}", flush=True)
+
+    from sim.soc_run import soc_training_run
+    result = soc_training_run(args.iterations, SIM, seed=args.seed, pause=not args.no_pause, progress=progress)
+    print(f"\n{'iter':>4s} {'cycles':>8s} {'engine idle':>11s} {'idle %':>7s} {'forward':>8s} "
+          f"{'backward':>8s} {'loss':>7s} {'golden':>7s}  bit-exact")
+    for it in result["iterations"]:
+        if "cycles" not in it:
+            print(f"{it['iteration']:4d}  (no UART line)")
+            continue
+        print(f"{it['iteration']:4d} {it['cycles']:8,d} {it['engine_idle_cycles']:11,d} "
+              f"{it['engine_idle_fraction']:7.2%} {it['forward_cycles']:8,d} {it['backward_cycles']:8,d} "
+              f"{it['loss']:7.4f} {it['golden_loss']:7.4f}  {it['bit_exact']}")
+    print(f"status {result['status']}, exit code {result['exit_code']}; final scratchpad equals the golden "
+          f"executor's: {result['final_scratchpad_equals_golden']}; every iteration bit-exact: {result['bit_exact']}")
+    print(f"simulator {'reused' if result['build_reused'] else 'built'} "
+          f"({result['build_seconds']} s), run {result['run_seconds']} s")
+    return result
