@@ -17,7 +17,7 @@ from golden.engine.config import EngineConfig, SMALL
 from golden.engine.executor import Machine
 from golden.engine.training import compile_training
 from golden.fixedpoint import add_gradients, quantize_gradient
-from golden.scheme import parse_scheme
+from golden.scheme import ChannelSelector, parse_scheme
 from golden.train import Trainer, UpdateRule
 
 TINY = EngineConfig(lanes=8, scratchpad_bytes=8192, external_bytes=4096)
@@ -91,6 +91,7 @@ def run_iterations(scheme_text, iterations, config=SMALL, rounding="stochastic")
     data = load_digits("train")
     images = int_ops.quantize_images(data.images[:iterations], model)
     trainer = Trainer(model, scheme, "dynamic", rule, seed=1)
+    host_selector = ChannelSelector(model, scheme, "dynamic", seed=2 * 1 + 1)   # the Trainer's draws
     program = compile_training(model, scheme, config, rule)
     machine = Machine(config, program.external)
     machine.scratchpad[:] = program.initial_scratchpad(images[0], trainer.sr_rng.state)
@@ -100,6 +101,7 @@ def run_iterations(scheme_text, iterations, config=SMALL, rounding="stochastic")
         machine.scratchpad[x_at:x_at + x.size] = x
         _run(machine, program.forward.descriptors)
         loss = program.loss_step(machine.scratchpad, model, int(data.labels[it]))
+        program.write_selection(machine.scratchpad, host_selector.select())
         _run(machine, program.backward)
         result = trainer.step(images[it][None], int(data.labels[it]))
         wrong = []
@@ -118,7 +120,9 @@ def run_iterations(scheme_text, iterations, config=SMALL, rounding="stochastic")
 @pytest.mark.parametrize("scheme,rounding", [("last-layer", "stochastic"), ("bias-4", "stochastic"),
                                              ("bias=4;w=4:1,5:1,6:1", "stochastic"),
                                              ("bias=4;w=4:1,5:1,6:1", "truncate"),
-                                             ("bias=5;w=3:1", "nearest")])
+                                             ("bias=5;w=3:1", "nearest"), ("builtin-sparse", "stochastic"),
+                                             ("builtin-sparse", "truncate"),
+                                             ("bias=4;w=4:0.125,5:0.5,6:0.25", "stochastic")])
 def test_compiled_iterations_equal_the_trainer(scheme, rounding):
     losses = []
     for loss, trainer_loss, wrong, same_prng in run_iterations(scheme, 4, rounding=rounding):
@@ -129,7 +133,8 @@ def test_compiled_iterations_equal_the_trainer(scheme, rounding):
     assert len(set(losses)) == 4          # the images differ and the model moves
 
 
-def test_selected_channel_subsets_are_refused_with_a_sentence():
+def test_what_the_engine_cannot_run_yet_is_refused_with_a_sentence():
     model = builtin_model().with_new_head(10, seed=0)
-    with pytest.raises(CompileError, match="selected subset of channels needs channel lists"):
-        compile_training(model, parse_scheme("builtin-sparse", model), SMALL)
+    # reaching conv0 crosses b1.dw, a stride-2 depthwise conv
+    with pytest.raises(CompileError, match="b1.dw: input gradients of strided depthwise convs"):
+        compile_training(model, parse_scheme("bias=7;w=0:0.5", model), SMALL)

@@ -15,9 +15,14 @@ quantized with the producer's clamp mask applied (FLAG_MASK_IN, `G = g * mask` o
 6.2); several are summed pairwise in arrival order (ADD with the GRADIENT epilogue, numerics
 5), the mask going with the last sum. Every gradient tensor has its own int32 exponent word.
 
-Limits (refused with a sentence): weight updates of a selected subset of channels (they need
-channel lists, docs/engine.md "Next"), regular k x k convs and strided convs on the
-input-gradient path, and regular k x k weight updates (their draws would leave the layout order).
+Weight updates of a selected subset of channels read the selection from a channel list in the
+scratchpad (`lists`: conv index -> address of its uint16 entries, written by the host each
+iteration): a pointwise conv's update runs over the listed input channels (list loop 0), a
+depthwise conv's over the listed channels one lane at a time (list-chunk mode), so the cycles
+scale with the selected count. The input of a weight-updated conv stays whole in the scratchpad.
+
+Limits (refused with a sentence): regular k x k convs and strided convs on the input-gradient
+path, and regular k x k weight updates (their draws would leave the layout order).
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ import numpy as np
 
 from ..fixedpoint import ChannelScale
 from ..graph import Add, AvgPool, Conv, INPUT, Model, node_inputs
-from ..scheme import UpdateScheme
+from ..scheme import UpdateScheme, selected_count
 from ..train import UpdateRule, update_multipliers
 from . import layout
 from . import program as isa
@@ -52,7 +57,8 @@ class BackwardProgram:
 
 class BackwardLowering:
     def __init__(self, model: Model, scheme: UpdateScheme, config: EngineConfig, rule: UpdateRule,
-                 forward: Compiled, alloc: Allocator, logits_gradient: Gradient, prng_addr: int):
+                 forward: Compiled, alloc: Allocator, logits_gradient: Gradient, prng_addr: int,
+                 lists: dict[int, int]):
         self.model, self.scheme, self.config, self.rule = model, scheme, config, rule
         self.forward, self.alloc, self.prng_addr = forward, alloc, prng_addr
         self.L = config.lanes
@@ -71,6 +77,7 @@ class BackwardLowering:
         self.readers: dict[str, int] = {}                      # buffer -> readers still to come
         self.finished = {model.output: logits_gradient}
         self.counter = 0
+        self.lists = lists                                     # conv index -> list address
 
     # ---------------------------------------------------------------- helpers
     def _table(self, label: str, data: np.ndarray) -> str:
@@ -263,9 +270,6 @@ class BackwardLowering:
             self._emit(d, f"{node.name} bias update", {"param_base": v_table})
 
         if weight_ratio > 0:
-            if weight_ratio < 1.0:
-                raise CompileError(f"{node.name}: updating a selected subset of channels needs channel lists "
-                                   f"(not engine operations yet); use ratio 1")
             if not node.depthwise and k != 1:
                 raise CompileError(f"{node.name}: weight updates of {k}x{k} convs are not engine operations yet")
             x_addr = self.forward.tensors[node.input][0]
@@ -289,7 +293,32 @@ class BackwardLowering:
                 d.a_row_coefs, d.a_col_coefs = [0, 0, 0, 0, s, 0], [0, 0, 0, 0, 0, s]
                 d.b_strides = [0, L, 0, 0, wo * c, c]
                 d.out_strides = [c, L, 0]
+            if weight_ratio < 1.0:
+                self._through_list(node, index, d, c_in, k)
             self._emit(d, f"{node.name} weight update", {"param_base": u_table})
+
+    def _through_list(self, node: Conv, index: int, d: isa.Descriptor, c_in: int, k: int) -> None:
+        """Restrict a weight update to the channels listed at `lists[index]` (selected count)."""
+        count = selected_count(node, self.scheme.weight_convs()[index])
+        d.list_addr, d.list_limit = self.lists[index], node.in_channels
+        if node.depthwise:
+            # list-chunk mode: one lane, outputs (u, v, listed channel), the draws in [u][v][c] order
+            d.lanes_total = 1
+            d.counts = [k, k, count, 1] + d.counts[4:]
+            d.a_strides = [0, 0, 1, 0, 0, 0]
+            d.b_strides = [0, 0, 1, 0] + d.b_strides[4:]
+            d.out_strides = [k * node.out_channels, node.out_channels, 1]
+            d.flags |= (2 + 1) << isa.LIST_SHIFT
+        else:
+            d.counts = [count] + d.counts[1:]
+            d.flags |= (0 + 1) << isa.LIST_SHIFT
+
+
+def allocate_lists(model: Model, scheme: UpdateScheme, alloc: Allocator) -> dict[int, int]:
+    """Scratchpad room for the channel list of every conv updated at a ratio below 1. Allocated
+    before anything else: the host writes them while earlier descriptors' buffers are live."""
+    return {index: alloc.alloc(f"list:{model.convs[index].name}", 2 * selected_count(model.convs[index], ratio))
+            for index, ratio in scheme.weight_convs().items() if ratio < 1.0}
 
 
 def backward_start(model: Model, scheme: UpdateScheme) -> int:

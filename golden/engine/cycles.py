@@ -6,13 +6,15 @@ known before it runs and the RTL can be held to it (docs/engine.md, "Timing"):
     fetch     DESCRIPTOR_WORDS reads, then the read latency D drains:   48 + D + 1
     decode    field checks:                                              1
     range     17 stride x count terms, one per cycle, then the verdict: 18
+    list      (channel list) one entry read per cycle, then D + 3:     n + D + 3
     params    (requant, updates, scaled gradient) 3 reads per channel,
               then D + 2:                                                3 C + 1 + D + 2
     state     (updates, gradient) exponent and PRNG / second exponent:  D + 2
     pass 1    (gradient) the loop nest without writes, finding max|v|,
               then the pipeline empties and k, e are formed:             steps + D + GRADIENT_TURN
     run       one step per reduction index, plus (write_cycles - 1)
-              idle cycles after every output vector but the last
+              idle cycles after every output vector but the last, plus
+              (channel list) one idle cycle before each list index:      prod(counts[:list loop + 1])
     drain     the pipeline empties:                                      D + 20
 
 `write_cycles` is 1 for int8 outputs, 2 with clamp masks, 4 for raw int32 vectors, 1 for a dot
@@ -68,8 +70,11 @@ def descriptor_cycles(d: isa.Descriptor, config: EngineConfig) -> OpCycles:
     steps = prod(d.counts)
     outputs = prod(d.counts[:isa.OUTPUT_LOOPS])
     total = (isa.DESCRIPTOR_WORDS + D + FETCH_EXTRA) + DECODE + RANGE
+    looped = isa.list_loop(d)
+    if looped is not None:
+        total += d.counts[looped] + D + 3 + prod(d.counts[:looped + 1])
     if d.opcode == isa.MAC and isa.needs_params(d):
-        total += 3 * d.lanes_total + 1 + D + 2
+        total += 3 * isa.param_count(d) + 1 + D + 2
     if d.epilogue in isa.UPDATES + (isa.GRADIENT,):
         total += D + 2            # read the exponent and the PRNG state (or the second exponent)
     if d.epilogue == isa.GRADIENT:

@@ -86,6 +86,10 @@ class Machine:
             if d.opcode == isa.END:
                 return RunResult(index)
             code = isa.check(d, self.config)
+            if code == isa.OK and isa.list_loop(d) is not None:
+                entries = self._list(d)
+                if entries.size and entries.max() >= d.list_limit:
+                    code = isa.ERR_LIST_ENTRY
             if code != isa.OK:
                 return RunResult(index, code, index)
             if d.opcode == isa.MAC:
@@ -101,9 +105,38 @@ class Machine:
             raise EngineError(result.error_code, result.error_index, bad)
         return result
 
+    def _list(self, d: isa.Descriptor) -> np.ndarray:
+        count = d.counts[isa.list_loop(d)]
+        return self.scratchpad[d.list_addr:d.list_addr + 2 * count].view("<u2").astype(np.int64)
+
+    def _through_list(self, d: isa.Descriptor, idx: np.ndarray) -> np.ndarray:
+        """Loop indices as the address generators see them: the list loop's index i becomes
+        list[i] (docs/engine.md, "Channel lists")."""
+        looped = isa.list_loop(d)
+        if looped is None:
+            return idx
+        idx = idx.copy()
+        idx[..., looped] = self._list(d)[idx[..., looped]]
+        return idx
+
+    def _channels(self, d: isa.Descriptor, o: np.ndarray) -> np.ndarray:
+        """(outputs, L) parameter channel of each lane: chunk * L + lane, or in list-chunk mode
+        the list entry (+ lane)."""
+        L = self.config.lanes
+        lane = np.arange(L, dtype=np.int64)
+        if isa.list_chunk(d):
+            return self._list(d)[o[:, d.chunk_loop]][:, None] + lane
+        return L * o[:, d.chunk_loop][:, None] + lane
+
+    def _active(self, d: isa.Descriptor, chunk: np.ndarray) -> np.ndarray:
+        L = self.config.lanes
+        if isa.list_chunk(d):
+            return np.full(chunk.shape, d.lanes_total)
+        return np.minimum(L, d.lanes_total - L * chunk)
+
     def _params(self, d: isa.Descriptor):
         mem = self.external if d.flags & isa.FLAG_PARAMS_EXTERNAL else self.scratchpad
-        C, base = d.lanes_total, d.param_base
+        C, base = isa.param_count(d), d.param_base
         bias = mem[base:base + 4 * C].view(np.int32).astype(np.int64)
         mult = mem[base + 4 * C:base + 8 * C].view(np.uint32).astype(np.int64)
         # The engine uses the low 6 bits of the shift byte (numerics: n in 1..62).
@@ -128,14 +161,14 @@ class Machine:
             o = outs[start:start + block]                              # (O, 3)
             idx = np.concatenate([np.repeat(o[:, None, :], len(reds), axis=1),
                                   np.repeat(reds[None, :, :], len(o), axis=0)], axis=2)  # (O, R, 6)
-            chunk = idx[..., d.chunk_loop]
-            active = np.minimum(L, d.lanes_total - L * chunk)          # (O, R)
+            active = self._active(d, idx[..., d.chunk_loop])           # (O, R)
             lane_on = lane[None, None, :] < active[..., None]          # (O, R, L)
             row = d.a_row0 + idx @ np.array(d.a_row_coefs, dtype=np.int64)
             col = d.a_col0 + idx @ np.array(d.a_col_coefs, dtype=np.int64)
             valid = (row >= 0) & (row < d.a_rows) & (col >= 0) & (col < d.a_cols)
+            at = self._through_list(d, idx)
             a_addr = (d.a_base + row * d.a_row_stride + col * d.a_col_stride
-                      + idx @ np.array(d.a_strides, dtype=np.int64))
+                      + at @ np.array(d.a_strides, dtype=np.int64))
             if a_vector:
                 addr = np.where(valid[..., None] & lane_on, a_addr[..., None] + lane, 0)
                 a = spad[addr].astype(np.int64) - d.a_zero
@@ -146,7 +179,7 @@ class Machine:
             if d.flags & isa.FLAG_B_ONES:
                 b = np.ones(lane_on.shape, dtype=np.int64)
             else:
-                b_addr = d.b_base + idx @ np.array(d.b_strides, dtype=np.int64)
+                b_addr = d.b_base + at @ np.array(d.b_strides, dtype=np.int64)
                 addr = np.where(lane_on, b_addr[..., None] + lane, 0)
                 b = b_signed[addr].astype(np.int64)
             products = np.where(lane_on, a * b, 0)
@@ -178,7 +211,7 @@ class Machine:
         lane = np.arange(L, dtype=np.int64)
         strides = np.array(d.out_strides, dtype=np.int64)
         for o, acc in results:
-            out_addr = d.out_base + o @ strides
+            out_addr = d.out_base + self._through_list(d, o) @ strides
             if d.mode == isa.DOT:
                 values = acc[:, 0].astype("<i4").view(np.uint8).reshape(-1, 4)
                 addr = out_addr[:, None] + np.arange(4)
@@ -232,7 +265,7 @@ class Machine:
         self.write(d.exp_out_addr, np.array([e_A + k], dtype="<i4"))     # between the passes, as the engine
         for (o, v), lane_on in zip(results, masks):
             g = np.clip(round_shift(v, k), -GRAD_MAX, GRAD_MAX)
-            out_addr = d.out_base + o @ strides
+            out_addr = d.out_base + self._through_list(d, o) @ strides
             addr = out_addr[:, None] if dot else out_addr[:, None] + lane[None, :]
             if d.flags & isa.FLAG_MASK_IN:
                 bit = addr - d.out_base
@@ -251,12 +284,11 @@ class Machine:
         e_y = int(self.read(d.exp_addr, 1, np.int32)[0])
         o = np.concatenate([r[0] for r in results])
         acc = np.concatenate([r[1] for r in results])
-        chunk = o[:, d.chunk_loop]
-        lane_on = lane[None, :] < np.minimum(L, d.lanes_total - L * chunk)[:, None]
-        c = (L * chunk[:, None] + lane)[lane_on]
+        lane_on = lane[None, :] < self._active(d, o[:, d.chunk_loop])[:, None]
+        c = self._channels(d, o)[lane_on]
         grads = acc[lane_on]
         r = np.clip(shift[c] - e_y, -128, 127)
-        out_addr = (d.out_base + o @ strides)[:, None]
+        out_addr = (d.out_base + self._through_list(d, o) @ strides)[:, None]
         if d.epilogue == isa.UPDATE:
             addr = (out_addr + lane)[lane_on]
             old = self.scratchpad[addr].view(np.int8)

@@ -17,7 +17,7 @@ import numpy as np
 
 from .config import EngineConfig
 
-DESCRIPTOR_WORDS = 52
+DESCRIPTOR_WORDS = 53
 LOOPS = 6                 # loops 0..2 produce outputs, loops 3..5 are reduced
 OUTPUT_LOOPS = 3
 
@@ -43,8 +43,9 @@ FLAG_WRITE_MASK = 1 << 2     # write the clamp mask bits of REQUANT / ADD output
 FLAG_PARAMS_EXTERNAL = 1 << 3  # per-channel parameter table in external memory
 FLAG_SCALE = 1 << 6          # GRADIENT (MAC, not dot): multiply by the channel factor M[c] (low 16 bits)
 FLAG_MASK_IN = 1 << 7        # GRADIENT: multiply each output by its bit of the mask at mask_base
+LIST_SHIFT = 8               # flags bits 8-10: 1 + the output loop whose index goes through the channel list
 KNOWN_FLAGS = (FLAG_B_EXTERNAL | FLAG_B_ONES | FLAG_WRITE_MASK | FLAG_PARAMS_EXTERNAL | (3 << ROUNDING_SHIFT)
-               | FLAG_SCALE | FLAG_MASK_IN)
+               | FLAG_SCALE | FLAG_MASK_IN | (7 << LIST_SHIFT))
 
 # Error codes (the engine's error_code register)
 OK = 0
@@ -55,10 +56,11 @@ ERR_B_RANGE = 4         # operand B would leave its memory
 ERR_OUT_RANGE = 5       # output or mask would leave the scratchpad
 ERR_PARAM_RANGE = 6     # parameter table would leave its memory
 ERR_PROGRAM_RANGE = 7   # the program runs past the external window without an END
+ERR_LIST_ENTRY = 8      # a channel list entry is not below list_limit (found while loading the list)
 ERROR_NAMES = {OK: "ok", ERR_OPCODE: "unknown opcode", ERR_SHAPE: "unsupported shape or field",
                ERR_A_RANGE: "operand A out of range", ERR_B_RANGE: "operand B out of range",
                ERR_OUT_RANGE: "output out of range", ERR_PARAM_RANGE: "parameter table out of range",
-               ERR_PROGRAM_RANGE: "program out of range"}
+               ERR_PROGRAM_RANGE: "program out of range", ERR_LIST_ENTRY: "channel list entry out of range"}
 
 COEF_BITS = 4             # row/col coefficients: signed 4-bit, packed six to a word
 PARAM_BYTES_PER_CHANNEL = 9   # bias int32, multiplier uint32, shift uint8 (three arrays)
@@ -105,7 +107,8 @@ class Descriptor:
     exp_offset: int = 0          # GRADIENT (MAC): e_A = word[exp_addr] + exp_offset
     exp_out_addr: int = 0        # GRADIENT: where the result's exponent e = e_A + k is written
     exp2_addr: int = 0           # GRADIENT (ADD): exponent of the B input (A's is at exp_addr)
-    list_addr: int = 0           # reserved: channel list of an indirect loop (0 for now)
+    list_addr: int = 0           # channel list (uint16 entries, one per index of the list loop)
+    list_limit: int = 1          # every list entry must be below this (the tensor's channels)
 
     def describe(self) -> str:
         op = OPCODES.get(self.opcode, f"opcode {self.opcode}")
@@ -222,8 +225,16 @@ def check(d: Descriptor, config: EngineConfig) -> int:
         return ERR_SHAPE
     if d.flags & ~KNOWN_FLAGS or not 0 <= d.chunk_loop < LOOPS:
         return ERR_SHAPE
-    if -(d.counts[d.chunk_loop] - 1) * L + d.lanes_total < 1 or \
-            (d.counts[d.chunk_loop] - 1) * L >= d.lanes_total:
+    looped = list_loop(d)
+    if looped is not None:
+        if d.opcode != MAC or looped >= OUTPUT_LOOPS or d.a_row_coefs[looped] or d.a_col_coefs[looped] \
+                or not 1 <= d.list_limit <= 65535 or d.list_limit > config.param_channels:
+            return ERR_SHAPE        # a list indexes an output loop of a MAC, without row/col terms
+        if looped == d.chunk_loop and not (d.epilogue == UPDATE and d.mode == ELEMENTWISE
+                                            and d.lanes_total == 1):
+            return ERR_SHAPE        # list-chunk mode: one lane, weight updates only
+    if not list_chunk(d) and (-(d.counts[d.chunk_loop] - 1) * L + d.lanes_total < 1 or
+                              (d.counts[d.chunk_loop] - 1) * L >= d.lanes_total):
         return ERR_SHAPE            # every chunk must have at least one active lane
     if d.opcode == MAC:
         if d.mode not in MODES or d.epilogue not in EPILOGUES:
@@ -271,18 +282,20 @@ def check(d: Descriptor, config: EngineConfig) -> int:
     span = lane_span(d, config)
     spad = config.scratchpad_bytes
     a_vector = d.opcode == ADD or d.mode != BROADCAST
+    # the list loop's addresses go up to entry list_limit - 1, whatever its trip count
+    counts = [d.list_limit if k == looped else n for k, n in enumerate(d.counts)]
     a_lo, a_hi = _extent(d.a_base, d.a_strides + [d.a_row_stride, d.a_col_stride],
-                         d.counts + [d.a_rows, d.a_cols])
+                         counts + [d.a_rows, d.a_cols])
     if a_lo < 0 or a_hi + (span - 1 if a_vector else 0) >= spad:
         return ERR_A_RANGE
     if not d.flags & FLAG_B_ONES:
         b_size = config.external_bytes if d.flags & FLAG_B_EXTERNAL else spad
-        b_lo, b_hi = _extent(d.b_base, d.b_strides, d.counts)
+        b_lo, b_hi = _extent(d.b_base, d.b_strides, counts)
         if b_lo < 0 or b_hi + span - 1 >= b_size:
             return ERR_B_RANGE
     element_bytes = 4 if d.opcode == MAC and d.epilogue in (RAW32, BIAS_UPDATE) else 1
     out_span = element_bytes * (1 if d.opcode == MAC and d.mode == DOT else span)
-    o_lo, o_hi = _extent(d.out_base, d.out_strides, d.counts[:OUTPUT_LOOPS])
+    o_lo, o_hi = _extent(d.out_base, d.out_strides, counts[:OUTPUT_LOOPS])
     if o_lo < 0 or o_hi + out_span - 1 >= spad:
         return ERR_OUT_RANGE
     if d.flags & (FLAG_WRITE_MASK | FLAG_MASK_IN):
@@ -290,7 +303,7 @@ def check(d: Descriptor, config: EngineConfig) -> int:
             return ERR_OUT_RANGE
     if d.opcode == MAC and needs_params(d):
         p_size = config.external_bytes if d.flags & FLAG_PARAMS_EXTERNAL else spad
-        if d.param_base < 0 or d.param_base + PARAM_BYTES_PER_CHANNEL * d.lanes_total > p_size:
+        if d.param_base < 0 or d.param_base + PARAM_BYTES_PER_CHANNEL * param_count(d) > p_size:
             return ERR_PARAM_RANGE
     if d.opcode == MAC and d.epilogue in UPDATES:
         if not (0 <= d.exp_addr <= spad - 4 and 0 <= d.prng_addr <= spad - 4):
@@ -299,7 +312,26 @@ def check(d: Descriptor, config: EngineConfig) -> int:
         words = [d.exp_addr, d.exp_out_addr] + ([d.exp2_addr] if d.opcode == ADD else [])
         if not all(0 <= w <= spad - 4 for w in words):
             return ERR_PARAM_RANGE
+    if looped is not None and not (0 <= d.list_addr and d.list_addr + 2 * d.counts[looped] <= spad):
+        return ERR_PARAM_RANGE
     return OK
+
+
+def list_loop(d: Descriptor) -> int | None:
+    """The output loop whose index is replaced by list[index] in the addresses, or None."""
+    code = (d.flags >> LIST_SHIFT) & 7
+    return code - 1 if code else None
+
+
+def list_chunk(d: Descriptor) -> bool:
+    """Single-lane gather mode: the list loop is the chunk loop, its entries are channels."""
+    return list_loop(d) is not None and list_loop(d) == d.chunk_loop
+
+
+def param_count(d: Descriptor) -> int:
+    """Channels of the parameter table the engine loads: in list-chunk mode every channel a
+    list entry may name, else the lanes' channels."""
+    return d.list_limit if list_chunk(d) else d.lanes_total
 
 
 def needs_params(d: Descriptor) -> bool:

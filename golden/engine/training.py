@@ -20,7 +20,7 @@ from ..scheme import UpdateScheme
 from ..train import UpdateRule
 from . import layout
 from . import program as isa
-from .backward import BackwardLowering, Gradient, backward_start, path_nodes, place_tables
+from .backward import BackwardLowering, Gradient, allocate_lists, backward_start, path_nodes, place_tables
 from .compiler import Allocator, CompileError, Compiled, compile_forward
 from .config import EngineConfig
 
@@ -37,6 +37,14 @@ class TrainingProgram:
     prng_addr: int                   # the `sr` stream's state (uint32)
     table: np.ndarray                # the softmax table the host uses
     backward_ops: list[str] = None   # one label per backward descriptor
+    lists: dict = None               # weight-updated conv index -> its channel list's address
+
+    def write_selection(self, scratchpad: np.ndarray, selection: dict) -> None:
+        """The host's part before the backward program: this iteration's selected channels
+        (golden/scheme.py: ChannelSelector.select) as uint16 lists."""
+        for index, at in (self.lists or {}).items():
+            entries = np.asarray(selection[index], dtype="<u2")
+            scratchpad[at:at + 2 * entries.size] = entries.view(np.uint8)
 
     def initial_scratchpad(self, image_chw: np.ndarray, sr_state: int) -> np.ndarray:
         spad = np.zeros(self.config.scratchpad_bytes, np.uint8)
@@ -89,10 +97,11 @@ def compile_training(model: Model, scheme: UpdateScheme, config: EngineConfig,
     g_addr = alloc.alloc("gradient", classes)
     e_addr = alloc.alloc("exponent", 4)
     prng_addr = alloc.alloc("prng", 4)
+    lists = allocate_lists(model, scheme, alloc)
     forward = compile_forward(model, config, keep_masks=masks, resident=tuple(sorted(updated)),
                               keep_alive=keep_alive, alloc=alloc)
     lowering = BackwardLowering(model, scheme, config, rule, forward, alloc,
-                                Gradient(g_addr, e_addr), prng_addr)
+                                Gradient(g_addr, e_addr), prng_addr, lists)
     backward = lowering.lower()
     tables, tables_at = place_tables(backward, forward.external.size, L)
     backward_base = -(-(tables_at + tables.size) // L) * L
@@ -110,4 +119,4 @@ def compile_training(model: Model, scheme: UpdateScheme, config: EngineConfig,
                            f"the configuration has {config.external_bytes:,}")
     forward.peak_bytes = alloc.peak
     return TrainingProgram(config, forward, backward.descriptors, external, backward_base, g_addr, e_addr,
-                           prng_addr, int_ops.softmax_table(head.y.scale), backward.ops)
+                           prng_addr, int_ops.softmax_table(head.y.scale), backward.ops, lowering.lists)
