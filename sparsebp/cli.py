@@ -6,6 +6,7 @@
     sparsebp plan --model ... --scheme ... [--resolution R]
     sparsebp check-requant --model PATH [--data ...]
     sparsebp sim engine [--model ...] [--config ...] --json OUT
+    sparsebp build --board {icebreaker,ulx3s-85f,orangecrab-85f} [--json OUT]
 
 Errors a user can cause print one line `sparsebp: error: ...` and exit with status 1.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 from golden.scheme import POLICIES, PRESETS
 from golden.train import ROUNDINGS
 
-from . import experiment_cli, runs, sim_cli
+from . import build_cli, experiment_cli, runs, sim_cli
 
 EPILOG = "Schemes: " + ", ".join(sorted(PRESETS)) + ", full, bias-K, or 'bias=K;w=IDX:RATIO,...'"
 
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     experiment_cli.add_parser(sub)
     sim_cli.add_parser(sub)
+    build_cli.add_parser(sub)
     return parser
 
 
@@ -160,7 +162,7 @@ def cmd_check_requant(args) -> dict:
 
 
 COMMANDS = {"sim": sim_cli.run, "demo": cmd_demo, "train": cmd_train, "eval": cmd_eval, "plan": cmd_plan,
-            "check-requant": cmd_check_requant, "experiment": experiment_cli.run}
+            "check-requant": cmd_check_requant, "experiment": experiment_cli.run, "build": build_cli.run}
 
 
 def main(argv=None) -> int:

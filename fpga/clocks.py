@@ -1,0 +1,90 @@
+"""The engine's clock: the board oscillator through the FPGA's PLL, as a `sync` domain.
+
+PLL parameters are searched here in Python (the same rules as the `icepll` and `ecppll`
+tools) so that a target the PLL cannot make exactly is an error before any tool runs.
+The reset is held until the PLL locks.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Instance, Module, ResetSignal, Signal
+from amaranth.lib.cdc import ResetSynchronizer
+
+
+class ClockError(ValueError):
+    pass
+
+
+def ice40_pll_params(input_hz: float, output_hz: float) -> dict:
+    """SB_PLL40 SIMPLE feedback: out = in * (DIVF+1) / ((DIVR+1) * 2**DIVQ)."""
+    for divr in range(16):
+        pfd = input_hz / (divr + 1)
+        if not 10e6 <= pfd <= 133e6:
+            continue
+        for divf in range(128):
+            vco = pfd * (divf + 1)
+            if not 533e6 <= vco <= 1066e6:
+                continue
+            for divq in range(1, 7):
+                if abs(vco / 2 ** divq - output_hz) < 1:
+                    mhz = pfd / 1e6
+                    filter_range = 1 if mhz < 17 else 2 if mhz < 26 else 3 if mhz < 44 else \
+                        4 if mhz < 66 else 5 if mhz < 101 else 6
+                    return dict(DIVR=divr, DIVF=divf, DIVQ=divq, FILTER_RANGE=filter_range)
+    raise ClockError(f"the iCE40 PLL cannot make exactly {output_hz / 1e6:g} MHz from "
+                     f"{input_hz / 1e6:g} MHz")
+
+
+def ecp5_pll_params(input_hz: float, output_hz: float) -> dict:
+    """EHXPLLL with CLKOP feedback: out = in / CLKI_DIV * CLKFB_DIV, VCO = out * CLKOP_DIV."""
+    for clki_div in range(1, 129):
+        if input_hz / clki_div < 3.125e6:
+            break
+        for clkfb_div in range(1, 81):
+            if abs(input_hz / clki_div * clkfb_div - output_hz) >= 1:
+                continue
+            dividers = [d for d in range(1, 129) if 400e6 <= output_hz * d <= 800e6]
+            if dividers:    # a VCO near the middle of its range, as ecppll picks
+                clkop_div = min(dividers, key=lambda d: abs(output_hz * d - 600e6))
+                return dict(CLKI_DIV=clki_div, CLKFB_DIV=clkfb_div, CLKOP_DIV=clkop_div,
+                            CLKOP_CPHASE=clkop_div // 2 - 1)
+    raise ClockError(f"the ECP5 PLL cannot make exactly {output_hz / 1e6:g} MHz from "
+                     f"{input_hz / 1e6:g} MHz")
+
+
+class PLLClock(Elaboratable):
+    """Drives the `sync` domain at `output_hz` from the platform's default clock pin."""
+
+    def __init__(self, family: str, input_hz: float, output_hz: float):
+        self.family, self.input_hz, self.output_hz = family, input_hz, output_hz
+        self.params = (ice40_pll_params if family == "ice40" else ecp5_pll_params)(input_hz, output_hz)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = ClockDomain("sync")
+        locked = Signal()
+        pll_clk = Signal()
+        pin = platform.request(platform.default_clk, dir="-")
+        p = self.params
+        if self.family == "ice40":
+            m.submodules.pll = Instance(
+                "SB_PLL40_PAD", p_FEEDBACK_PATH="SIMPLE", p_DIVR=p["DIVR"], p_DIVF=p["DIVF"],
+                p_DIVQ=p["DIVQ"], p_FILTER_RANGE=p["FILTER_RANGE"],
+                i_PACKAGEPIN=pin, i_RESETB=1, i_BYPASS=0,
+                o_PLLOUTGLOBAL=pll_clk, o_LOCK=locked)
+        else:
+            from amaranth.lib import io
+            m.submodules.clk_buf = clk_buf = io.Buffer("i", pin)
+            m.submodules.pll = Instance(
+                "EHXPLLL", a_FREQUENCY_PIN_CLKI=f"{self.input_hz / 1e6:g}",
+                a_FREQUENCY_PIN_CLKOP=f"{self.output_hz / 1e6:g}",
+                p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+                p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_CLKOP_ENABLE="ENABLED",
+                p_CLKI_DIV=p["CLKI_DIV"], p_CLKOP_DIV=p["CLKOP_DIV"], p_CLKOP_CPHASE=p["CLKOP_CPHASE"],
+                p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP", p_CLKFB_DIV=p["CLKFB_DIV"],
+                i_RST=0, i_STDBY=0, i_CLKI=clk_buf.i, i_CLKFB=pll_clk, i_PHASESEL0=0, i_PHASESEL1=0,
+                i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1, i_PLLWAKESYNC=0, i_ENCLKOP=0,
+                o_CLKOP=pll_clk, o_LOCK=locked)
+        m.d.comb += ClockSignal("sync").eq(pll_clk)
+        m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
+        platform.add_clock_constraint(pll_clk, self.output_hz)
+        return m

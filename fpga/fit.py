@@ -1,0 +1,84 @@
+"""A fit estimate made before any tool runs, so a configuration that cannot fit the device is
+a one-line error instead of a nextpnr failure twenty minutes later.
+
+Memories are counted as yosys maps them (measured, docs/fpga.md): a memory with one write
+port and R read ports becomes R copies, each with the write port and one read port, on
+blocks of the device's shapes; a memory that fits neither is left to LUTs (flagged). The
+engine's memories are the scratchpad (2 banks, 3 read ports), the external window (2 banks,
+2 read ports), the trace (1024 x 32 bits) and the three parameter memories (LUT RAM when
+shallow). SPRAM (one port in all) cannot hold a memory that reads and writes in one cycle, so
+the estimate never places the scratchpad there. Multipliers and logic are counted per lane
+from the measured figures in `PER_LANE` (docs/fpga.md explains how they were measured).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .boards import Board, BoardError
+
+SCRATCHPAD_READ_PORTS = 3
+EXTERNAL_READ_PORTS = 2
+TRACE_BITS, TRACE_DEPTH = 32, 1024
+
+# Block shapes (depth, data width) yosys uses with byte (9-bit column) write enables.
+BLOCK_SHAPES = {"ice40": [(256, 16), (512, 8)],
+                "ecp5": [(512, 32), (1024, 16), (2048, 8)]}
+# Memories shallower than this go to LUT RAM (TRELLIS_DPR16X4 / logic) instead of block RAM.
+LUTRAM_DEPTH = {"ice40": 0, "ecp5": 64}
+
+# Measured per-lane and fixed costs (LUT4, DSP blocks), by family: see docs/fpga.md.
+PER_LANE = {"ice40": {"luts": 5000, "dsps": 0}, "ecp5": {"luts": 5000, "dsps": 18}}
+FIXED = {"ice40": {"luts": 13700, "dsps": 0}, "ecp5": {"luts": 13700, "dsps": 3}}
+
+
+def memory_blocks(family: str, width_bits: int, depth: int) -> int:
+    if depth < LUTRAM_DEPTH[family]:
+        return 0
+    return min(math.ceil(width_bits / w) * math.ceil(depth / d) for d, w in BLOCK_SHAPES[family])
+
+
+@dataclass(frozen=True)
+class Estimate:
+    block_rams: int
+    dsps: int
+    luts: int
+    scratchpad_blocks: int
+    external_blocks: int
+
+    def problems(self, board: Board) -> list[str]:
+        device = board.device
+        found = []
+        if self.block_rams > device.block_rams:
+            found.append(f"{self.block_rams} block RAMs (scratchpad {self.scratchpad_blocks}, "
+                         f"external window {self.external_blocks}) of {device.block_rams}")
+        if self.dsps > device.dsps:
+            found.append(f"{self.dsps} DSP blocks of {device.dsps}")
+        if self.luts > device.luts:
+            found.append(f"about {self.luts} LUT4s of {device.luts}")
+        return found
+
+
+def estimate(board: Board, config) -> Estimate:
+    family = board.device.family
+    L = config.lanes
+    bank_depth = config.scratchpad_rows // 2
+    scratchpad = 2 * SCRATCHPAD_READ_PORTS * memory_blocks(family, 8 * L, bank_depth)
+    external = 2 * EXTERNAL_READ_PORTS * memory_blocks(family, 8 * L, config.external_rows // 2)
+    trace = memory_blocks(family, TRACE_BITS, TRACE_DEPTH)
+    param_rows = config.param_channels // L
+    params = sum(memory_blocks(family, w, param_rows) for w in (32 * L, 32 * L, 8 * L))
+    cost = PER_LANE[family]
+    return Estimate(block_rams=scratchpad + external + trace + params, dsps=FIXED[family]["dsps"] + cost["dsps"] * L,
+                    luts=FIXED[family]["luts"] + cost["luts"] * L,
+                    scratchpad_blocks=scratchpad, external_blocks=external)
+
+
+def check_fit(board: Board, config) -> Estimate:
+    found = estimate(board, config)
+    problems = found.problems(board)
+    if problems:
+        raise BoardError(f"{config.lanes} lanes with a {config.scratchpad_bytes // 1024} KB scratchpad "
+                         f"do not fit {board.name} ({board.device.name}): needs "
+                         + "; ".join(problems))
+    return found

@@ -1,0 +1,46 @@
+"""`sparsebp build --board BOARD`: the engine-alone FPGA build for one board (fpga/build.py),
+its bitstream, and a utilization and timing report as a table and, with --json, as JSON.
+
+Errors a user can cause (an unknown board, a configuration that does not fit, missing tools)
+are one line before any tool runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    from fpga.boards import BOARDS
+    p = subparsers.add_parser("build", help="FPGA bitstream of the engine for a board, with a report")
+    # choices are checked by fpga.boards.get_board so the message is the project's one-line error
+    p.add_argument("--board", required=True, metavar="BOARD", help=f"one of {', '.join(sorted(BOARDS))}")
+    p.add_argument("--lanes", type=int, help="override the preset's lane count")
+    p.add_argument("--scratchpad-kb", type=int, help="override the preset's scratchpad size (KiB)")
+    p.add_argument("--build-dir", type=Path, help="where the tools run (default build/BOARD)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    p.add_argument("--json", type=Path, help="write the report as JSON")
+
+
+def board_config(board, lanes=None, scratchpad_kb=None):
+    changes = {}
+    if lanes is not None:
+        changes["lanes"] = lanes
+    if scratchpad_kb is not None:
+        changes["scratchpad_bytes"] = scratchpad_kb * 1024
+    return dataclasses.replace(board.config, **changes)
+
+
+def run(args) -> dict:
+    from fpga import build
+    from fpga.boards import get_board
+    from fpga.report import format_table
+
+    board = get_board(args.board)
+    config = board_config(board, args.lanes, args.scratchpad_kb)
+    try:
+        result = build.build(board.name, args.build_dir, config, seed=args.seed)
+    except (build.ToolsMissing, RuntimeError) as exc:
+        raise ValueError(str(exc)) from None
+    print(format_table(result))
+    return result
