@@ -6,6 +6,7 @@ firmware runs, the testbench waits on the `paused`/`halted` outputs and on `cons
 edges (one wake-up per UART byte), so the simulator runs free.
 """
 import os
+import time
 
 import cocotb
 import numpy as np
@@ -94,8 +95,14 @@ async def run_firmware(dut):
     for _ in range(3):
         await bus.falling
     dut.rst.value = 0
+    wall = time.perf_counter()
     await bus.write_bytes(ram_base, spec["firmware"])
-    await bus.write_bytes(external_base, spec["flash"])
+    flash = spec["flash"]
+    ranges = spec["flash_ranges"].reshape(-1, 2).tolist()     # the non-zero parts (memory starts zeroed)
+    for begin, end in ranges:
+        await bus.write_bytes(external_base + begin, flash[begin:end])
+    load_seconds = time.perf_counter() - wall
+    wall = time.perf_counter()
 
     transcript = bytearray()
     console = open(transcript_path, "wb", buffering=0)
@@ -133,6 +140,8 @@ async def run_firmware(dut):
         await bus.write_words(sysctl_pause, [0])
         paused_cycles += (get_sim_time("step") - pause_began) // period
     total_cycles = (get_sim_time("step") - started) // period - paused_cycles
+    run_seconds = time.perf_counter() - wall
+    wall = time.perf_counter()
     for _ in range(4):
         await bus.falling
     out = {"status": np.array(status), "exit_code": np.array(dut.exit_code.value.to_unsigned()),
@@ -140,10 +149,14 @@ async def run_firmware(dut):
            "console_valid_edges": np.array(len(transcript))}
     if status == "halted":
         out["scratchpad"] = await bus.read_bytes(scratchpad_base, scratchpad_bytes)
-        out["flash"] = await bus.read_bytes(external_base, int(spec["flash"].size))
+        readback = flash.copy()
+        for begin, end in ranges:
+            readback[begin:end] = await bus.read_bytes(external_base + begin, end - begin)
+        out["flash"] = readback
     for i, snapshot in enumerate(snapshots):
         out[f"snapshot{i}"] = snapshot
     out["snapshots"] = np.array(len(snapshots))
     console.close()
     np.savez(os.environ[SPEC_ENV + "_OUT"], **out)
-    report(status=status, cycles=int(total_cycles))
+    report(status=status, cycles=int(total_cycles), load_seconds=load_seconds, run_seconds=run_seconds,
+           readback_seconds=time.perf_counter() - wall)

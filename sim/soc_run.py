@@ -44,6 +44,7 @@ class SocRun:
     build_reused: bool
     run_seconds: float
     log: str = ""
+    timings: dict = field(default_factory=dict)   # wall seconds in the simulator: load, run, readback
 
     @property
     def lines(self) -> list[str]:
@@ -64,7 +65,8 @@ def run_soc(config: SocConfig, flash: np.ndarray, firmware: bytes, *, windows=()
                                                 config.region("external").base, pause], np.int64),
                  scratchpad_bytes=np.array(config.engine.scratchpad_bytes),
                  max_cycles=np.array(max_cycles), windows=np.array(list(windows), np.int64).reshape(-1),
-                 firmware=np.frombuffer(bytes(firmware), np.uint8), flash=np.asarray(flash, np.uint8))
+                 firmware=np.frombuffer(bytes(firmware), np.uint8), flash=np.asarray(flash, np.uint8),
+                 flash_ranges=np.array(nonzero_ranges(flash), np.int64).reshape(-1))
         finished = threading.Event()
         follower = None
         if progress is not None:
@@ -89,7 +91,23 @@ def run_soc(config: SocConfig, flash: np.ndarray, firmware: bytes, *, windows=()
                       out["transcript"].tobytes().decode(errors="replace"), snapshots,
                       out["scratchpad"] if "scratchpad" in out else None,
                       out["flash"] if "flash" in out else None,
-                      built.build_seconds, built.reused, seconds, run.log)
+                      built.build_seconds, built.reused, seconds, run.log,
+                      {k: run.results.get(k) for k in ("load_seconds", "run_seconds", "readback_seconds")})
+
+
+def nonzero_ranges(data: np.ndarray, gap_words: int = 64) -> list[tuple[int, int]]:
+    """Word-aligned byte ranges covering every non-zero byte, runs closer than `gap_words` merged.
+    The simulated memories start zeroed, so only these need loading (and reading back)."""
+    data = np.asarray(data, np.uint8)
+    words = np.concatenate([data, np.zeros(-data.size % 4, np.uint8)]).view("<u4")
+    nonzero = np.nonzero(words)[0]
+    ranges = []
+    for index in nonzero.tolist():
+        if ranges and index - ranges[-1][1] < gap_words:
+            ranges[-1][1] = index + 1
+        else:
+            ranges.append([index, index + 1])
+    return [(4 * begin, min(4 * end, data.size)) for begin, end in ranges]
 
 
 def _sysctl_offset(name: str) -> int:
@@ -243,5 +261,6 @@ def soc_training_run(iterations: int = 3, config: SocConfig = SIM, seed: int = 1
             "predicted_backward_cycles": predicted_backward, "end_cycles": end_cycles(config.engine),
             "final_scratchpad_equals_golden": final_exact, "flash_unchanged": flash_unchanged,
             "build_seconds": round(run.build_seconds, 1), "build_reused": run.build_reused,
-            "run_seconds": round(run.run_seconds, 1), "uart": run.lines, "iterations": out,
+            "run_seconds": round(run.run_seconds, 1),
+            "simulator_seconds": {k: round(v, 1) for k, v in run.timings.items() if v is not None}, "uart": run.lines, "iterations": out,
             "bit_exact": bool(out) and all(i["bit_exact"] for i in out) and len(rows) == iterations}

@@ -1,0 +1,98 @@
+"""The SoC under cocotb on Verilator: the firmware trains the built-in CNN's classifier exactly
+as the golden model does, and reports an engine fault cleanly.
+
+One simulator build (sim.soc_build, cached by digest; a few minutes the first time) serves both
+tests. The training test pauses the firmware after every iteration (sysctl `pause`) and reads the
+classifier's weights and bias from the scratchpad over the debug bus; the oracle is the golden
+Trainer, and after the run the golden executor's whole scratchpad. Set SPARSEBP_SOC_ITERATIONS for
+a longer run (default 3).
+"""
+import os
+
+import numpy as np
+import pytest
+
+from hw.soc.config import SIM
+from hw.soc.firmware import compiler_available
+from sim.toolchain import verilator_available
+
+available, reason = verilator_available()
+compiler, compiler_reason = compiler_available()
+pytestmark = [pytest.mark.skipif(not available, reason=reason),
+              pytest.mark.skipif(not compiler, reason=compiler_reason), pytest.mark.slow]
+ITERATIONS = int(os.environ.get("SPARSEBP_SOC_ITERATIONS", "3"))
+
+
+@pytest.fixture(scope="module")
+def training():
+    from sim.soc_run import soc_training_run
+    return soc_training_run(ITERATIONS, SIM, seed=1, pause=True)
+
+
+def test_every_iteration_leaves_the_classifier_equal_to_the_golden_trainer(training):
+    assert (training["status"], training["exit_code"]) == ("halted", 0)
+    assert len(training["iterations"]) == ITERATIONS
+    for it in training["iterations"]:
+        assert it["weights_equal_trainer"], f"iteration {it['iteration']}: weights differ"
+        assert it["bias_equal_trainer"], f"iteration {it['iteration']}: bias differs"
+        assert it["bit_exact"]
+    assert training["final_scratchpad_equals_golden"]
+    assert training["flash_unchanged"]
+    assert training["bit_exact"]
+
+
+def test_uart_transcript_reports_each_iteration_with_the_golden_loss_and_cycle_model(training):
+    from sim.soc_run import parse_iterations
+    lines = training["uart"]
+    assert lines[0].startswith(f"sparsebp SoC: VexRiscv Lite, engine {SIM.engine.lanes} lanes, "
+                               f"{SIM.engine.scratchpad_bytes // 1024} KiB scratchpad; "
+                               f"{ITERATIONS} training iterations")
+    assert lines[-1] == f"done: {ITERATIONS} iterations"
+    rows = parse_iterations("\n".join(lines))
+    assert [r["iteration"] for r in rows] == list(range(ITERATIONS))
+    for row, it in zip(rows, training["iterations"]):
+        assert row["label"] == it["label"]
+        assert abs(row["loss"] - it["golden_loss"]) < 2e-3      # printed with 4 decimals
+        # the engine's own cycle count is the golden cycle model's
+        assert row["forward_cycles"] == training["predicted_forward_cycles"]
+        assert row["backward_cycles"] == training["predicted_backward_cycles"]
+        assert row["cycles"] > row["forward_cycles"] + row["backward_cycles"]
+
+
+def test_cpu_overhead_is_under_ten_percent_of_the_iteration(training):
+    for it in training["iterations"]:
+        busy = it["forward_cycles"] + it["backward_cycles"]
+        # idle + busy covers the iteration up to the cycles between start and busy (2 per run)
+        assert 0 <= it["cycles"] - (it["engine_idle_cycles"] + busy) <= 4
+        assert it["engine_idle_fraction"] < 0.10, it
+
+
+def test_corrupted_program_faults_the_engine_and_the_firmware_reports_it():
+    from golden.engine import program as isa
+    from golden.engine.executor import Machine
+    from hw.soc.firmware import build_firmware
+    from sim.soc_run import prepare, run_soc
+
+    bad_address = SIM.engine.scratchpad_bytes + 64
+    exp = prepare(2, SIM, corrupt=(3, "a_base", bad_address), pause=False)
+    # the golden executor on the same flash: the state the engine must stop in
+    scratchpad = exp.program.initial_scratchpad(exp.images[0], exp.flash.job["sr_seed"])
+    machine = Machine(SIM.engine, exp.flash.data[:exp.flash.program_bytes])
+    machine.scratchpad[:] = scratchpad
+    words = exp.flash.data[:(len(exp.program.forward.descriptors) + 1) * isa.DESCRIPTOR_WORDS * 4]
+    result = machine.run(isa.decode(words.view("<u4")))
+    assert (result.error_code, result.error_index) == (isa.ERR_A_RANGE, 3)
+
+    run = run_soc(SIM, exp.flash.data, build_firmware(SIM).binary)
+    assert (run.status, run.exit_code) == ("halted", 1)
+    text = run.transcript
+    assert ("engine error in the forward program: code 3 (operand A out of range) at descriptor 3\n"
+            in text)
+    assert f"descriptor 3 at external 0x{3 * isa.DESCRIPTOR_WORDS * 4:08x}, non-zero fields:\n" in text
+    assert f"  a_base = {bad_address}\n" in text
+    assert text.endswith("stopped\n")
+    assert "iteration 0:" not in text
+    # nothing outside the allowed windows changed: the scratchpad is the golden executor's after
+    # descriptors 0..2 (plus the firmware's preload, sample and PRNG seed), the flash is as loaded
+    assert np.array_equal(run.scratchpad, machine.scratchpad)
+    assert np.array_equal(run.flash, exp.flash.data)
