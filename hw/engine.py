@@ -111,6 +111,15 @@ class Engine(wiring.Component):
         needs_params = requant | updates | (~is_add & gradient & scale)
         rounding = flags[isa.ROUNDING_SHIFT:isa.ROUNDING_SHIFT + 2]
         dot = ~is_add & (mode == isa.DOT)
+        # Channel lists: the list loop's index i addresses A, B and the output as list[i].
+        list_code = flags[isa.LIST_SHIFT:isa.LIST_SHIFT + 3]
+        list_on = list_code != 0
+        list_loop = Signal(3)
+        m.d.comb += list_loop.eq(list_code - 1)
+        list_is_chunk = list_on & (list_loop == chunk_loop)      # one lane, channel = list entry
+        list_limit = f("list_limit")
+        param_count = Signal(32)
+        m.d.comb += param_count.eq(Mux(list_is_chunk, list_limit, lanes_total))
         a_vector = is_add | (mode != isa.BROADCAST)
 
         def coef(name, k):
@@ -132,10 +141,13 @@ class Engine(wiring.Component):
             m.d.sync += cycles.eq(cycles + 1)
 
         # Sequential range check: 17 terms stride * (count - 1), one per cycle.
-        terms = ([(fs("a_strides", k), counts[k], 0) for k in range(6)]
+        # (the list loop reaches entry list_limit - 1 whatever its trip count)
+        span_counts = [Mux(list_on & (list_loop == k), list_limit, counts[k]) if k < isa.OUTPUT_LOOPS
+                       else counts[k] for k in range(6)]
+        terms = ([(fs("a_strides", k), span_counts[k], 0) for k in range(6)]
                  + [(fs("a_row_stride"), f("a_rows"), 0), (fs("a_col_stride"), f("a_cols"), 0)]
-                 + [(fs("b_strides", k), counts[k], 1) for k in range(6)]
-                 + [(fs("out_strides", k), counts[k], 2) for k in range(3)])
+                 + [(fs("b_strides", k), span_counts[k], 1) for k in range(6)]
+                 + [(fs("out_strides", k), span_counts[k], 2) for k in range(3)])
         term = Signal(range(len(terms) + 1))
         term_stride = Signal(signed(32))
         term_count = Signal(32)
@@ -159,11 +171,25 @@ class Engine(wiring.Component):
                 with m.Case(k):
                     m.d.comb += chunk_count.eq(counts[k])
         shape_bad = Signal()
+        list_row_coef = Signal(signed(isa.COEF_BITS))
+        list_col_coef = Signal(signed(isa.COEF_BITS))
+        list_count = Signal(32)            # entries in the list: the list loop's trip count
+        with m.Switch(list_loop):
+            for k in range(isa.OUTPUT_LOOPS):
+                with m.Case(k):
+                    m.d.comb += [list_row_coef.eq(coef("a_row_coefs", k)), list_col_coef.eq(coef("a_col_coefs", k)),
+                                 list_count.eq(counts[k])]
         zero_ok = lambda v: (v.as_signed() >= -128) & (v.as_signed() <= 127)
         out_stride_bad = Cat(*[(fs("out_strides", k)[:3] != 0) & (counts[k] > 1) for k in range(3)]).any()
         with m.If(count_bad | ((flags & (0xFFFFFFFF ^ isa.KNOWN_FLAGS)) != 0) | (chunk_loop >= isa.LOOPS)):
             m.d.comb += shape_bad.eq(1)
-        with m.Elif(((chunk_count - 1) << lane_bits) >= lanes_total):
+        with m.Elif(list_on & (is_add | gradient | (list_loop >= isa.OUTPUT_LOOPS) | (list_row_coef != 0)
+                               | (list_col_coef != 0) | (list_limit == 0) | (list_limit > 65535)
+                               | (list_limit > cfg.param_channels) | (list_count > cfg.param_channels))):
+            m.d.comb += shape_bad.eq(1)
+        with m.Elif(list_is_chunk & ~(weight_update & (mode == isa.ELEMENTWISE) & (lanes_total == 1))):
+            m.d.comb += shape_bad.eq(1)
+        with m.Elif(~list_is_chunk & (((chunk_count - 1) << lane_bits) >= lanes_total)):
             m.d.comb += shape_bad.eq(1)
         with m.Elif(~is_add):
             with m.If((mode > isa.DOT) | (epilogue > isa.GRADIENT)):
@@ -227,7 +253,7 @@ class Engine(wiring.Component):
         with m.Elif((write_mask | mask_in) & (mask_top >= spad_size)):
             m.d.comb += range_code.eq(isa.ERR_OUT_RANGE)
         with m.Elif(needs_params & ((fs("param_base") < 0)
-                               | (fs("param_base") + lanes_total * isa.PARAM_BYTES_PER_CHANNEL > p_size))):
+                               | (fs("param_base") + param_count * isa.PARAM_BYTES_PER_CHANNEL > p_size))):
             m.d.comb += range_code.eq(isa.ERR_PARAM_RANGE)
         with m.Elif(updates & ((fs("exp_addr") < 0) | (fs("exp_addr") > spad_size - 4)
                                | (fs("prng_addr") < 0) | (fs("prng_addr") > spad_size - 4))):
@@ -235,6 +261,8 @@ class Engine(wiring.Component):
         with m.Elif(gradient & ((fs("exp_addr") < 0) | (fs("exp_addr") > spad_size - 4)
                                 | (fs("exp_out_addr") < 0) | (fs("exp_out_addr") > spad_size - 4)
                                 | (is_add & ((fs("exp2_addr") < 0) | (fs("exp2_addr") > spad_size - 4))))):
+            m.d.comb += range_code.eq(isa.ERR_PARAM_RANGE)
+        with m.Elif(list_on & ((fs("list_addr") < 0) | (fs("list_addr") + (list_count << 1) > spad_size))):
             m.d.comb += range_code.eq(isa.ERR_PARAM_RANGE)
 
         # ---------------------------------------------------------------- loop nest (AGU)
@@ -273,6 +301,37 @@ class Engine(wiring.Component):
                         if k < 3:
                             m.d.sync += po[k].eq(po[k] + fs("out_strides", k))
 
+        list_mem = m.submodules.list_mem = memory.Memory(shape=16, depth=cfg.param_channels, init=[])
+        list_w = list_mem.write_port()
+        list_r = list_mem.read_port()
+        list_index = Signal(16)
+        list_inner_last = Signal()         # this step ends the list loop's current index
+        with m.Switch(list_loop):
+            for k in range(isa.OUTPUT_LOOPS):
+                with m.Case(k):
+                    m.d.comb += list_inner_last.eq(inner_last[k])
+        with m.Switch(list_loop):
+            for k in range(isa.OUTPUT_LOOPS):
+                with m.Case(k):
+                    m.d.comb += list_index.eq(idx[k])
+        # The entry of the current list index: read one cycle ahead (a bubble precedes every new
+        # index, so during a step the read port's data is the current index's entry).
+        m.d.comb += list_r.addr.eq(list_index)
+        list_value = list_r.data
+        stride_a, stride_b, stride_out = Signal(signed(32)), Signal(signed(32)), Signal(signed(32))
+        with m.Switch(list_loop):
+            for k in range(isa.OUTPUT_LOOPS):
+                with m.Case(k):
+                    m.d.comb += [stride_a.eq(fs("a_strides", k)), stride_b.eq(fs("b_strides", k)),
+                                 stride_out.eq(fs("out_strides", k))]
+        list_a, list_b, list_out = (Signal(signed(32), name=n) for n in ("list_a", "list_b", "list_out"))
+        m.d.comb += [list_a.eq(list_value * stride_a), list_b.eq(list_value * stride_b),
+                     list_out.eq(list_value * stride_out)]
+
+        def through_list(offsets, listed):
+            return [Mux(list_on & (list_loop == k), listed, o) if k < isa.OUTPUT_LOOPS else o
+                    for k, o in enumerate(offsets)]
+
         row = Signal(signed(24))
         col = Signal(signed(24))
         m.d.comb += [row.eq(fs("a_row0") + sum(prow)), col.eq(fs("a_col0") + sum(pcol))]
@@ -280,15 +339,21 @@ class Engine(wiring.Component):
         a_addr = Signal(32)
         b_addr = Signal(32)
         out_addr = Signal(32)
-        m.d.comb += [a_addr.eq(a_origin + sum(pa)), b_addr.eq(fs("b_base") + sum(pb)),
-                     out_addr.eq(fs("out_base") + sum(po))]
+        m.d.comb += [a_addr.eq(a_origin + sum(through_list(pa, list_a))),
+                     b_addr.eq(fs("b_base") + sum(through_list(pb, list_b))),
+                     out_addr.eq(fs("out_base") + sum(through_list(po, list_out)))]
         chunk_index = Signal(16)
         with m.Switch(chunk_loop):
             for k in range(6):
                 with m.Case(k):
                     m.d.comb += chunk_index.eq(idx[k])
         remaining = Signal(signed(18))
-        m.d.comb += remaining.eq(lanes_total[:17] - (chunk_index << lane_bits))
+        m.d.comb += remaining.eq(lanes_total[:17] - Mux(list_is_chunk, 0, chunk_index << lane_bits))
+        # the parameter RAM row and lane slot of lane 0 (list-chunk mode: of the listed channel)
+        param_row = Signal(16)
+        param_slot = Signal(range(L))
+        m.d.comb += [param_row.eq(Mux(list_is_chunk, list_value >> lane_bits, chunk_index)),
+                     param_slot.eq(Mux(list_is_chunk, list_value[:lane_bits], 0))]
         active = Signal(range(L + 1))
         m.d.comb += active.eq(Mux(remaining >= L, L, remaining[:lane_bits + 1]))
 
@@ -331,7 +396,8 @@ class Engine(wiring.Component):
         x_in_bounds = delayed(a_in_bounds, D, "in_bounds")
         x_active = delayed(active, D, "active")
         x_out = delayed(out_addr, D, "out")
-        x_chunk = delayed(chunk_index, D, "chunk")
+        x_chunk = delayed(param_row, D, "chunk")
+        x_slot = delayed(param_slot, D, "slot")
 
         # ---------------------------------------------------------------- multiply ("p_" stage)
         lane_on = Signal(L)
@@ -348,9 +414,9 @@ class Engine(wiring.Component):
                          add_x1[l].eq(a_data[8 * l: 8 * l + 8].as_signed() - a_zero),
                          add_x2[l].eq(b_data[8 * l: 8 * l + 8].as_signed() - f("b_zero")[:9].as_signed())]
         p_valid = Signal(); p_first = Signal(); p_last = Signal()
-        p_active = Signal.like(x_active); p_out = Signal(32); p_chunk = Signal(16)
+        p_active = Signal.like(x_active); p_out = Signal(32); p_chunk = Signal(16); p_slot = Signal.like(x_slot)
         m.d.sync += [p_valid.eq(x_valid), p_first.eq(x_first), p_last.eq(x_last), p_active.eq(x_active),
-                     p_out.eq(x_out), p_chunk.eq(x_chunk)]
+                     p_out.eq(x_out), p_chunk.eq(x_chunk), p_slot.eq(x_slot)]
 
         # ---------------------------------------------------------------- accumulate
         acc = [Signal(signed(32), name=f"acc{l}") for l in range(L)]
@@ -362,8 +428,8 @@ class Engine(wiring.Component):
                 value = Mux(dot, addend, p_prod[l])
                 m.d.sync += acc[l].eq(Mux(p_first, value, acc[l] + value))
         # Epilogue input ("e_" stage): the finished accumulators, one cycle after the last add.
-        e_valid = Signal(); e_active = Signal.like(x_active); e_out = Signal(32)
-        m.d.sync += [e_valid.eq(p_valid & p_last), e_active.eq(p_active), e_out.eq(p_out)]
+        e_valid = Signal(); e_active = Signal.like(x_active); e_out = Signal(32); e_slot = Signal.like(x_slot)
+        m.d.sync += [e_valid.eq(p_valid & p_last), e_active.eq(p_active), e_out.eq(p_out), e_slot.eq(p_slot)]
         m.d.comb += [param_r[i].addr.eq(p_chunk) for i in range(3)]
         e_x1 = [Signal(signed(10), name=f"e_x1_{l}") for l in range(L)]
         e_x2 = [Signal(signed(10), name=f"e_x2_{l}") for l in range(L)]
@@ -457,7 +523,7 @@ class Engine(wiring.Component):
         u1_acc = [Signal(signed(32), name=f"u1_acc{l}") for l in range(L)]
         u1_mult = Signal(32 * L); u1_shift = Signal(8 * L)
         m.d.sync += [u1_valid.eq(e_valid & weight_update), u1_active.eq(e_active), u1_out.eq(e_out),
-                     u1_mult.eq(param_r[1].data), u1_shift.eq(param_r[2].data)]
+                     u1_mult.eq(param_r[1].data >> (e_slot * 32)), u1_shift.eq(param_r[2].data >> (e_slot * 8))]
         m.d.sync += [u1_acc[l].eq(acc[l]) for l in range(L)]
         draws = jump_outputs(sr_state, L)
         with m.If(u1_valid & (rounding == isa.ROUND_STOCHASTIC)):
@@ -622,6 +688,25 @@ class Engine(wiring.Component):
 
         m.d.comb += [trace_w.addr.eq(index), trace_w.data.eq(cycles)]
         m.d.sync += self.done.eq(0)
+
+        # list loads arrive D cycles after their read: entry i goes to list_mem[i]
+        list_issue = Signal(16)
+        list_bad = Signal()                  # an entry was not below list_limit
+        list_pipe_valid = Signal()
+        list_arrive_valid = delayed(list_pipe_valid, D, "list_valid")
+        list_arrive_index = delayed(list_issue, D, "list_index")
+        entry = b_data[:16]
+        m.d.comb += [list_w.addr.eq(list_arrive_index), list_w.data.eq(entry), list_w.en.eq(list_arrive_valid)]
+        with m.If(list_arrive_valid & (entry >= list_limit)):
+            m.d.sync += list_bad.eq(1)
+
+        def after_list():
+            with m.If(needs_params):
+                m.next = "PARAMS"
+            with m.Elif(gradient):
+                m.next = "STATE"
+            with m.Else():
+                m.next = "RUN"
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -670,25 +755,43 @@ class Engine(wiring.Component):
                     m.d.sync += a_origin.eq(fs("a_base") + fs("a_row0") * fs("a_row_stride")
                                             + fs("a_col0") * fs("a_col_stride"))
                     m.d.sync += [x.eq(0) for x in idx + pa + pb + po + prow + pcol]
-                    m.d.sync += [param_kind.eq(0), param_channel.eq(0), bubble.eq(0),
-                                 state_count.eq(0), amax.eq(0), grad_pass1.eq(gradient)]
-                    with m.If(needs_params):
-                        m.next = "PARAMS"
-                    with m.Elif(gradient):
-                        m.next = "STATE"
+                    # with a list, RUN opens with a bubble so the first entry is read
+                    m.d.sync += [param_kind.eq(0), param_channel.eq(0), bubble.eq(list_on),
+                                 state_count.eq(0), amax.eq(0), grad_pass1.eq(gradient),
+                                 list_issue.eq(0), list_bad.eq(0)]
+                    with m.If(list_on):
+                        m.next = "LIST"
                     with m.Else():
-                        m.next = "RUN"
+                        after_list()
+            with m.State("LIST"):
+                # one entry read per cycle on port B; each arrives D cycles later
+                with m.If(list_issue < list_count):
+                    m.d.comb += [b_read_addr.eq(fs("list_addr") + (list_issue << 1)), b_read_en.eq(1),
+                                 list_pipe_valid.eq(1)]
+                    m.d.sync += list_issue.eq(list_issue + 1)
+                with m.Else():
+                    m.d.sync += drain.eq(D + 1)
+                    m.next = "LIST_WAIT"
+            with m.State("LIST_WAIT"):
+                with m.If(drain == 0):
+                    with m.If(list_bad):
+                        m.d.sync += error_code.eq(isa.ERR_LIST_ENTRY)
+                        m.next = "ERROR"
+                    with m.Else():
+                        after_list()
+                with m.Else():
+                    m.d.sync += drain.eq(drain - 1)
             with m.State("PARAMS"):
                 with m.If(param_kind < 3):
                     base = fs("param_base")
                     offset = Mux(param_kind == 0, param_channel << 2,
-                                 Mux(param_kind == 1, (lanes_total << 2) + (param_channel << 2),
-                                     (lanes_total << 3) + param_channel))
+                                 Mux(param_kind == 1, (param_count << 2) + (param_channel << 2),
+                                     (param_count << 3) + param_channel))
                     m.d.comb += [b_read_addr.eq(base + offset), b_read_en.eq(1),
                                  b_read_external.eq(params_external),
                                  param_pipe_valid.eq(1), param_pipe_kind.eq(param_kind),
                                  param_pipe_channel.eq(param_channel)]
-                    with m.If(param_channel == lanes_total - 1):
+                    with m.If(param_channel == param_count - 1):
                         m.d.sync += [param_channel.eq(0), param_kind.eq(param_kind + 1)]
                     with m.Else():
                         m.d.sync += param_channel.eq(param_channel + 1)
@@ -724,7 +827,8 @@ class Engine(wiring.Component):
                     m.d.comb += [step.eq(1), b_read_addr.eq(b_addr), b_read_en.eq(~b_ones),
                                  b_read_external.eq(b_external)]
                     with m.If(last_reduction):
-                        m.d.sync += bubble.eq(write_cycles - 1)
+                        # writes catch up; a new list index waits one cycle for its entry
+                        m.d.sync += bubble.eq(write_cycles - 1 + (list_on & list_inner_last))
                     with m.If(all_last & grad_pass1):
                         m.d.sync += drain.eq(D + GRADIENT_WAIT)
                         m.next = "GRADIENT_WAIT"

@@ -66,8 +66,9 @@ def random_op_case(rng: np.random.Generator, config: EngineConfig = CASE_CONFIG)
     if config.scratchpad_bytes < 32 * 1024 or config.external_bytes < EXTERNAL_BASE + EXTERNAL_BODY:
         raise ValueError("random cases need at least 32 KiB of scratchpad and 36 KiB of external memory")
     kind = rng.choice(["conv", "pointwise", "depthwise", "avgpool", "add", "raw32", "dot", "update",
-                       "bias-update", "grad-scale", "grad-dot", "grad-sum"],
-                      p=[0.1, 0.07, 0.1, 0.06, 0.07, 0.07, 0.07, 0.1, 0.08, 0.1, 0.09, 0.09])
+                       "bias-update", "grad-scale", "grad-dot", "grad-sum", "update-list", "update-list-dw",
+                       "raw32-list"],
+                      p=[0.08, 0.06, 0.08, 0.05, 0.06, 0.06, 0.06, 0.08, 0.07, 0.08, 0.07, 0.07, 0.07, 0.07, 0.04])
     spad, ext_body = _background(config)
     spad = spad.copy()
     ext_base = EXTERNAL_BASE
@@ -206,6 +207,45 @@ def random_op_case(rng: np.random.Generator, config: EngineConfig = CASE_CONFIG)
                            a_strides=[L, c, 0, 0, 0, 0], b_base=x_addr + region // 2,
                            b_strides=[L, c, 0, 0, 0, 0], out_base=y_addr, out_strides=[L, c, 0])
         name = f"grad-sum {c} x {h * w}"
+    elif kind in ("update-list", "update-list-dw", "raw32-list"):
+        # weight gradient + update (or raw) over a listed subset of input channels: the list is
+        # data in the scratchpad, the trip count of the list loop is the subset's size
+        ho, wo = output_size(h, 3, s), output_size(w, 3, s)
+        rounding = int(rng.integers(0, 3))
+        c = c_in if kind != "update-list-dw" else c_out
+        selected = int(rng.integers(1, c + 1))
+        entries = np.sort(rng.choice(c, selected, replace=False))
+        if rng.random() < 0.2:
+            entries = rng.integers(0, c, selected)          # lists need not be sorted or distinct
+        d.list_addr, d.list_limit = mask_addr + 256, c
+        spad[d.list_addr:d.list_addr + 2 * selected] = entries.astype("<u2").view(np.uint8)
+        d.epilogue = isa.RAW32 if kind == "raw32-list" else isa.UPDATE
+        d.flags = isa.FLAG_PARAMS_EXTERNAL | (rounding << isa.ROUNDING_SHIFT)
+        d.a_row_stride, d.a_col_stride = w * c, c
+        d.a_row0 = d.a_col0 = -1
+        d.a_rows, d.a_cols = h, w
+        d.exp_addr, d.prng_addr = mask_addr + 64, mask_addr + 128
+        if kind == "update-list-dw":
+            # list-chunk mode: one lane, outputs (u, v, listed channel)
+            d.mode, d.chunk_loop, d.lanes_total = isa.ELEMENTWISE, 2, 1
+            d.counts = [3, 3, selected, 1, ho, wo]
+            d.a_base, d.a_strides = x_addr, [0, 0, 1, 0, 0, 0]
+            d.a_row_coefs, d.a_col_coefs = [1, 0, 0, 0, s, 0], [0, 1, 0, 0, 0, s]
+            d.b_base, d.b_strides = region // 2 + x_addr % 1024, [0, 0, 1, 0, wo * c, c]
+            d.out_base, d.out_strides = y_addr, [3 * c, c, 1]
+            d.flags |= 3 << isa.LIST_SHIFT
+        else:
+            d.mode, d.chunk_loop, d.lanes_total = isa.BROADCAST, 1, c_out
+            d.counts = [selected, _ceil(c_out, L), 1, 1, ho, wo]
+            d.a_base, d.a_strides = x_addr, [1, 0, 0, 0, 0, 0]
+            d.a_row_coefs, d.a_col_coefs = [0, 0, 0, 0, s, 0], [0, 0, 0, 0, 0, s]
+            d.b_base, d.b_strides = region // 2 + x_addr % 1024, [0, L, 0, 0, wo * c_out, c_out]
+            element = 4 if kind == "raw32-list" else 1
+            d.out_base, d.out_strides = y_addr, [c_out * element, L * element, 0]
+            d.flags |= 1 << isa.LIST_SHIFT
+        if kind == "raw32-list":
+            d.flags &= ~isa.FLAG_PARAMS_EXTERNAL
+        name = f"{kind} {selected}/{c}x{c_out} {h}x{w} s{s} rounding {rounding}"
     else:   # dot: input-gradient shaped, lanes over the reduced channels
         d.epilogue, d.mode, d.flags = isa.RAW32, isa.DOT, isa.FLAG_B_EXTERNAL
         d.chunk_loop, d.lanes_total = 3, c_out
@@ -220,7 +260,7 @@ def random_op_case(rng: np.random.Generator, config: EngineConfig = CASE_CONFIG)
         name = f"dot {c_out}->{c_in} {h}x{w}"
     ext = np.zeros(ext_base + ext_body.size, np.uint8)
     ext[ext_base:] = ext_body
-    ext[param_addr:param_addr + 9 * d.lanes_total] = _params(rng, d.lanes_total)
+    ext[param_addr:param_addr + 9 * isa.param_count(d)] = _params(rng, isa.param_count(d))
     if kind.startswith("grad"):
         if with_mask:
             d.flags |= isa.FLAG_MASK_IN
@@ -231,9 +271,9 @@ def random_op_case(rng: np.random.Generator, config: EngineConfig = CASE_CONFIG)
         e2 = e1 + int(rng.choice([0, 1, -3, 7, 23, 24, -26, 40]))
         spad[d.exp_addr:d.exp_addr + 8] = np.array([e1, e2], "<i4").view(np.uint8)
         name += f"{' masked' if with_mask else ''} e {e1},{e2}"
-    if kind in ("update", "bias-update"):
+    if kind in ("update", "bias-update", "update-list", "update-list-dw"):
         spad[d.exp_addr:d.exp_addr + 4] = np.array([rng.integers(-40, 10)], "<i4").view(np.uint8)
-        if kind == "update":
+        if kind != "bias-update":
             spad[d.prng_addr:d.prng_addr + 4] = np.array([rng.integers(0, 2 ** 32)], "<u4").view(np.uint8)
     words = isa.encode([d, isa.Descriptor()])
     ext[:words.size * 4] = words.view(np.uint8)
@@ -268,4 +308,19 @@ def bad_program_cases(config: EngineConfig) -> list[OpCase]:
     variant("B past external", isa.ERR_B_RANGE, b_base=config.external_bytes - 4)
     variant("output past the scratchpad", isa.ERR_OUT_RANGE, out_base=spad - 3)
     variant("parameters past external", isa.ERR_PARAM_RANGE, param_base=config.external_bytes - 16)
+    # a channel list entry at or above list_limit: found while the list loads, nothing written
+    listed = random_op_case(np.random.default_rng(11), config)
+    while not listed.name.startswith("update-list "):
+        listed = random_op_case(rng, config)
+    d = listed.descriptors[0]
+    scratchpad = listed.scratchpad.copy()
+    entries = scratchpad[d.list_addr:d.list_addr + 2 * d.counts[0]].view("<u2")
+    entries[-1] = d.list_limit
+    program = [base, d]
+    ext = listed.external.copy()
+    words = isa.encode(program + [isa.Descriptor()])
+    ext[:words.size * 4] = words.view(np.uint8)
+    ext[good.descriptors[0].param_base:good.descriptors[0].param_base + 9 * base.lanes_total] = \
+        good.external[base.param_base:base.param_base + 9 * base.lanes_total]
+    cases.append(OpCase("channel list entry past its limit", program, scratchpad, ext, isa.ERR_LIST_ENTRY, 1))
     return cases

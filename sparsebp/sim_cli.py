@@ -3,8 +3,11 @@ beside the golden executor and the golden Trainer, with per-descriptor cycles an
 
 An iteration is the engine's forward program, the host's loss step (what the CPU will do:
 softmax cross-entropy gradient times the logits' clamp mask), and the engine's backward
-program, which back-propagates through the layers the scheme updates. Schemes that update a
-selected subset of channels need channel lists, not engine operations yet: docs/engine.md.
+program, which back-propagates through the layers the scheme updates; a scheme that updates
+a subset of a conv's channels gets this iteration's selection from the host as a channel list
+(the same ChannelSelector draws as the Trainer's). `--selection-sweep` runs the built-in CNN's
+block-2 updates at 1/8, 1/4, 1/2 and all of their channels and shows the weight-update cycles
+scaling with the selected count.
 """
 from __future__ import annotations
 
@@ -13,10 +16,11 @@ from pathlib import Path
 import numpy as np
 
 CONFIGS = ("default", "small")
-# Schemes the engine runs whole (ratio-1 weight updates): the classifier alone; the last four
-# convs' biases with the classifier; and the same with every weight of the last block.
-SCHEMES = ("last-layer", "bias-4", "bias=4;w=4:1,5:1,6:1")
-DEFAULT_SCHEME = "bias=4;w=4:1,5:1,6:1"
+# The built-in scheme: biases of the last four convs, block 2's weights at ratios 1/2, 1/4, 1/2
+# (dynamic channel selection), and the classifier.
+DEFAULT_SCHEME = "builtin-sparse"
+SWEEP_RATIOS = (0.125, 0.25, 0.5, 1.0)
+SWEEP_OPS = ("b2.pw1 weight update", "b2.dw weight update", "b2.pw2 weight update")
 
 
 def add_parser(subparsers) -> None:
@@ -25,9 +29,13 @@ def add_parser(subparsers) -> None:
     e = sim_sub.add_parser("engine", help="training iterations on the engine RTL vs the golden model")
     e.add_argument("--model", default="builtin", choices=["builtin"],
                    help="the built-in digits CNN (MobileNetV2 needs the striping compiler)")
-    e.add_argument("--scheme", default=DEFAULT_SCHEME, choices=SCHEMES,
-                   help=f"update scheme (default {DEFAULT_SCHEME}: biases of the last four convs, "
-                        f"every weight of the last block, the classifier)")
+    e.add_argument("--scheme", default=DEFAULT_SCHEME,
+                   help=f"update scheme, as for `sparsebp train` (default {DEFAULT_SCHEME}: biases of the "
+                        f"last four convs, block 2's weights on a random half/quarter/half of their "
+                        f"channels, the classifier)")
+    e.add_argument("--selection-sweep", action="store_true",
+                   help="one iteration per ratio 1/8, 1/4, 1/2, 1 of block 2's weights: update cycles vs "
+                        "selected channels")
     e.add_argument("--config", choices=CONFIGS, default="default", help="engine configuration preset")
     e.add_argument("--iterations", type=int, default=2, help="training iterations (1..50)")
     e.add_argument("--json", type=Path, help="write the rows as JSON")
@@ -46,7 +54,7 @@ def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: in
     from golden.engine.executor import Machine
     from golden.engine.training import compile_training
     from golden.engine import program as isa
-    from golden.scheme import parse_scheme
+    from golden.scheme import ChannelSelector, parse_scheme
     from golden.train import Trainer, UpdateRule
     from sim.engine_job import EngineJob, run_on_rtl
     from sim.toolchain import verilator_available
@@ -58,12 +66,11 @@ def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: in
         raise ValueError(f"cannot simulate: {reason}")
     config = PRESETS[config_name]
     model = builtin_model().with_new_head(10, seed=0)
-    if scheme_name not in SCHEMES:
-        raise ValueError(f"--scheme must be one of {', '.join(SCHEMES)}, not {scheme_name!r}")
-    scheme = parse_scheme(scheme_name, model)
+    scheme = parse_scheme(scheme_name, model)             # a bad name is a ValueError with the choices
     data = load_digits("train")
     images = int_ops.quantize_images(data.images[:iterations], model)
     trainer = Trainer(model, scheme, "dynamic", UpdateRule(), seed=seed)
+    host_selector = ChannelSelector(model, scheme, "dynamic", seed=2 * seed + 1)   # draws as the Trainer's
     program = compile_training(model, scheme, config)
     scratchpad = program.initial_scratchpad(images[0], trainer.sr_rng.state)
     phases = (("forward", program.forward.descriptors, 0, program.forward.ops),
@@ -103,6 +110,7 @@ def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: in
             scratchpad = rtl.scratchpad.copy()
             if phase == "forward":
                 loss = program.loss_step(scratchpad, model, int(label))
+                program.write_selection(scratchpad, host_selector.select())
         trainer.step(image[None], int(label))
         matches_trainer = resident_equal_trainer(program, trainer, scratchpad)
         iterations_out.append({"iteration": k, "loss": loss, "cycles": iteration_cycles,
@@ -141,10 +149,32 @@ def print_table(result: dict) -> None:
           f"every iteration bit-exact and equal to the golden Trainer: {result['bit_exact']}")
 
 
+def selection_sweep(config_name: str = "default") -> dict:
+    """One iteration per ratio of block 2's weights; rows of the weight-update descriptors."""
+    rows = []
+    for ratio in SWEEP_RATIOS:
+        result = rtl_training_run(1, config_name, scheme_name=f"bias=4;w=4:{ratio},5:{ratio},6:{ratio}")
+        for r in result["rows"]:
+            if r["op"] in SWEEP_OPS:
+                rows.append(dict(r, ratio=ratio, iteration_bit_exact=result["bit_exact"]))
+    return {"rows": rows, "ratios": list(SWEEP_RATIOS)}
+
+
+def print_sweep(sweep: dict) -> None:
+    print(f"\n{'op':22s} {'ratio':>6s} {'measured':>9s} {'predicted':>9s}  bit-exact")
+    for r in sweep["rows"]:
+        print(f"{r['op']:22s} {r['ratio']:6.3f} {r['cycles_measured']:9,d} {r['cycles_predicted']:9,d}  "
+              f"{r['bit_exact'] and r['iteration_bit_exact']}")
+
+
 def run(args) -> dict:
     if args.sim_target == "soc":
         from sim.soc_cli import run as run_soc
         return run_soc(args)
+    if args.selection_sweep:
+        result = selection_sweep(args.config)
+        print_sweep(result)
+        return result
     result = rtl_training_run(args.iterations, args.config, scheme_name=args.scheme)
     print_table(result)
     return result

@@ -227,9 +227,10 @@ def check(d: Descriptor, config: EngineConfig) -> int:
         return ERR_SHAPE
     looped = list_loop(d)
     if looped is not None:
-        if d.opcode != MAC or looped >= OUTPUT_LOOPS or d.a_row_coefs[looped] or d.a_col_coefs[looped] \
-                or not 1 <= d.list_limit <= 65535 or d.list_limit > config.param_channels:
-            return ERR_SHAPE        # a list indexes an output loop of a MAC, without row/col terms
+        if d.opcode != MAC or d.epilogue == GRADIENT or looped >= OUTPUT_LOOPS or d.a_row_coefs[looped] \
+                or d.a_col_coefs[looped] or not 1 <= d.list_limit <= 65535 or d.list_limit > config.param_channels \
+                or d.counts[looped] > config.param_channels:
+            return ERR_SHAPE        # a list indexes an output loop of a one-pass MAC, without row/col terms
         if looped == d.chunk_loop and not (d.epilogue == UPDATE and d.mode == ELEMENTWISE
                                             and d.lanes_total == 1):
             return ERR_SHAPE        # list-chunk mode: one lane, weight updates only
