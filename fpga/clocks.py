@@ -2,7 +2,8 @@
 
 PLL parameters are searched here in Python (the same rules as the `icepll` and `ecppll`
 tools) so that a target the PLL cannot make exactly is an error before any tool runs.
-The reset is held until the PLL locks.
+The reset is held until the PLL locks. nextpnr derives the PLL output's constraint from the
+oscillator pin's (the board resource's `Clock`) and the PLL parameters, so none is added here.
 """
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ class PLLClock(Elaboratable):
             m.submodules.pll = Instance(
                 "SB_PLL40_PAD", p_FEEDBACK_PATH="SIMPLE", p_DIVR=p["DIVR"], p_DIVF=p["DIVF"],
                 p_DIVQ=p["DIVQ"], p_FILTER_RANGE=p["FILTER_RANGE"],
-                i_PACKAGEPIN=pin, i_RESETB=1, i_BYPASS=0,
+                i_PACKAGEPIN=pin.io, i_RESETB=1, i_BYPASS=0,
                 o_PLLOUTGLOBAL=pll_clk, o_LOCK=locked)
         else:
             from amaranth.lib import io
@@ -86,5 +87,4 @@ class PLLClock(Elaboratable):
                 o_CLKOP=pll_clk, o_LOCK=locked)
         m.d.comb += ClockSignal("sync").eq(pll_clk)
         m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
-        platform.add_clock_constraint(pll_clk, self.output_hz)
         return m

@@ -1,36 +1,38 @@
-"""A small test wrapper that puts the engine alone on a board.
+"""A small test wrapper that puts one component (the engine, or a single per-lane unit) alone
+on a board.
 
-A board has a handful of pins, the engine a 70-bit host port. The wrapper feeds the host port
-from a shift register clocked by one input pin (the board's button 0, synchronised), so every
-host-port input is driven by logic the tools cannot prove constant, and folds every engine output
-(status, cycle count, host read data) into one LED with an XOR tree registered per cycle, so no
-output logic is optimised away. It is a synthesis harness, not a usable host interface: loading a
-program on a real board needs the SoC issue's CPU or a UART bridge in its place.
+A board has a handful of pins, the engine a 70-bit host port. The wrapper feeds every input
+port of the component from a shift register clocked by one input pin (the board's button 0,
+synchronised), so no input is a constant the tools could propagate, and folds every output
+port into one LED through an XOR tree registered per cycle, so no logic is optimised away.
+It is a synthesis harness, not a usable host interface: loading a program on a real board
+needs the SoC issue's CPU (or a UART bridge) in its place.
 
-Timing: one bit shifts in per cycle; every 128th cycle the 128-bit shift register is latched
-onto the host port (host_space, host_addr, host_wdata, host_we, start, program_base) for one
-cycle. The engine's clock is the `sync` domain the build gives it (a PLL output or the board
-oscillator, see fpga/clocks.py).
+Timing: one bit shifts in per cycle; the inputs are registered slices of the shift register.
+The clock is the `sync` domain the build gives it (the board oscillator through a PLL,
+fpga/clocks.py).
 """
 from amaranth.hdl import Cat, Elaboratable, Module, Signal
+from amaranth.lib import wiring
 from amaranth.lib.cdc import FFSynchronizer
 
-from golden.engine.config import EngineConfig
-from hw.engine import Engine
 
-SHIFT_BITS = 128
+def _ports(component, direction):
+    for path, member, value in component.signature.flatten(component):
+        if member.flow == direction:
+            yield value
 
 
-class EngineTestWrapper(Elaboratable):
-    def __init__(self, config: EngineConfig, clocks=None):
-        self.config = config
+class TestWrapper(Elaboratable):
+    def __init__(self, component: wiring.Component, clocks=None):
+        self.component = component
         self.clocks = clocks      # an Elaboratable that defines the `sync` domain, or None
 
     def elaborate(self, platform):
         m = Module()
         if self.clocks is not None:
             m.submodules.clocks = self.clocks
-        engine = m.submodules.engine = Engine(self.config)
+        m.submodules.dut = dut = self.component
 
         serial_in = Signal()
         led = Signal()
@@ -42,18 +44,12 @@ class EngineTestWrapper(Elaboratable):
             else:
                 m.d.comb += platform.request("led", 0).o.eq(led)
 
-        shift = Signal(SHIFT_BITS)
-        count = Signal(7)
-        m.d.sync += [shift.eq(Cat(serial_in, shift[:-1])), count.eq(count + 1)]
-        latch = count == 0
-        fields = [engine.host_space, engine.host_addr, engine.host_wdata, engine.program_base]
+        inputs = list(_ports(dut, wiring.In))
+        shift = Signal(max(2, sum(len(port) for port in inputs)))
+        m.d.sync += shift.eq(Cat(serial_in, shift[:-1]))
         offset = 0
-        for port in fields:
+        for port in inputs:
             m.d.sync += port.eq(shift[offset:offset + len(port)])
             offset += len(port)
-        m.d.sync += [engine.host_we.eq(latch & shift[offset]), engine.start.eq(latch & shift[offset + 1])]
-
-        outputs = Cat(engine.busy, engine.done, engine.error, engine.error_code, engine.error_index,
-                      engine.cycles, engine.host_rdata)
-        m.d.sync += led.eq(outputs.xor())
+        m.d.sync += led.eq(Cat(*_ports(dut, wiring.Out)).xor())
         return m

@@ -15,6 +15,8 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("build", help="FPGA bitstream of the engine for a board, with a report")
     # choices are checked by fpga.boards.get_board so the message is the project's one-line error
     p.add_argument("--board", required=True, metavar="BOARD", help=f"one of {', '.join(sorted(BOARDS))}")
+    p.add_argument("--design", default="engine", choices=["engine", "requantizer"],
+                   help="the engine alone (default) or one per-lane requantizer alone")
     p.add_argument("--lanes", type=int, help="override the preset's lane count")
     p.add_argument("--scratchpad-kb", type=int, help="override the preset's scratchpad size (KiB)")
     p.add_argument("--build-dir", type=Path, help="where the tools run (default build/BOARD)")
@@ -39,7 +41,7 @@ def run(args) -> dict:
     board = get_board(args.board)
     config = board_config(board, args.lanes, args.scratchpad_kb)
     try:
-        result = build.build(board.name, args.build_dir, config, seed=args.seed)
+        result = build.build(board.name, args.build_dir, config, seed=args.seed, design=args.design)
     except (build.ToolsMissing, RuntimeError) as exc:
         raise ValueError(str(exc)) from None
     print(format_table(result))

@@ -16,6 +16,12 @@
    sending bytes to the UART) happens while the engine runs. */
 #include "soc.h"
 
+/* The instruction cache is 2 KiB, direct-mapped: the code that runs every iteration (`HOT`) is
+   placed first and kept under 2 KiB, so once warm it never misses; boot and error code (`COLD`)
+   go after it. Without this, refills after printing made the loss step 4x slower. */
+#define HOT __attribute__((noinline, section(".text.hot")))
+#define COLD __attribute__((noinline, cold, section(".text.cold")))
+
 #define REG(address) (*(volatile uint32_t *)(uintptr_t)(address))
 #define BYTE(address) (*(volatile uint8_t *)(uintptr_t)(address))
 #define EXIT_DONE 0
@@ -40,7 +46,8 @@ void *memcpy(void *to, const void *from, unsigned long count) {
 }
 
 static struct job job;
-static uint32_t softmax_table[256];
+static uint32_t softmax_table[256];          /* T[d] */
+static uint32_t softmax_table_q15[256];      /* T[d] << 15: the shifter is iterative (a cycle per bit) */
 
 /* ------------------------------------------------------------------ UART output
    A RAM ring buffer; bytes move to the UART FIFO one per engine status poll, so waiting for the
@@ -49,26 +56,26 @@ static uint32_t softmax_table[256];
 static char out_buffer[OUT_SIZE];
 static uint32_t out_head, out_tail;
 
-static inline void uart_pump_one(void) {
+HOT static void uart_pump_one(void) {
     if (out_tail != out_head && !(REG(SOC_UART_STATUS) & UART_STATUS_FULL)) {
         REG(SOC_UART_TX_DATA) = (uint8_t)out_buffer[out_tail % OUT_SIZE];
         out_tail++;
     }
 }
 
-static void out_char(char c) {
+HOT static void out_char(char c) {
     while (out_head - out_tail >= OUT_SIZE)
         uart_pump_one();
     out_buffer[out_head % OUT_SIZE] = c;
     out_head++;
 }
 
-static void out_str(const char *s) {
+HOT static void out_str(const char *s) {
     while (*s)
         out_char(*s++);
 }
 
-static void out_uint(uint32_t value) {
+HOT static void out_uint(uint32_t value) {
     char digits[10];
     int n = 0;
     do {
@@ -79,7 +86,7 @@ static void out_uint(uint32_t value) {
         out_char(digits[--n]);
 }
 
-static void out_int(int32_t value) {
+HOT static void out_int(int32_t value) {
     if (value < 0) {
         out_char('-');
         out_uint(0u - (uint32_t)value);
@@ -88,20 +95,20 @@ static void out_int(int32_t value) {
     }
 }
 
-static void out_hex(uint32_t value) {
+COLD static void out_hex(uint32_t value) {
     out_str("0x");
     for (int shift = 28; shift >= 0; shift -= 4)
         out_char("0123456789abcdef"[(value >> shift) & 15u]);
 }
 
-static void out_flush(void) {
+COLD static void out_flush(void) {
     while (out_tail != out_head)
         uart_pump_one();
     while (!(REG(SOC_UART_STATUS) & UART_STATUS_IDLE))
         ;
 }
 
-static void __attribute__((noreturn)) halt(uint32_t code) {
+COLD static void __attribute__((noreturn)) halt(uint32_t code) {
     out_flush();
     REG(SOC_SYSCTL_HALT) = code;
     for (;;)
@@ -109,12 +116,12 @@ static void __attribute__((noreturn)) halt(uint32_t code) {
 }
 
 /* ------------------------------------------------------------------ memory helpers */
-static inline uint32_t flash_word(uint32_t offset) {
+HOT static uint32_t flash_word(uint32_t offset) {
     return REG(SOC_EXTERNAL_BASE + offset);
 }
 
 /* Copy `bytes` from flash to the scratchpad; both addresses word-aligned (hw/soc/job.py checks). */
-static void flash_to_scratchpad(uint32_t scratchpad_addr, uint32_t flash_offset, uint32_t bytes) {
+COLD static void flash_to_scratchpad(uint32_t scratchpad_addr, uint32_t flash_offset, uint32_t bytes) {
     volatile uint32_t *to = (volatile uint32_t *)(uintptr_t)(SOC_SCRATCHPAD_BASE + scratchpad_addr);
     volatile uint32_t *from = (volatile uint32_t *)(uintptr_t)(SOC_EXTERNAL_BASE + flash_offset);
     uint32_t words = bytes / 4u, i;
@@ -124,34 +131,37 @@ static void flash_to_scratchpad(uint32_t scratchpad_addr, uint32_t flash_offset,
         BYTE(SOC_SCRATCHPAD_BASE + scratchpad_addr + b) = (uint8_t)(from[b / 4u] >> (8u * (b % 4u)));
 }
 
-/* Read `count` bytes of the scratchpad from `addr` into `out` with word loads. */
-static void scratchpad_read(uint32_t addr, uint8_t *out, uint32_t count) {
+/* Word buffers viewed as bytes: the CPU's shifter is iterative, byte lanes come free. */
+typedef union {
+    uint32_t word[JOB_MAX_CLASSES / 4 + 2];
+    uint8_t byte[4 * (JOB_MAX_CLASSES / 4 + 2)];
+} word_buffer;
+
+/* Read the words covering `count` bytes of the scratchpad from `addr`; returns the offset of
+   byte `addr` in the buffer. */
+HOT static uint32_t scratchpad_read(uint32_t addr, word_buffer *out, uint32_t count) {
     uint32_t first = addr & ~3u, skip = addr & 3u;
     uint32_t words = (skip + count + 3u) / 4u;
-    for (uint32_t w = 0; w < words; w++) {
-        uint32_t value = REG(SOC_SCRATCHPAD_BASE + first + 4u * w);
-        for (uint32_t b = 0; b < 4u; b++) {
-            int32_t at = (int32_t)(4u * w + b) - (int32_t)skip;
-            if (at >= 0 && (uint32_t)at < count)
-                out[at] = (uint8_t)(value >> (8u * b));
-        }
-    }
+    volatile uint32_t *from = (volatile uint32_t *)(uintptr_t)(SOC_SCRATCHPAD_BASE + first);
+    for (uint32_t w = 0; w < words; w++)
+        out->word[w] = from[w];
+    return skip;
 }
 
 /* ------------------------------------------------------------------ engine */
-static inline void engine_start(uint32_t program_base) {
+HOT static void engine_start(uint32_t program_base) {
     REG(SOC_ENGINE_PROGRAM_BASE) = program_base;
     REG(SOC_ENGINE_CONTROL) = 1u;
 }
 
-static inline uint32_t engine_wait(void) {
+HOT static uint32_t engine_wait(void) {
     uint32_t status;
     while (!((status = REG(SOC_ENGINE_STATUS)) & ENGINE_STATUS_FINISHED))
         uart_pump_one();
     return status;
 }
 
-static void __attribute__((noreturn)) engine_failed(const char *phase, uint32_t program_base) {
+COLD static void __attribute__((noreturn)) engine_failed(const char *phase, uint32_t program_base) {
     uint32_t error = REG(SOC_ENGINE_ERROR);
     uint32_t code = error & 0xffu, index = error >> 16;
     uint32_t at = program_base + index * 4u * ENGINE_DESCRIPTOR_WORDS;
@@ -189,7 +199,7 @@ struct loss_terms {
     int32_t exponent;      /* e of the gradient */
 };
 
-static uint32_t bit_length(uint32_t value) {
+HOT static uint32_t bit_length(uint32_t value) {
     uint32_t n = 0;
     while (value) {
         n++;
@@ -198,65 +208,68 @@ static uint32_t bit_length(uint32_t value) {
     return n;
 }
 
-static void loss_step(uint32_t label, struct loss_terms *terms) {
+HOT static void loss_step(uint32_t label, struct loss_terms *terms) {
     uint32_t classes = job.classes;
-    int8_t logits[JOB_MAX_CLASSES];
-    uint8_t mask[JOB_MAX_CLASSES / 8];
-    uint32_t numerator[JOB_MAX_CLASSES];
+    word_buffer logits_words, mask_words, gradient_words;
     int32_t wide[JOB_MAX_CLASSES];
-    uint8_t gradient[JOB_MAX_CLASSES + 3];
 
-    scratchpad_read(job.logits_addr, (uint8_t *)logits, classes);
-    scratchpad_read(job.mask_addr, mask, (classes + 7u) / 8u);
+    const int8_t *logits = (const int8_t *)logits_words.byte +
+                           scratchpad_read(job.logits_addr, &logits_words, classes);
+    const uint8_t *mask = mask_words.byte + scratchpad_read(job.mask_addr, &mask_words, (classes + 7u) / 8u);
     int32_t top = -128;
     for (uint32_t i = 0; i < classes; i++)
         if (logits[i] > top)
             top = logits[i];
+    const uint32_t *table = softmax_table + top, *table_q15 = softmax_table_q15 + top;
     uint32_t sum = 0;
-    for (uint32_t i = 0; i < classes; i++) {
-        numerator[i] = softmax_table[(uint32_t)(top - logits[i])];
-        sum += numerator[i];
-    }
+    for (uint32_t i = 0; i < classes; i++)
+        sum += table[-logits[i]];                     /* T[d_i], d_i = top - l_i */
     /* p_i = (T[d_i] * 2^15 + S // 2) // S; T <= 2^16 and S < 2^26 keep it in 32 bits */
-    uint32_t magnitude = 0;
+    uint32_t half = sum >> 1;
+    int32_t high = 0;
     for (uint32_t i = 0; i < classes; i++) {
-        int32_t a = (int32_t)(((numerator[i] << 15) + (sum >> 1)) / sum);
-        if (i == label)
-            a -= 1 << 15;
+        int32_t a = (int32_t)((table_q15[-logits[i]] + half) / sum);
         wide[i] = a;
-        uint32_t size = a < 0 ? (uint32_t)-a : (uint32_t)a;
-        if (size > magnitude)
-            magnitude = size;
+        if (a > high)
+            high = a;
     }
-    /* gradient quantizer (numerics 5) with e_A = -15, then the clamp mask */
-    int32_t shift = (int32_t)bit_length(magnitude) - 7;
-    if (shift < 0)
-        shift = 0;
+    int32_t low = wide[label] - (1 << 15);            /* the only negative entry */
+    wide[label] = low;
+    /* gradient quantizer (numerics 5) with e_A = -15: k = max(0, bitlen(max|A|) - 7) */
+    uint32_t magnitude = (uint32_t)(-low > high ? -low : high), shift = 0;
+    for (uint32_t limit = 128u; magnitude >= limit; limit += limit)
+        shift++;
+    int32_t rounding = shift ? 1 << (shift - 1) : 0;
+    uint32_t bit = 0, mask_byte = 0;
     for (uint32_t i = 0; i < classes; i++) {
-        int32_t g = shift ? (wide[i] + (1 << (shift - 1))) >> shift : wide[i];
+        if (!bit) {
+            mask_byte = *mask++;
+            bit = 1u;
+        }
+        int32_t g = (wide[i] + rounding) >> shift;
         if (g > 127)
             g = 127;
         if (g < -127)
             g = -127;
-        if (!((mask[i / 8u] >> (i % 8u)) & 1u))
+        if (!(mask_byte & bit))                        /* the logits' clamp mask */
             g = 0;
-        gradient[i] = (uint8_t)g;
+        bit = (bit + bit) & 0xffu;
+        gradient_words.byte[i] = (uint8_t)g;
     }
+    volatile uint32_t *to = (volatile uint32_t *)(uintptr_t)(SOC_SCRATCHPAD_BASE + job.gradient_addr);
     uint32_t words = classes / 4u;
     for (uint32_t w = 0; w < words; w++)
-        REG(SOC_SCRATCHPAD_BASE + job.gradient_addr + 4u * w) =
-            gradient[4u * w] | gradient[4u * w + 1u] << 8 | gradient[4u * w + 2u] << 16 |
-            (uint32_t)gradient[4u * w + 3u] << 24;
+        to[w] = gradient_words.word[w];
     for (uint32_t i = 4u * words; i < classes; i++)
-        BYTE(SOC_SCRATCHPAD_BASE + job.gradient_addr + i) = gradient[i];
-    terms->exponent = -15 + shift;
+        BYTE(SOC_SCRATCHPAD_BASE + job.gradient_addr + i) = gradient_words.byte[i];
+    terms->exponent = -15 + (int32_t)shift;
     REG(SOC_SCRATCHPAD_BASE + job.exponent_addr) = (uint32_t)terms->exponent;
     terms->sum = sum;
     terms->distance = (uint32_t)(top - logits[label]);
 }
 
 /* log2(x) in Q16 for x >= 1: integer part from the bit length, fraction bits by squaring. */
-static uint32_t log2_q16(uint32_t x) {
+HOT static uint32_t log2_q16(uint32_t x) {
     uint32_t integer = bit_length(x) - 1u;
     uint32_t m = x << (31u - integer);          /* m / 2^31 in [1, 2) */
     uint32_t result = integer << 16;
@@ -273,7 +286,7 @@ static uint32_t log2_q16(uint32_t x) {
 }
 
 /* The reported loss ln(S / 2^16) + s_l * d_t in Q16 (golden int_ops.softmax_cross_entropy_grad). */
-static uint32_t loss_q16(const struct loss_terms *terms) {
+HOT static uint32_t loss_q16(const struct loss_terms *terms) {
     uint32_t log2_ratio = log2_q16(terms->sum) - (16u << 16);       /* S >= T[0] = 2^16 */
     uint32_t natural = (uint32_t)(((uint64_t)log2_ratio * 45426u) >> 16);   /* ln 2 in Q16 */
     return natural + (uint32_t)(((uint64_t)job.logit_scale_q24 * terms->distance) >> 8);
@@ -282,42 +295,42 @@ static uint32_t loss_q16(const struct loss_terms *terms) {
 /* ------------------------------------------------------------------ iterations */
 struct iteration {
     uint32_t index, label, cycles, idle_cycles, forward_cycles, backward_cycles;
+    uint32_t sample_cycles, loss_step_cycles;     /* CPU work with the engine idle */
     struct loss_terms loss;
 };
 
-static void print_iteration(const struct iteration *it) {
+static const char *const line_fields[] = {
+    "iteration ", ": label ", " loss ", " exponent ", " cycles ", " engine_idle ", " forward ",
+    " backward ", " sample ", " loss_step "};
+
+HOT static void print_iteration(const struct iteration *it) {
     uint32_t loss = loss_q16(&it->loss);
     uint32_t whole = loss >> 16, fraction = ((loss & 0xffffu) * 10000u + 32768u) >> 16;
     if (fraction == 10000u) {
         whole++;
         fraction = 0;
     }
-    out_str("iteration ");
-    out_uint(it->index);
-    out_str(": label ");
-    out_uint(it->label);
-    out_str(" loss ");
-    out_uint(whole);
-    out_char('.');
-    for (uint32_t scale = 1000u; scale; scale /= 10u)
-        out_char((char)('0' + fraction / scale % 10u));
-    out_str(" exponent ");
-    out_int(it->loss.exponent);
-    out_str(" cycles ");
-    out_uint(it->cycles);
-    out_str(" engine_idle ");
-    out_uint(it->idle_cycles);
-    out_str(" forward ");
-    out_uint(it->forward_cycles);
-    out_str(" backward ");
-    out_uint(it->backward_cycles);
+    int32_t values[10] = {(int32_t)it->index, (int32_t)it->label, (int32_t)whole, it->loss.exponent,
+                          (int32_t)it->cycles, (int32_t)it->idle_cycles, (int32_t)it->forward_cycles,
+                          (int32_t)it->backward_cycles, (int32_t)it->sample_cycles,
+                          (int32_t)it->loss_step_cycles};
+    for (uint32_t i = 0; i < 10u; i++) {
+        out_str(line_fields[i]);
+        out_int(values[i]);
+        if (i == 2u) {              /* the loss: four decimals */
+            out_char('.');
+            for (uint32_t scale = 1000u; scale; scale /= 10u)
+                out_char((char)('0' + fraction / scale % 10u));
+        }
+    }
     out_char('\n');
 }
 
-static inline uint32_t now(void) { return REG(SOC_SYSCTL_CYCLES); }
-static inline uint32_t engine_idle(void) { return REG(SOC_ENGINE_IDLE_CYCLES); }
+HOT static uint32_t now(void) { return REG(SOC_SYSCTL_CYCLES); }
+HOT static uint32_t engine_idle(void) { return REG(SOC_ENGINE_IDLE_CYCLES); }
 
-int main(void) {
+/* Everything before the first iteration: the job, the table, the preload, the PRNG seed. */
+COLD static void boot(void) {
     volatile uint32_t *job_words = (volatile uint32_t *)(uintptr_t)SOC_JOB_ADDRESS;
     uint32_t *copy = (uint32_t *)&job;
     for (uint32_t i = 0; i < sizeof(job) / 4u; i++)
@@ -328,8 +341,10 @@ int main(void) {
         out_char('\n');
         halt(EXIT_BAD_JOB);
     }
-    for (uint32_t i = 0; i < 256u; i++)
+    for (uint32_t i = 0; i < 256u; i++) {
         softmax_table[i] = flash_word(job.table_offset + 4u * i);
+        softmax_table_q15[i] = softmax_table[i] << 15;
+    }
     for (uint32_t i = 0; i < job.preload_count; i++) {
         uint32_t entry = job.preload_offset + 12u * i;
         flash_to_scratchpad(flash_word(entry), flash_word(entry + 4u), flash_word(entry + 8u));
@@ -342,51 +357,83 @@ int main(void) {
     out_str(" KiB scratchpad; ");
     out_uint(job.iterations);
     out_str(" training iterations\n");
+}
 
-    struct iteration done = {0}, current;
-    int pending = 0;
-    uint32_t started = now(), idle_started = engine_idle();
-    for (uint32_t k = 0; k < job.iterations; k++) {
-        current.index = k;
-        current.label = flash_word(job.labels_offset + 4u * k);
-        flash_to_scratchpad(job.input_addr, job.samples_offset + k * job.sample_stride, job.input_bytes);
-        engine_start(job.forward_base);
-        if (pending) {                   /* the previous line, while the engine runs */
-            print_iteration(&done);
-            pending = 0;
-        }
-        if (engine_wait() & ENGINE_STATUS_ERROR)
-            engine_failed("forward", job.forward_base);
-        current.forward_cycles = REG(SOC_ENGINE_CYCLES);
-        loss_step(current.label, &current.loss);
-        engine_start(job.backward_base);
-        if (engine_wait() & ENGINE_STATUS_ERROR)
-            engine_failed("backward", job.backward_base);
-        uint32_t ended = now(), idle_ended = engine_idle();
-        current.backward_cycles = REG(SOC_ENGINE_CYCLES);
-        current.cycles = ended - started;
-        current.idle_cycles = idle_ended - idle_started;
-        done = current;
-        pending = 1;
-        if (job.flags & JOB_FLAG_PAUSE) {
-            /* a testbench reads the scratchpad now; the time is in no iteration */
-            print_iteration(&done);
-            pending = 0;
-            out_flush();
-            REG(SOC_SYSCTL_PAUSE) = 1u;
-            while (REG(SOC_SYSCTL_PAUSE) & 1u)
-                ;
-            started = now();
-            idle_started = engine_idle();
-        } else {
-            started = ended;
-            idle_started = idle_ended;
-        }
-    }
-    if (pending)
-        print_iteration(&done);
+COLD static void __attribute__((noreturn)) finish(void) {
     out_str("done: ");
     out_uint(job.iterations);
     out_str(" iterations\n");
     halt(EXIT_DONE);
+}
+
+/* Pause until the testbench clears the flag (the time belongs to no iteration). */
+COLD static void pause(void) {
+    out_flush();
+    REG(SOC_SYSCTL_PAUSE) = 1u;
+    while (REG(SOC_SYSCTL_PAUSE) & 1u)
+        ;
+}
+
+/* The sample's tail bytes when its size is not a multiple of 4 (not the built-in model's case). */
+COLD static void copy_tail(uint32_t scratchpad_addr, uint32_t flash_offset, uint32_t bytes) {
+    uint32_t whole = bytes & ~3u;
+    for (uint32_t b = whole; b < bytes; b++)
+        BYTE(SOC_SCRATCHPAD_BASE + scratchpad_addr + b) = BYTE(SOC_EXTERNAL_BASE + flash_offset + b);
+}
+
+HOT int main(void) {
+    boot();
+    /* Two records, alternating: iteration k's line is printed while iteration k+1's forward runs. */
+    struct iteration records[2];
+    struct iteration *previous = 0;
+    volatile uint32_t *input = (volatile uint32_t *)(uintptr_t)(SOC_SCRATCHPAD_BASE + job.input_addr);
+    uint32_t sample_offset = job.samples_offset, label_offset = job.labels_offset;
+    uint32_t words = job.input_bytes / 4u, stride = job.sample_stride;
+    uint32_t started = now(), idle_started = engine_idle();
+    for (uint32_t k = 0; k < job.iterations; k++) {
+        struct iteration *current = &records[k & 1u];
+        /* -- engine idle from here: the sample */
+        volatile uint32_t *from = (volatile uint32_t *)(uintptr_t)(SOC_EXTERNAL_BASE + sample_offset);
+        for (uint32_t w = 0; w < words; w++)
+            input[w] = from[w];
+        if (job.input_bytes & 3u)
+            copy_tail(job.input_addr, sample_offset, job.input_bytes);
+        uint32_t label = flash_word(label_offset);
+        engine_start(job.forward_base);
+        /* -- engine busy: bookkeeping and the previous line */
+        current->sample_cycles = now() - started;
+        current->index = k;
+        current->label = label;
+        sample_offset += stride;
+        label_offset += 4u;
+        if (previous)
+            print_iteration(previous);
+        if (engine_wait() & ENGINE_STATUS_ERROR)
+            engine_failed("forward", job.forward_base);
+        /* -- engine idle: the loss step */
+        uint32_t loss_began = now();
+        current->forward_cycles = REG(SOC_ENGINE_CYCLES);
+        loss_step(label, &current->loss);
+        engine_start(job.backward_base);
+        current->loss_step_cycles = now() - loss_began;
+        if (engine_wait() & ENGINE_STATUS_ERROR)
+            engine_failed("backward", job.backward_base);
+        uint32_t ended = now(), idle_ended = engine_idle();
+        current->backward_cycles = REG(SOC_ENGINE_CYCLES);
+        current->cycles = ended - started;
+        current->idle_cycles = idle_ended - idle_started;
+        previous = current;
+        started = ended;
+        idle_started = idle_ended;
+        if (job.flags & JOB_FLAG_PAUSE) {
+            print_iteration(previous);
+            previous = 0;
+            pause();
+            started = now();
+            idle_started = engine_idle();
+        }
+    }
+    if (previous)
+        print_iteration(previous);
+    finish();
 }

