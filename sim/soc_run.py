@@ -28,7 +28,7 @@ from hw.soc.config import SIM, SocConfig
 
 SPEC_ENV = "SPARSEBP_SOC_SPEC"
 LINE = re.compile(r"iteration (\d+): label (\d+) loss (\d+\.\d+) exponent (-?\d+) cycles (\d+) "
-                  r"engine_idle (\d+) forward (\d+) backward (\d+)")
+                  r"engine_idle (\d+) forward (\d+) backward (\d+) sample (\d+) loss_step (\d+)")
 
 
 @dataclass
@@ -135,10 +135,11 @@ def _follow(path: Path, progress, finished: threading.Event) -> None:
 def parse_iterations(transcript: str) -> list[dict]:
     rows = []
     for match in LINE.finditer(transcript):
-        k, label, loss, exponent, cycles, idle, forward, backward = match.groups()
+        k, label, loss, exponent, cycles, idle, forward, backward, sample, loss_step = match.groups()
         rows.append({"iteration": int(k), "label": int(label), "loss": float(loss), "exponent": int(exponent),
                      "cycles": int(cycles), "engine_idle_cycles": int(idle),
-                     "forward_cycles": int(forward), "backward_cycles": int(backward)})
+                     "forward_cycles": int(forward), "backward_cycles": int(backward),
+                     "sample_cycles": int(sample), "loss_step_cycles": int(loss_step)})
     return rows
 
 
@@ -243,7 +244,8 @@ def soc_training_run(iterations: int = 3, config: SocConfig = SIM, seed: int = 1
             entry["bias_equal_trainer"] = bool(np.array_equal(bias_bytes.view("<i4"), trained.bias))
         if row:
             entry.update({key: row[key] for key in ("loss", "exponent", "cycles", "engine_idle_cycles",
-                                                    "forward_cycles", "backward_cycles")})
+                                                    "forward_cycles", "backward_cycles", "sample_cycles",
+                                                    "loss_step_cycles")})
             entry["golden_loss"] = golden_losses[k]
             entry["engine_idle_fraction"] = round(row["engine_idle_cycles"] / row["cycles"], 4)
         entry["bit_exact"] = bool(row is not None and entry.get("weights_equal_trainer", True)

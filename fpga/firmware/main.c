@@ -50,55 +50,95 @@ static uint32_t softmax_table[256];          /* T[d] */
 static uint32_t softmax_table_q15[256];      /* T[d] << 15: the shifter is iterative (a cycle per bit) */
 
 /* ------------------------------------------------------------------ UART output
-   A RAM ring buffer; bytes move to the UART FIFO one per engine status poll, so waiting for the
-   engine costs no extra cycles and printing never makes the engine wait. */
+   Text is formatted into a RAM buffer through a cursor (`put_*`), published with `out_commit`,
+   and moved to the UART FIFO one byte per engine status poll (`uart_pump_one`), so waiting for
+   the engine costs no extra cycles and printing never makes the engine wait. The buffer rewinds
+   to its start whenever it has drained and the next text might not fit before its end.
+   No division anywhere: the divider takes 33 cycles. */
 #define OUT_SIZE 2048u
+#define OUT_RESERVE 160u                /* the longest text published at once */
 static char out_buffer[OUT_SIZE];
 static uint32_t out_head, out_tail;
 
 HOT static void uart_pump_one(void) {
-    if (out_tail != out_head && !(REG(SOC_UART_STATUS) & UART_STATUS_FULL)) {
-        REG(SOC_UART_TX_DATA) = (uint8_t)out_buffer[out_tail % OUT_SIZE];
-        out_tail++;
+    uint32_t tail = out_tail;
+    if (tail != out_head && !(REG(SOC_UART_STATUS) & UART_STATUS_FULL)) {
+        REG(SOC_UART_TX_DATA) = (uint8_t)out_buffer[tail];
+        out_tail = tail + 1u;
     }
 }
 
-HOT static void out_char(char c) {
-    while (out_head - out_tail >= OUT_SIZE)
-        uart_pump_one();
-    out_buffer[out_head % OUT_SIZE] = c;
-    out_head++;
+HOT static char *out_reserve(void) {
+    if (out_head + OUT_RESERVE > OUT_SIZE) {
+        while (out_tail != out_head)
+            uart_pump_one();
+        out_head = out_tail = 0;
+    }
+    return out_buffer + out_head;
 }
 
-HOT static void out_str(const char *s) {
+HOT static void out_commit(const char *end) {
+    out_head = (uint32_t)(end - out_buffer);
+}
+
+HOT static char *put_str(char *p, const char *s) {
     while (*s)
-        out_char(*s++);
+        *p++ = *s++;
+    return p;
 }
 
-HOT static void out_uint(uint32_t value) {
-    char digits[10];
-    int n = 0;
-    do {
-        digits[n++] = (char)('0' + value % 10u);
-        value /= 10u;
-    } while (value);
-    while (n)
-        out_char(digits[--n]);
-}
+static const uint32_t powers_of_ten[10] = {1000000000u, 100000000u, 10000000u, 1000000u, 100000u,
+                                           10000u, 1000u, 100u, 10u, 1u};
 
-HOT static void out_int(int32_t value) {
-    if (value < 0) {
-        out_char('-');
-        out_uint(0u - (uint32_t)value);
-    } else {
-        out_uint((uint32_t)value);
+/* Decimal digits from powers_of_ten[first] down, by repeated subtraction; leading zeros
+   dropped unless `pad`. */
+HOT static char *put_digits(char *p, uint32_t value, uint32_t first, int pad) {
+    for (uint32_t i = first; i < 10u; i++) {
+        uint32_t power = powers_of_ten[i];
+        char digit = '0';
+        while (value >= power) {
+            value -= power;
+            digit++;
+        }
+        if (digit != '0' || pad || i == 9u) {
+            *p++ = digit;
+            pad = 1;
+        }
     }
+    return p;
+}
+
+HOT static char *put_int(char *p, int32_t value) {
+    if (value < 0) {
+        *p++ = '-';
+        return put_digits(p, 0u - (uint32_t)value, 0, 0);
+    }
+    return put_digits(p, (uint32_t)value, 0, 0);
+}
+
+COLD static void out_str(const char *s) {
+    out_commit(put_str(out_reserve(), s));
+}
+
+COLD static void out_uint(uint32_t value) {
+    out_commit(put_digits(out_reserve(), value, 0, 0));
+}
+
+COLD static void out_int(int32_t value) {
+    out_commit(put_int(out_reserve(), value));
+}
+
+COLD static void out_char(char c) {
+    char *p = out_reserve();
+    *p++ = c;
+    out_commit(p);
 }
 
 COLD static void out_hex(uint32_t value) {
-    out_str("0x");
+    char *p = put_str(out_reserve(), "0x");
     for (int shift = 28; shift >= 0; shift -= 4)
-        out_char("0123456789abcdef"[(value >> shift) & 15u]);
+        *p++ = "0123456789abcdef"[(value >> shift) & 15u];
+    out_commit(p);
 }
 
 COLD static void out_flush(void) {
@@ -240,9 +280,9 @@ HOT static void loss_step(uint32_t label, struct loss_terms *terms) {
     for (uint32_t limit = 128u; magnitude >= limit; limit += limit)
         shift++;
     int32_t rounding = shift ? 1 << (shift - 1) : 0;
-    uint32_t bit = 0, mask_byte = 0;
+    uint32_t bit = 1u, mask_byte = 0;
     for (uint32_t i = 0; i < classes; i++) {
-        if (!bit) {
+        if ((i & 7u) == 0) {
             mask_byte = *mask++;
             bit = 1u;
         }
@@ -253,15 +293,16 @@ HOT static void loss_step(uint32_t label, struct loss_terms *terms) {
             g = -127;
         if (!(mask_byte & bit))                        /* the logits' clamp mask */
             g = 0;
-        bit = (bit + bit) & 0xffu;
+        bit += bit;
         gradient_words.byte[i] = (uint8_t)g;
     }
+    /* whole words: the job builder checked that the padding bytes up to the next word are free */
+    for (uint32_t i = classes; i & 3u; i++)
+        gradient_words.byte[i] = 0;
     volatile uint32_t *to = (volatile uint32_t *)(uintptr_t)(SOC_SCRATCHPAD_BASE + job.gradient_addr);
-    uint32_t words = classes / 4u;
+    uint32_t words = (classes + 3u) / 4u;
     for (uint32_t w = 0; w < words; w++)
         to[w] = gradient_words.word[w];
-    for (uint32_t i = 4u * words; i < classes; i++)
-        BYTE(SOC_SCRATCHPAD_BASE + job.gradient_addr + i) = gradient_words.byte[i];
     terms->exponent = -15 + (int32_t)shift;
     REG(SOC_SCRATCHPAD_BASE + job.exponent_addr) = (uint32_t)terms->exponent;
     terms->sum = sum;
@@ -314,16 +355,16 @@ HOT static void print_iteration(const struct iteration *it) {
                           (int32_t)it->cycles, (int32_t)it->idle_cycles, (int32_t)it->forward_cycles,
                           (int32_t)it->backward_cycles, (int32_t)it->sample_cycles,
                           (int32_t)it->loss_step_cycles};
+    char *p = out_reserve();
     for (uint32_t i = 0; i < 10u; i++) {
-        out_str(line_fields[i]);
-        out_int(values[i]);
+        p = put_int(put_str(p, line_fields[i]), values[i]);
         if (i == 2u) {              /* the loss: four decimals */
-            out_char('.');
-            for (uint32_t scale = 1000u; scale; scale /= 10u)
-                out_char((char)('0' + fraction / scale % 10u));
+            *p++ = '.';
+            p = put_digits(p, fraction, 6, 1);
         }
     }
-    out_char('\n');
+    *p++ = '\n';
+    out_commit(p);
 }
 
 HOT static uint32_t now(void) { return REG(SOC_SYSCTL_CYCLES); }

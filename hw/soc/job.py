@@ -68,6 +68,15 @@ def flash_image(config: SocConfig, program: TrainingProgram, output: str, logit_
         raise JobError(f"logit scale {logit_scale} is outside the firmware's fixed-point range (0, 256)")
     if len(images) != len(labels) or not images:
         raise JobError("one label per sample, and at least one sample")
+    # The firmware writes the gradient as whole words: the bytes up to the next word boundary
+    # must belong to nothing else.
+    pad_begin, pad_end = program.gradient_addr + classes, -(-(program.gradient_addr + classes) // 4) * 4
+    starts = [program.exponent_addr, program.prng_addr]
+    starts += [address for address, _ in fwd.tensors.values()] + list(fwd.masks.values())
+    starts += [address for pair in fwd.resident.values() for address in pair]
+    if program.gradient_addr % 4 or any(pad_begin <= a < pad_end for a in starts):
+        raise JobError(f"the gradient at scratchpad byte {program.gradient_addr} is not word-aligned with "
+                       f"free padding up to byte {pad_end}; the firmware writes it in whole words")
     if program.external.size > config.job_offset:
         raise JobError(f"the training program image ({program.external.size} bytes) runs into the job block "
                        f"at {config.job_offset}")
