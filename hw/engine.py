@@ -131,7 +131,8 @@ class Engine(wiring.Component):
         exponent = Signal(signed(32))  # e_y of the gradient an update descriptor applies
         exponent2 = Signal(signed(32))  # GRADIENT sums: the exponent of the B input
         sr_state = Signal(32)          # the `sr` xorshift32 stream while an update runs
-        fetch_issue = Signal(range(isa.DESCRIPTOR_WORDS + 1))
+        words_per_read = L // 4            # 32-bit words in one L-byte read
+        fetch_issue = Signal(range(isa.DESCRIPTOR_WORDS + words_per_read + 1))
         fetch_pipe = [Signal(7, name=f"fetch_word{i}") for i in range(D)]   # word index + 1 (0: none)
         error_code = Signal(8)
         m.d.comb += [self.error_code.eq(error_code), self.error_index.eq(index)]
@@ -670,8 +671,11 @@ class Engine(wiring.Component):
         fetch_word = fetch_pipe[-1]
         for i in range(D):
             m.d.sync += fetch_pipe[i].eq(fetch_pipe[i - 1] if i else 0)
+        # a fetch read returns L bytes: words_per_read descriptor words at once
         with m.If(fetch_word != 0):
-            m.d.sync += desc[fetch_word - 1].eq(b_data[:32])
+            for j in range(words_per_read):
+                with m.If(fetch_word - 1 + j < isa.DESCRIPTOR_WORDS):
+                    m.d.sync += desc[fetch_word - 1 + j].eq(b_data[32 * j: 32 * j + 32])
         # param loads arrive D cycles after their read
         param_pipe_valid = Signal()
         param_pipe_kind = Signal(2)
@@ -679,12 +683,17 @@ class Engine(wiring.Component):
         pv = delayed(param_pipe_valid, D, "param_valid")
         pk = delayed(param_pipe_kind, D, "param_kind")
         pc = delayed(param_pipe_channel, D, "param_channel")
-        param_word = Signal(32)
-        m.d.comb += param_word.eq(b_data[:32])
-        for i, (port, width) in enumerate(zip(param_w, (32, 32, 8))):
-            m.d.comb += [port.addr.eq(pc >> lane_bits),
-                         port.data.eq(Cat(*[param_word[:width]] * L)),
-                         port.en.eq(Mux(pv & (pk == i), 1 << pc[:lane_bits], 0))]
+        # a parameter read returns L bytes: words_per_read int32 / uint32 entries (channels pc..),
+        # or L shift bytes; the words are repeated across the row so lane l takes word l mod W
+        param_count_d = delayed(param_count, D, "param_count")
+        for i, (port, per_read) in enumerate(zip(param_w, (words_per_read, words_per_read, L))):
+            row_data = Cat(*[b_data[:32 * words_per_read]] * (L // words_per_read)) if i < 2 else b_data
+            lane_start = pc[:lane_bits]
+            valid_lanes = Signal(L, name=f"param_lanes{i}")
+            for j in range(per_read):
+                m.d.comb += valid_lanes[j].eq(pc + j < param_count_d)
+            m.d.comb += [port.addr.eq(pc >> lane_bits), port.data.eq(row_data),
+                         port.en.eq(Mux(pv & (pk == i), valid_lanes << lane_start, 0))]
 
         m.d.comb += [trace_w.addr.eq(index), trace_w.data.eq(cycles)]
         m.d.sync += self.done.eq(0)
@@ -717,7 +726,7 @@ class Engine(wiring.Component):
                 with m.If(fetch_issue < isa.DESCRIPTOR_WORDS):
                     m.d.comb += [b_read_addr.eq(fetch_addr + (fetch_issue << 2)), b_read_en.eq(1),
                                  b_read_external.eq(1)]
-                    m.d.sync += [fetch_pipe[0].eq(fetch_issue + 1), fetch_issue.eq(fetch_issue + 1)]
+                    m.d.sync += [fetch_pipe[0].eq(fetch_issue + 1), fetch_issue.eq(fetch_issue + words_per_read)]
                 with m.Elif(Cat(*fetch_pipe) == 0):
                     m.d.sync += [term.eq(0)] + [x.eq(0) for x in lo + hi]
                     m.next = "DECODE"
@@ -791,10 +800,11 @@ class Engine(wiring.Component):
                                  b_read_external.eq(params_external),
                                  param_pipe_valid.eq(1), param_pipe_kind.eq(param_kind),
                                  param_pipe_channel.eq(param_channel)]
-                    with m.If(param_channel == param_count - 1):
+                    per_read = Mux(param_kind == 2, L, words_per_read)
+                    with m.If(param_channel + per_read >= param_count):
                         m.d.sync += [param_channel.eq(0), param_kind.eq(param_kind + 1)]
                     with m.Else():
-                        m.d.sync += param_channel.eq(param_channel + 1)
+                        m.d.sync += param_channel.eq(param_channel + per_read)
                 with m.Else():
                     m.d.sync += drain.eq(D + 1)
                     m.next = "PARAMS_WAIT"

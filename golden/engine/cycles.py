@@ -3,12 +3,13 @@
 It restates the sequencer's schedule (hw/engine.py) in closed form, so a program's cost is
 known before it runs and the RTL can be held to it (docs/engine.md, "Timing"):
 
-    fetch     DESCRIPTOR_WORDS reads, then the read latency D drains:   48 + D + 1
+    fetch     the descriptor's words, L/4 per read, then the read latency
+              D drains:                                                  ceil(53 / (L/4)) + D + 1
     decode    field checks:                                              1
     range     17 stride x count terms, one per cycle, then the verdict: 18
     list      (channel list) one entry read per cycle, then D + 3:     n + D + 3
-    params    (requant, updates, scaled gradient) 3 reads per channel,
-              then D + 2:                                                3 C + 1 + D + 2
+    params    (requant, updates, scaled gradient) vector reads: L/4
+              biases, L/4 multipliers or L shifts per read, then D + 2:  2 ceil(4C/L) + ceil(C/L) + 1 + D + 2
     state     (updates, gradient) exponent and PRNG / second exponent:  D + 2
     pass 1    (gradient) the loop nest without writes, finding max|v|,
               then the pipeline empties and k, e are formed:             steps + D + GRADIENT_TURN
@@ -69,12 +70,12 @@ def descriptor_cycles(d: isa.Descriptor, config: EngineConfig) -> OpCycles:
     D = config.external_latency_cycles
     steps = prod(d.counts)
     outputs = prod(d.counts[:isa.OUTPUT_LOOPS])
-    total = (isa.DESCRIPTOR_WORDS + D + FETCH_EXTRA) + DECODE + RANGE
+    total = fetch_cycles(config) + DECODE + RANGE
     looped = isa.list_loop(d)
     if looped is not None:
         total += d.counts[looped] + D + 3 + prod(d.counts[:looped + 1])
     if d.opcode == isa.MAC and isa.needs_params(d):
-        total += 3 * isa.param_count(d) + 1 + D + 2
+        total += param_reads(isa.param_count(d), config) + 1 + D + 2
     if d.epilogue in isa.UPDATES + (isa.GRADIENT,):
         total += D + 2            # read the exponent and the PRNG state (or the second exponent)
     if d.epilogue == isa.GRADIENT:
@@ -84,9 +85,20 @@ def descriptor_cycles(d: isa.Descriptor, config: EngineConfig) -> OpCycles:
     return OpCycles(total, steps, useful_macs(d, config), config.lanes)
 
 
+def fetch_cycles(config: EngineConfig) -> int:
+    words_per_read = config.lanes // 4
+    return -(-isa.DESCRIPTOR_WORDS // words_per_read) + config.external_latency_cycles + FETCH_EXTRA
+
+
+def param_reads(channels: int, config: EngineConfig) -> int:
+    """Vector reads of a parameter table: biases and multipliers L/4 per read, shifts L."""
+    L = config.lanes
+    return 2 * -(-channels // (L // 4)) + -(-channels // L)
+
+
 def end_cycles(config: EngineConfig) -> int:
     """Fetching and decoding the END descriptor, up to the done pulse."""
-    return isa.DESCRIPTOR_WORDS + config.external_latency_cycles + FETCH_EXTRA + DECODE
+    return fetch_cycles(config) + DECODE
 
 
 def program_cycles(descriptors: list[isa.Descriptor], config: EngineConfig) -> int:
