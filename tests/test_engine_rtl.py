@@ -114,15 +114,18 @@ def test_builtin_forward_cycles_match_cycle_model(builtin_forward):
         assert rtl.cycles == sum(predicted) + end_cycles(DEFAULT)
 
 
-TRAINING_SCHEME = "builtin-sparse"
+# Biases of the last six convs, weights of both blocks' pointwise and depthwise convs on random
+# channel subsets, the classifier: the backward crosses the skip add, the pool and the stride-2
+# depthwise conv b1.dw.
+TRAINING_SCHEME = "bias=6;w=1:0.5,3:0.25,4:0.5,5:0.25,6:0.5"
 
 
 @pytest.fixture(scope="module")
 def training_iterations():
-    """Three training iterations of the built-in CNN (fresh head) on the RTL with its sparse
-    scheme: the classifier, the last four convs' biases, and block 2's weights on a random subset
-    of channels each iteration (1/2, 1/4, 1/2). Between the forward and the backward program the
-    host does what the CPU will: the loss step, and this iteration's channel lists."""
+    """Three training iterations of the built-in CNN (fresh head) on the RTL with a deep sparse
+    scheme (TRAINING_SCHEME), weights on a random subset of channels each iteration. Between the
+    forward and the backward program the host does what the CPU will: the loss step, and this
+    iteration's channel lists."""
     from golden.engine.training import compile_training
     from golden.scheme import ChannelSelector, parse_scheme
     from golden.train import Trainer, UpdateRule
@@ -155,7 +158,8 @@ def training_iterations():
 
 def test_training_iterations_on_rtl_match_the_golden_trainer(training_iterations):
     model, program, steps = training_iterations
-    assert set(program.forward.resident) == {"b1.pw2", "b2.pw1", "b2.dw", "b2.pw2", "classifier"}
+    assert set(program.forward.resident) == {"b1.pw1", "b1.dw", "b1.pw2", "b2.pw1", "b2.dw", "b2.pw2",
+                                             "classifier"}
     for forward, backward, scratchpad, updated, sr_state in steps:
         assert forward.error_code == 0 and backward.error_code == 0
         for name, (weight, bias, depthwise) in updated.items():
@@ -165,9 +169,9 @@ def test_training_iterations_on_rtl_match_the_golden_trainer(training_iterations
             assert np.array_equal(scratchpad[p_at:p_at + 4 * bias.size].view("<i4"), bias), name
         assert scratchpad[program.prng_addr:program.prng_addr + 4].view("<u4")[0] == sr_state
     originals = {n.name: n for n in model.nodes}
-    for name in ("b2.pw1", "b2.dw", "b2.pw2", "classifier"):                # training moved them
+    for name in ("b1.pw1", "b1.pw2", "b2.pw1", "b2.dw", "b2.pw2", "classifier"):   # training moved them
         assert not np.array_equal(updated[name][0], originals[name].weight), name
-    assert not np.array_equal(updated["b1.pw2"][1], originals["b1.pw2"].bias)
+    assert not np.array_equal(updated["b1.dw"][1], originals["b1.dw"].bias)
 
 
 def test_training_iteration_cycles_match_cycle_model(training_iterations):

@@ -21,8 +21,9 @@ iteration): a pointwise conv's update runs over the listed input channels (list 
 depthwise conv's over the listed channels one lane at a time (list-chunk mode), so the cycles
 scale with the selected count. The input of a weight-updated conv stays whole in the scratchpad.
 
-Limits (refused with a sentence): regular k x k convs and strided convs on the input-gradient
-path, and regular k x k weight updates (their draws would leave the layout order).
+Input gradients of every conv kind are engine operations: strided ones correlate a gradient
+spread onto a zeroed finer grid (no stride in the descriptor's reads). Limit (refused with a
+sentence): regular k x k weight updates (their draws would leave the layout order).
 """
 from __future__ import annotations
 
@@ -96,6 +97,36 @@ class BackwardLowering:
         address = self.alloc.alloc(name, c * h * w)
         exponent = self.alloc.alloc(name + ":e", 4)
         return Gradient(address, exponent, name)
+
+    def _new_buffer(self, label: str, nbytes: int) -> Gradient:
+        self.counter += 1
+        name = f"grad{self.counter}:{label}"
+        return Gradient(self.alloc.alloc(name, nbytes), self.alloc.alloc(name + ":e", 4), name)
+
+    def _zero_fill(self, target: Gradient, c: int, positions: int, label: str) -> None:
+        """int8 zeros over (positions, c): a gradient pass whose A is all padding."""
+        L = self.L
+        d = isa.Descriptor(opcode=isa.MAC, mode=isa.ELEMENTWISE, epilogue=isa.GRADIENT, flags=isa.FLAG_B_ONES,
+                           lanes_total=c, counts=[_ceil_div(c, L), positions, 1, 1, 1, 1],
+                           a_base=target.address, a_row0=-1, out_base=target.address, out_strides=[L, c, 0],
+                           exp_addr=target.exponent_address, exp_out_addr=target.exponent_address)
+        self._emit(d, label)
+
+    def _prescale(self, G: Gradient, target: Gradient, node: Conv, scale: ChannelScale, shape, stride: int,
+                  grid_cols: int, tables_label: str) -> None:
+        """g' = quantize(G * F[c]) (numerics 6.2), written at every `stride`-th row and column of a
+        grid `grid_cols` wide."""
+        L = self.L
+        c, ho, wo = shape
+        F = np.asarray(scale.F, np.int64)
+        d = isa.Descriptor(opcode=isa.MAC, mode=isa.ELEMENTWISE, epilogue=isa.GRADIENT,
+                           flags=isa.FLAG_B_ONES | isa.FLAG_SCALE | isa.FLAG_PARAMS_EXTERNAL, lanes_total=c,
+                           counts=[_ceil_div(c, L), ho, wo, 1, 1, 1], a_base=G.address,
+                           a_strides=[L, wo * c, c, 0, 0, 0], out_base=target.address,
+                           out_strides=[L, stride * grid_cols * c, stride * c],
+                           exp_addr=G.exponent_address, exp_offset=-scale.N, exp_out_addr=target.exponent_address)
+        label = self._table(f"{tables_label} input-gradient scale", layout.param_bytes(np.zeros(c), F, np.zeros(c)))
+        self._emit(d, f"{node.name} input-gradient prescale", {"param_base": label})
 
     def _release(self, g: Gradient) -> None:
         if g.buffer is not None and g.buffer in self.alloc.blocks:
@@ -219,36 +250,46 @@ class BackwardLowering:
         U, V = update_multipliers(node, self.rule)
 
         if self._wants(node.input):
-            if node.depthwise and s != 1:
-                raise CompileError(f"{node.name}: input gradients of strided depthwise convs are not engine "
-                                   f"operations yet")
-            if not node.depthwise and (k != 1 or s != 1):
-                raise CompileError(f"{node.name}: input gradients of {k}x{k}/{s} convs are not engine operations yet")
             scale = node.input_grad_scale
-            prescaled = self._new_gradient(node.output)
-            self._scaled_copy(G, (c, ho, wo), (c, ho, wo), scale, prescaled, None,
-                              f"{node.name} input-gradient prescale")
             weights_external = w_addr is None
             tables = {"b_base": self._table(f"{node.name} weights",
                                             layout.weight_bytes(node.weight, node.depthwise))} \
                 if weights_external else {}
+            # The input gradient is a correlation of g' with the flipped kernel. With stride s > 1,
+            # g' is first spread onto a zeroed grid s times finer (g'[i] at s*i), which makes it a
+            # stride-1 correlation: one descriptor, so one quantizer sees the whole tensor.
+            rows, cols = s * ho, s * wo
+            prescaled = self._new_buffer(f"{node.name}:g'", c * rows * cols)
+            if s > 1:
+                self._zero_fill(prescaled, c, rows * cols, f"{node.name} input-gradient zero grid")
+            self._prescale(G, prescaled, node, scale, (c, ho, wo), s, cols, tables_label=node.name)
 
             def produce(target, mask, prescaled=prescaled):
                 if node.depthwise:
                     d = isa.Descriptor(opcode=isa.MAC, mode=isa.ELEMENTWISE, epilogue=isa.GRADIENT,
                                        chunk_loop=2, lanes_total=c, counts=[h, w, _ceil_div(c, L), k, k, 1],
                                        a_base=prescaled.address, a_strides=[0, 0, L, 0, 0, 0],
-                                       a_row_stride=wo * c, a_col_stride=c, a_row0=pad, a_col0=pad,
+                                       a_row_stride=cols * c, a_col_stride=c, a_row0=pad, a_col0=pad,
                                        a_row_coefs=[1, 0, 0, -1, 0, 0], a_col_coefs=[0, 1, 0, 0, -1, 0],
-                                       a_rows=ho, a_cols=wo, b_base=w_addr or 0,
+                                       a_rows=rows, a_cols=cols, b_base=w_addr or 0,
                                        b_strides=[0, 0, L, k * c, c, 0],
                                        out_base=target.address, out_strides=[w * c, c, L])
-                else:
+                elif k == 1 and s == 1:
                     d = isa.Descriptor(opcode=isa.MAC, mode=isa.DOT, epilogue=isa.GRADIENT, chunk_loop=3,
                                        lanes_total=c, counts=[h * w, c_in, 1, _ceil_div(c, L), 1, 1],
                                        a_base=prescaled.address, a_strides=[c, 0, 0, L, 0, 0],
                                        b_base=w_addr or 0, b_strides=[0, c, 0, L, 0, 0],
                                        out_base=target.address, out_strides=[c_in, 1, 0])
+                else:
+                    # outputs (h, w, ci), reduced over (chunk of c, u, v): W[ci][u][v][c] . g'[h+p-u][w+p-v][c]
+                    d = isa.Descriptor(opcode=isa.MAC, mode=isa.DOT, epilogue=isa.GRADIENT, chunk_loop=3,
+                                       lanes_total=c, counts=[h, w, c_in, _ceil_div(c, L), k, k],
+                                       a_base=prescaled.address, a_strides=[0, 0, 0, L, 0, 0],
+                                       a_row_stride=cols * c, a_col_stride=c, a_row0=pad, a_col0=pad,
+                                       a_row_coefs=[1, 0, 0, 0, -1, 0], a_col_coefs=[0, 1, 0, 0, 0, -1],
+                                       a_rows=rows, a_cols=cols, b_base=w_addr or 0,
+                                       b_strides=[0, 0, k * k * c, L, k * c, c],
+                                       out_base=target.address, out_strides=[w * c_in, c_in, 1])
                 if weights_external:
                     d.flags |= isa.FLAG_B_EXTERNAL
                 d.exp_addr, d.exp_out_addr = prescaled.exponent_address, target.exponent_address
