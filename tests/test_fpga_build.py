@@ -55,7 +55,7 @@ def test_more_lanes_than_the_multipliers_allow_is_an_error(capsys):
     assert main(["build", "--board", "orangecrab-85f", "--lanes", "16", "--scratchpad-kb", "32"]) == 1
     err = capsys.readouterr().err.strip()
     assert err == ("sparsebp: error: 16 lanes with a 32 KB scratchpad do not fit orangecrab-85f (LFE5U-85F): "
-                   "needs 297 DSP blocks of 156; about 99000 LUT4s of 83640")
+                   "needs 297 DSP blocks of 156; about 111600 LUT4s of 83640")
 
 
 def test_icebreaker_preset_is_refused_with_its_reasons(capsys):
@@ -90,3 +90,95 @@ def test_pll_parameters_match_the_vendor_tools():
     assert ecp5_pll_params(48e6, 60e6) == dict(CLKI_DIV=4, CLKFB_DIV=5, CLKOP_DIV=10, CLKOP_CPHASE=4)
     with pytest.raises(ClockError, match="cannot make exactly 50 MHz from 48 MHz"):
         ecp5_pll_params(48e6, 50e6)
+
+
+# ---------------------------------------------------------------- captured nextpnr reports
+
+def test_parse_captured_ecp5_engine_report():
+    # tests/data/fpga/ulx3s-85f-engine.report.json: nextpnr-ecp5's --report of the ULX3S preset
+    text = (DATA / "ulx3s-85f-engine.report.json").read_text()
+    figures = report.summarize("ecp5", report.parse_nextpnr_report(text))
+    assert figures["resources"]["BRAM"] == [203, 208]
+    assert figures["resources"]["DSP"] == [152, 156]
+    assert figures["resources"]["LUT"] == [74953, 83640]
+    assert figures["resources"]["SPRAM"] == [0, 0]
+    assert figures["target_mhz"] == 50.0
+    assert figures["timing_met"] == (figures["fmax_mhz"] >= 50.0)
+
+
+def test_parse_captured_ice40_report_and_log():
+    text = (DATA / "icebreaker-requantizer.report.json").read_text()
+    log_text = (DATA / "icebreaker-requantizer.log").read_text()
+    figures = report.summarize("ice40", report.parse_nextpnr_report(text), log_text)
+    resources = figures["resources"]
+    assert set(resources) == {"LUT", "FF", "LC", "BRAM", "SPRAM", "DSP"}
+    assert resources["LC"][1] == 5280 and resources["DSP"][1] == 8 and resources["SPRAM"][1] == 4
+    assert resources["LUT"][0] > 0 and resources["LUT"][1] == 5280
+    assert figures["target_mhz"] == 24.0
+
+
+def test_report_parser_rejects_other_json():
+    with pytest.raises(report.ReportError, match="not a nextpnr --report file"):
+        report.parse_nextpnr_report(json.dumps({"hello": 1}))
+
+
+def test_table_lists_every_resource_and_the_verdict():
+    result = {"board": "ulx3s-85f", "device": "LFE5U-85F", "lanes": 8, "macs_per_cycle": 8,
+              "scratchpad_bytes": 131072, "resources": {"BRAM": [203, 208], "SPRAM": [0, 0]},
+              "fmax_mhz": 51.234, "target_mhz": 50.0, "timing_met": True}
+    table = report.format_table(result).splitlines()
+    assert table[2] == "BRAM            203      208   97.6%"
+    assert table[3] == "SPRAM             0        0    - "
+    assert table[-1] == "Fmax 51.23 MHz against 50.00 MHz: timing met"
+
+
+# ---------------------------------------------------------------- real builds
+
+def _build(board, design, tmp_path, **changes):
+    reason = tools_missing()
+    if reason:
+        pytest.skip(reason)
+    from fpga import build
+    b = get_board(board)
+    config = dataclasses.replace(b.config, **changes)
+    out = tmp_path / "report.json"
+    args = ["build", "--board", board, "--design", design, "--build-dir", str(tmp_path / "build"),
+            "--json", str(out)]
+    if changes:
+        args += ["--lanes", str(config.lanes), "--scratchpad-kb", str(config.scratchpad_bytes // 1024)]
+    assert main(args) == 0
+    result = json.loads(out.read_text())
+    assert Path(result["bitstream"]).stat().st_size > 0
+    for name, (used, total) in result["resources"].items():
+        assert used <= total or total == 0, name
+    return result
+
+
+@pytest.mark.slow
+def test_icebreaker_requantizer_build_meets_timing(tmp_path):
+    """CI's iCE40 build: one lane's requantizer (the whole engine does not fit the UP5K)."""
+    result = _build("icebreaker", "requantizer", tmp_path)
+    assert result["board"] == "icebreaker" and result["design"] == "requantizer"
+    assert result["target_mhz"] == 24.0
+    assert result["timing_met"] and result["fmax_mhz"] >= 24.0
+    assert result["resources"]["DSP"][0] >= 1       # the 33 x 32 product uses SB_MAC16
+
+
+@pytest.mark.slow
+def test_ecp5_requantizer_build_meets_timing(tmp_path):
+    """CI's ECP5 build: one lane's requantizer; the engine preset is SPARSEBP_FPGA_FULL=1."""
+    result = _build("orangecrab-85f", "requantizer", tmp_path)
+    assert result["target_mhz"] == 60.0
+    assert result["timing_met"]
+    assert result["resources"]["DSP"][0] == 4
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FULL, reason="the engine preset's ECP5 build takes about 40 minutes here; "
+                                     "set SPARSEBP_FPGA_FULL=1")
+def test_ulx3s_engine_preset_build_meets_timing(tmp_path):
+    result = _build("ulx3s-85f", "engine", tmp_path)
+    assert (result["lanes"], result["macs_per_cycle"], result["scratchpad_bytes"]) == (8, 8, 128 * 1024)
+    assert result["resources"]["BRAM"][0] == 203
+    assert result["resources"]["DSP"][0] == 152
+    assert result["timing_met"] and result["fmax_mhz"] >= 50.0
