@@ -131,8 +131,9 @@ def resident_equal_trainer(program, trainer, scratchpad) -> bool:
         node = nodes[name]
         weights = layout.weight_bytes(node.weight, node.depthwise)
         bias = node.bias.astype("<i4").view(np.uint8)
-        if not (np.array_equal(scratchpad[w_at:w_at + weights.size], weights)
-                and np.array_equal(scratchpad[p_at:p_at + bias.size], bias)):
+        if w_at is not None and not np.array_equal(scratchpad[w_at:w_at + weights.size], weights):
+            return False
+        if not np.array_equal(scratchpad[p_at:p_at + bias.size], bias):
             return False
     prng = scratchpad[program.prng_addr:program.prng_addr + 4].view("<u4")[0]
     return bool(prng == trainer.sr_rng.state)

@@ -30,35 +30,73 @@ class CompileError(ValueError):
 
 
 class Allocator:
-    """First-fit scratchpad allocation; `peak` is the high-water mark in bytes."""
+    """First-fit scratchpad allocation; `peak` is the high-water mark in bytes.
 
-    def __init__(self, size: int, slack: int):
+    With `offsets` (from `plan_offsets` over a first compile's `events`), every block goes where
+    the plan puts it instead: a compile run twice, first to learn each block's size and lifetime,
+    then with the packing, wastes no space to fragmentation the way first-fit does.
+    """
+
+    def __init__(self, size: int, slack: int, offsets: dict[str, int] | None = None):
         self.size, self.slack = size, slack
         self.blocks: dict[str, tuple[int, int]] = {}
         self.peak = 0
+        self.offsets = offsets
+        self.events: list[tuple[str, str, int]] = []        # ("alloc", name, bytes) / ("free", name, 0)
 
     def alloc(self, name: str, nbytes: int) -> int:
         nbytes = max(ALIGN, -(-nbytes // ALIGN) * ALIGN)
-        at = 0
-        for start, length in sorted(self.blocks.values()):
-            if start - at >= nbytes:
-                break
-            at = max(at, start + length)
+        if self.offsets is not None:
+            at = self.offsets[name]
+        else:
+            at = 0
+            for start, length in sorted(self.blocks.values()):
+                if start - at >= nbytes:
+                    break
+                at = max(at, start + length)
         if at + nbytes + self.slack > self.size:
             raise CompileError(f"scratchpad of {self.size:,} bytes is full: {name} needs {nbytes:,} "
                                f"bytes with {self.size - self.used():,} free")
         self.blocks[name] = (at, nbytes)
+        self.events.append(("alloc", name, nbytes))
         self.peak = max(self.peak, at + nbytes + self.slack)
         return at
 
     def free(self, name: str) -> None:
         del self.blocks[name]
+        self.events.append(("free", name, 0))
 
     def used(self) -> int:
         return sum(n for _, n in self.blocks.values())
 
     def address(self, name: str) -> int:
         return self.blocks[name][0]
+
+
+def plan_offsets(events: list[tuple[str, str, int]]) -> tuple[dict[str, int], int]:
+    """Offline packing of blocks with known lifetimes (greedy by size, as TFLite's planner):
+    largest first, each at the lowest offset clear of every placed block alive at the same
+    time. Returns (offsets, bytes spanned)."""
+    start, end, size = {}, {}, {}
+    for t, (kind, name, nbytes) in enumerate(events):
+        if kind == "alloc":
+            start[name], size[name] = t, nbytes
+        else:
+            end[name] = t
+    order = sorted(start, key=lambda n: (-size[n], start[n]))
+    placed: list[tuple[int, int, int, int]] = []           # (offset, size, start, end)
+    offsets = {}
+    for name in order:
+        lo, hi = start[name], end.get(name, len(events))
+        clash = sorted((o, n) for o, n, s, e in placed if s < hi and lo < e)
+        at = 0
+        for o, n in clash:
+            if o - at >= size[name]:
+                break
+            at = max(at, o + n)
+        offsets[name] = at
+        placed.append((at, size[name], lo, hi))
+    return offsets, max((o + n for o, n, _, _ in placed), default=0)
 
 
 class ExternalImage:
@@ -91,8 +129,9 @@ class Compiled:
     masks: dict[str, int] = field(default_factory=dict)       # tensor name -> mask address
     ops: list[str] = field(default_factory=list)              # one label per descriptor
     peak_bytes: int = 0
-    # conv name -> (weight address, parameter address) of weights resident in the scratchpad
-    resident: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # conv name -> (weight address or None, parameter address) of what is resident in the
+    # scratchpad (None: the weights stay in external memory, only the parameters are resident)
+    resident: dict[str, tuple[int | None, int]] = field(default_factory=dict)
     preload: list[tuple[int, np.ndarray]] = field(default_factory=list)   # host writes before a run
 
     @property
@@ -180,10 +219,46 @@ def add_descriptor(node: Add, config: EngineConfig, shape, x1_addr, x2_addr, y_a
     return d
 
 
+def _striped_block(pw1: Conv, dw: Conv, pw2: Conv, shapes, config: EngineConfig, tensors, alloc: Allocator,
+                   ext: ExternalImage, rows: int) -> list[tuple[isa.Descriptor, str]]:
+    """Descriptors of one inverted residual block computed in stripes of `rows` dw-output rows."""
+    c_in, h, w = shapes[pw1.input]
+    c_exp = pw1.out_channels
+    _, ho, wo = shapes[dw.output]
+    k, s, pad = dw.kernel, dw.stride, dw.kernel // 2
+    halo_rows = min(h, (rows - 1) * s + k)
+    expanded = alloc.alloc(f"stripe:{pw1.output}", c_exp * halo_rows * w)
+    depthwise = alloc.alloc(f"stripe:{dw.output}", c_exp * rows * wo)
+    weights = {}
+    for conv in (pw1, dw, pw2):
+        weights[conv.name] = (ext.add(layout.weight_bytes(conv.weight, conv.depthwise)),
+                              ext.add(layout.param_bytes(conv.bias, conv.requant.M, conv.requant.n)))
+    x_addr, y_addr = tensors[pw1.input][0], tensors[pw2.output][0]
+    out = []
+    for r0 in range(0, ho, rows):
+        r1 = min(ho, r0 + rows)
+        a0 = max(0, r0 * s - pad)                      # input rows of dw this stripe reads
+        a1 = min(h, (r1 - 1) * s - pad + k)
+        d1 = conv_descriptor(pw1, config, (c_in, a1 - a0, w), x_addr + a0 * w * c_in, expanded,
+                             *weights[pw1.name], None)
+        d2 = conv_descriptor(dw, config, (c_exp, a1 - a0, w), expanded, depthwise, *weights[dw.name], None)
+        # rows of the stripe buffer: buffer row 0 is image row a0; dw's rows r0..r1
+        d2.counts[1] = r1 - r0
+        d2.a_row0 = r0 * s - pad - a0
+        d3 = conv_descriptor(pw2, config, (c_exp, r1 - r0, wo), depthwise, y_addr + r0 * wo * pw2.out_channels,
+                             *weights[pw2.name], None)
+        out += [(d1, f"{pw1.name} forward rows {a0}-{a1 - 1}"), (d2, f"{dw.name} forward rows {r0}-{r1 - 1}"),
+                (d3, f"{pw2.name} forward rows {r0}-{r1 - 1}")]
+    alloc.free(f"stripe:{pw1.output}")
+    alloc.free(f"stripe:{dw.output}")
+    return out
+
+
 def compile_forward(model: Model, config: EngineConfig, resolution: int | None = None,
                     keep_masks: "bool | set[str]" = False, keep_tensors: bool = False,
                     resident: tuple[str, ...] = (), keep_alive: tuple[str, ...] = (),
-                    alloc: "Allocator | None" = None) -> Compiled:
+                    alloc: "Allocator | None" = None, stripe_rows: int | None = None,
+                    resident_params: tuple[str, ...] = ()) -> Compiled:
     """The forward pass of `model` as one program (whole tensors, no striping).
 
     The input image is expected HWC at `tensors[INPUT]`; the logits end at
@@ -191,8 +266,15 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
     (a collection of tensor names: those tensors' masks); with
     keep_tensors no tensor is freed, so each descriptor's output can be inspected afterwards.
     Convs named in `resident` keep weights and parameters in the scratchpad (they are updated
-    in training; `preload` says what the host writes there); tensors in `keep_alive` are never
+    in training; `preload` says what the host writes there), those in `resident_params` only
+    their parameters (bias-only updates); tensors in `keep_alive` are never
     freed (the backward pass reads them).
+
+    With `stripe_rows`, every inverted residual block pw1 -> dw -> pw2 (golden/memory.py:
+    find_blocks) whose tensors the backward pass does not need is computed in stripes of
+    `stripe_rows` rows of dw's output, as the memory planner assumes: per stripe, pw1 over the
+    input rows the stripe needs (halo included) into a stripe buffer, dw into a second one, pw2
+    into the stripe's rows of the block output. The expanded tensors never exist whole.
     """
     shapes = model.tensor_shapes(resolution)
     last_reader: dict[str, int] = {}
@@ -210,6 +292,10 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
             resident_at[node.name] = (alloc.alloc("weight:" + node.name, w.size),
                                       alloc.alloc("params:" + node.name, p.size))
             preload += [(resident_at[node.name][0], w), (resident_at[node.name][1], p)]
+        elif isinstance(node, Conv) and node.name in resident_params:
+            p = layout.param_bytes(node.bias, node.requant.M, node.requant.n)
+            resident_at[node.name] = (None, alloc.alloc("params:" + node.name, p.size))
+            preload.append((resident_at[node.name][1], p))
     tensors: dict[str, tuple[int, tuple[int, int, int]]] = {}
     masks: dict[str, int] = {}
     descriptors, ops = [], []
@@ -228,22 +314,61 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
     def mask_for_wanted(name):
         return keep_masks is True or bool(keep_masks and name in keep_masks)
 
+    striped = {}
+    if stripe_rows is not None:
+        if stripe_rows < 1:
+            raise CompileError(f"stripe rows must be positive, not {stripe_rows}")
+        from ..memory import find_blocks
+        for pw1, dw, pw2 in find_blocks(model):
+            inner = (pw1.output, dw.output)
+            needed = any(mask_for_wanted(t) for t in inner + (pw2.output,)) or \
+                any(t in keep_alive or t in resident for t in inner) or \
+                any(n.name in resident_at for n in (pw1, dw, pw2))
+            if not needed and shapes[dw.output][1] > stripe_rows:
+                striped[id(pw1)] = (pw1, dw, pw2)
+
     place(INPUT)
+    skip = 0
     for i, node in enumerate(model.nodes):
+        if skip:
+            skip -= 1
+            for name in node_inputs(node):
+                if last_reader[name] == i and name != INPUT and not keep_tensors and name not in keep_alive \
+                        and name in alloc.blocks:
+                    alloc.free(name)
+            continue
+        if id(node) in striped:
+            pw1, dw, pw2 = striped[id(node)]
+            place(pw2.output)
+            emitted = _striped_block(pw1, dw, pw2, shapes, config, tensors, alloc, ext, stripe_rows)
+            for d, label in emitted:
+                code = isa.check(d, config)
+                if code != isa.OK:
+                    raise CompileError(f"{label}: descriptor fails the engine's check ({isa.ERROR_NAMES[code]})")
+                descriptors.append(d)
+                ops.append(label)
+            for name in node_inputs(node):
+                if last_reader[name] == i and not keep_tensors and name not in keep_alive:
+                    alloc.free(name)
+            skip = 2
+            continue
         place(node.output)
         out = tensors[node.output][0]
         if isinstance(node, Conv):
             if node.out_channels % 8 and mask_for_wanted(node.output) and shapes[node.output][1:] != (1, 1):
                 raise CompileError(f"{node.name}: masks need output channels in multiples of 8")
-            if node.name in resident_at:
-                w_addr, p_addr = resident_at[node.name]
-            else:
+            w_addr, p_addr = resident_at.get(node.name, (None, None))
+            w_resident, p_resident = w_addr is not None, p_addr is not None
+            if not w_resident:
                 w_addr = ext.add(layout.weight_bytes(node.weight, node.depthwise))
+            if not p_resident:
                 p_addr = ext.add(layout.param_bytes(node.bias, node.requant.M, node.requant.n))
             d = conv_descriptor(node, config, shapes[node.input], tensors[node.input][0], out,
                                 w_addr, p_addr, mask_for(node.output))
-            if node.name in resident_at:
-                d.flags &= ~(isa.FLAG_B_EXTERNAL | isa.FLAG_PARAMS_EXTERNAL)
+            if w_resident:
+                d.flags &= ~isa.FLAG_B_EXTERNAL
+            if p_resident:
+                d.flags &= ~isa.FLAG_PARAMS_EXTERNAL
         elif isinstance(node, AvgPool):
             c, h, w = shapes[node.input]
             mult = avgpool_mult(node, h * w)
@@ -260,7 +385,8 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
         descriptors.append(d)
         ops.append(f"{node.name} forward")
         for name in node_inputs(node):
-            if last_reader[name] == i and name != INPUT and not keep_tensors and name not in keep_alive:
+            # (the input image too: the host writes the next one before the next forward pass)
+            if last_reader[name] == i and not keep_tensors and name not in keep_alive:
                 alloc.free(name)
     # The program sits at external address 0; shift every external address past it.
     program_bytes = (len(descriptors) + 1) * isa.DESCRIPTOR_WORDS * 4

@@ -10,6 +10,7 @@ in docs/engine.md, "Next", and are refused with a sentence.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +22,7 @@ from ..train import UpdateRule
 from . import layout
 from . import program as isa
 from .backward import BackwardLowering, Gradient, allocate_lists, backward_start, path_nodes, place_tables
-from .compiler import Allocator, CompileError, Compiled, compile_forward
+from .compiler import Allocator, CompileError, Compiled, compile_forward, plan_offsets
 from .config import EngineConfig
 
 
@@ -70,13 +71,37 @@ class TrainingProgram:
         return loss
 
 
+STRIPE_CHOICES = (16, 8, 4, 2, 1)   # rows per stripe tried in turn: fewer rows, less memory, more halo work
+
+
 def compile_training(model: Model, scheme: UpdateScheme, config: EngineConfig,
-                     rule: UpdateRule = UpdateRule()) -> TrainingProgram:
+                     rule: UpdateRule = UpdateRule(), stripe_rows: int | None = None) -> TrainingProgram:
+    """`compile_one` with the most rows per stripe that fits the scratchpad (or the rows given)."""
+    if stripe_rows is not None:
+        return compile_one(model, scheme, config, rule, stripe_rows)
+    for rows in STRIPE_CHOICES:
+        try:
+            return compile_one(model, scheme, config, rule, rows)
+        except ScratchpadTooSmall as error:
+            last = error
+    raise last
+
+
+class ScratchpadTooSmall(CompileError):
+    """The iteration's buffers do not fit the scratchpad."""
+
+
+def compile_one(model: Model, scheme: UpdateScheme, config: EngineConfig, rule: UpdateRule,
+                stripe_rows: int) -> TrainingProgram:
     """Forward program, host loss step and backward program of one iteration (batch 1).
 
-    The updated convs (weights or biases) keep their weights and parameters resident in the
-    scratchpad; the inputs of weight-updated convs and the clamp masks of every node on the
-    backward path stay alive after the forward pass. The backward program's descriptors and
+    Buffers are placed in two passes (the first learns sizes and lifetimes, `plan_offsets`
+    packs them); `ScratchpadTooSmall` if the packing exceeds the scratchpad.
+
+    The weight-updated convs keep their weights and parameters resident in the scratchpad, the
+    bias-only ones their parameters; the inputs of weight-updated convs and the clamp masks of every node on the
+    backward path stay alive after the forward pass. Inverted residual blocks before the
+    backward path are computed in stripes of `stripe_rows` rows (None: whole tensors). The backward program's descriptors and
     their tables (update multipliers, input-gradient scales, frozen weights read on the
     gradient path) follow the forward image in external memory.
     """
@@ -86,23 +111,39 @@ def compile_training(model: Model, scheme: UpdateScheme, config: EngineConfig,
         raise CompileError("the classifier must be a 1x1 conv")
     start = backward_start(model, scheme)
     on_path = path_nodes(model, start)
-    updated = {model.convs[i].name for i in scheme.bias_convs(model) | set(scheme.weight_convs())}
+    # weight-updated convs keep weights and parameters in the scratchpad, bias-only ones the parameters
+    updated = {model.convs[i].name for i in scheme.weight_convs()}
     if scheme.classifier:
         updated.add(head.name)
+    bias_only = {model.convs[i].name for i in scheme.bias_convs(model)} - updated
     keep_alive = tuple(model.convs[i].input for i in scheme.weight_convs())
     keep_alive += (head.input,) if scheme.classifier else ()
     masks = {model.nodes[p].output for p in on_path}
     classes = head.out_channels
-    alloc = Allocator(config.scratchpad_bytes, slack=L)
-    g_addr = alloc.alloc("gradient", classes)
-    e_addr = alloc.alloc("exponent", 4)
-    prng_addr = alloc.alloc("prng", 4)
-    lists = allocate_lists(model, scheme, alloc)
-    forward = compile_forward(model, config, keep_masks=masks, resident=tuple(sorted(updated)),
-                              keep_alive=keep_alive, alloc=alloc)
-    lowering = BackwardLowering(model, scheme, config, rule, forward, alloc,
-                                Gradient(g_addr, e_addr), prng_addr, lists)
-    backward = lowering.lower()
+
+    def lower(alloc: Allocator, config: EngineConfig):
+        g_addr = alloc.alloc("gradient", classes)
+        e_addr = alloc.alloc("exponent", 4)
+        prng_addr = alloc.alloc("prng", 4)
+        lists = allocate_lists(model, scheme, alloc)
+        forward = compile_forward(model, config, keep_masks=masks, resident=tuple(sorted(updated)),
+                                  resident_params=tuple(sorted(bias_only)),
+                                  keep_alive=keep_alive, alloc=alloc, stripe_rows=stripe_rows)
+        lowering = BackwardLowering(model, scheme, config, rule, forward, alloc,
+                                    Gradient(g_addr, e_addr), prng_addr, lists)
+        return g_addr, e_addr, prng_addr, forward, lowering, lowering.lower()
+
+    # Twice: first to learn every buffer's size and lifetime, then with them packed (plan_offsets).
+    roomy = dataclasses.replace(config, scratchpad_bytes=2 ** 24)
+    recording = Allocator(roomy.scratchpad_bytes, slack=L)
+    lower(recording, roomy)
+    offsets, spanned = plan_offsets(recording.events)
+    if spanned + L > config.scratchpad_bytes:
+        raise ScratchpadTooSmall(f"{model.name} with scheme {scheme.name} needs {spanned + L:,} bytes of "
+                                 f"scratchpad at its peak (stripes of {stripe_rows} rows), the configuration "
+                                 f"has {config.scratchpad_bytes:,}")
+    alloc = Allocator(config.scratchpad_bytes, slack=L, offsets=offsets)
+    g_addr, e_addr, prng_addr, forward, lowering, backward = lower(alloc, config)
     tables, tables_at = place_tables(backward, forward.external.size, L)
     backward_base = -(-(tables_at + tables.size) // L) * L
     for i, d in enumerate(backward.descriptors):
