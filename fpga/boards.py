@@ -68,7 +68,8 @@ BOARDS = {
     "ulx3s-85f": Board("ulx3s-85f", "amaranth_boards.ulx3s", "ULX3S_85F_Platform", LFE5U_85F,
                        25e6, ECP5_85F_CONFIG, 50e6),
     "orangecrab-85f": Board("orangecrab-85f", "amaranth_boards.orangecrab_r0_2",
-                            "OrangeCrabR0_2_85FPlatform", LFE5U_85F, 48e6, ECP5_85F_CONFIG, 50e6),
+                            "OrangeCrabR0_2_85FPlatform", LFE5U_85F, 48e6, dataclasses.replace(ECP5_85F_CONFIG, clock_hz=60e6), 60e6,
+                            note="the PLL cannot make 50 MHz exactly from 48 MHz"),
 }
 
 

@@ -72,7 +72,7 @@ def format_table(result: dict) -> str:
              f"{result['macs_per_cycle']} MACs/cycle, scratchpad {result['scratchpad_bytes']} bytes",
              f"{'resource':10} {'used':>8} {'total':>8} {'use':>6}"]
     for name, (used, total) in result["resources"].items():
-        share = f"{100 * used / total:5.1f}%" if total else "   - "
+        share = f"{100 * used / total:.1f}%" if total else "-"
         lines.append(f"{name:10} {used:8d} {total:8d} {share:>6}")
     verdict = "met" if result["timing_met"] else "FAILED"
     lines.append(f"Fmax {result['fmax_mhz']:.2f} MHz against {result['target_mhz']:.2f} MHz: timing {verdict}")

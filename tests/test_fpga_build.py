@@ -127,8 +127,8 @@ def test_table_lists_every_resource_and_the_verdict():
               "scratchpad_bytes": 131072, "resources": {"BRAM": [203, 208], "SPRAM": [0, 0]},
               "fmax_mhz": 51.234, "target_mhz": 50.0, "timing_met": True}
     table = report.format_table(result).splitlines()
-    assert table[2] == "BRAM            203      208   97.6%"
-    assert table[3] == "SPRAM             0        0    - "
+    assert table[2] == "BRAM            203      208  97.6%"
+    assert table[3] == "SPRAM             0        0      -"
     assert table[-1] == "Fmax 51.23 MHz against 50.00 MHz: timing met"
 
 

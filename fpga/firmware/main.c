@@ -270,7 +270,7 @@ HOT static void loss_step(uint32_t label, struct loss_terms *terms) {
     for (uint32_t i = 0; i < classes; i++) {
         int32_t a = (int32_t)((table_q15[-logits[i]] + half) / sum);
         wide[i] = a;
-        if (a > high)
+        if (a > high && i != label)                   /* the label's A is p_t - 2^15, below */
             high = a;
     }
     int32_t low = wide[label] - (1 << 15);            /* the only negative entry */
