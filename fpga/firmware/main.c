@@ -16,6 +16,10 @@
    sending bytes to the UART) happens while the engine runs. */
 #include "soc.h"
 
+#define LOSS_CODE __attribute__((noinline, section(".text.hot"))) static
+#include "loss.h"
+_Static_assert(JOB_MAX_CLASSES <= LOSS_MAX_CLASSES, "loss.h must hold the job's classes");
+
 /* The instruction cache is 2 KiB, direct-mapped: the code that runs every iteration (`HOT`) is
    placed first and kept under 2 KiB, so once warm it never misses; boot and error code (`COLD`)
    go after it. Without this, refills after printing made the loss step 4x slower. */
@@ -233,69 +237,16 @@ COLD static void __attribute__((noreturn)) engine_failed(const char *phase, uint
 }
 
 /* ------------------------------------------------------------------ loss step (numerics 6.1) */
-struct loss_terms {
-    uint32_t sum;          /* S */
-    uint32_t distance;     /* d_t = max logit - label's logit */
-    int32_t exponent;      /* e of the gradient */
-};
 
-HOT static uint32_t bit_length(uint32_t value) {
-    uint32_t n = 0;
-    while (value) {
-        n++;
-        value >>= 1;
-    }
-    return n;
-}
 
 HOT static void loss_step(uint32_t label, struct loss_terms *terms) {
     uint32_t classes = job.classes;
     word_buffer logits_words, mask_words, gradient_words;
-    int32_t wide[JOB_MAX_CLASSES];
-
     const int8_t *logits = (const int8_t *)logits_words.byte +
                            scratchpad_read(job.logits_addr, &logits_words, classes);
     const uint8_t *mask = mask_words.byte + scratchpad_read(job.mask_addr, &mask_words, (classes + 7u) / 8u);
-    int32_t top = -128;
-    for (uint32_t i = 0; i < classes; i++)
-        if (logits[i] > top)
-            top = logits[i];
-    const uint32_t *table = softmax_table + top, *table_q15 = softmax_table_q15 + top;
-    uint32_t sum = 0;
-    for (uint32_t i = 0; i < classes; i++)
-        sum += table[-logits[i]];                     /* T[d_i], d_i = top - l_i */
-    /* p_i = (T[d_i] * 2^15 + S // 2) // S; T <= 2^16 and S < 2^26 keep it in 32 bits */
-    uint32_t half = sum >> 1;
-    int32_t high = 0;
-    for (uint32_t i = 0; i < classes; i++) {
-        int32_t a = (int32_t)((table_q15[-logits[i]] + half) / sum);
-        wide[i] = a;
-        if (a > high && i != label)                   /* the label's A is p_t - 2^15, below */
-            high = a;
-    }
-    int32_t low = wide[label] - (1 << 15);            /* the only negative entry */
-    wide[label] = low;
-    /* gradient quantizer (numerics 5) with e_A = -15: k = max(0, bitlen(max|A|) - 7) */
-    uint32_t magnitude = (uint32_t)(-low > high ? -low : high), shift = 0;
-    for (uint32_t limit = 128u; magnitude >= limit; limit += limit)
-        shift++;
-    int32_t rounding = shift ? 1 << (shift - 1) : 0;
-    uint32_t bit = 1u, mask_byte = 0;
-    for (uint32_t i = 0; i < classes; i++) {
-        if ((i & 7u) == 0) {
-            mask_byte = *mask++;
-            bit = 1u;
-        }
-        int32_t g = (wide[i] + rounding) >> shift;
-        if (g > 127)
-            g = 127;
-        if (g < -127)
-            g = -127;
-        if (!(mask_byte & bit))                        /* the logits' clamp mask */
-            g = 0;
-        bit += bit;
-        gradient_words.byte[i] = (uint8_t)g;
-    }
+    softmax_gradient(logits, mask, classes, label, softmax_table, softmax_table_q15,
+                     gradient_words.byte, terms);
     /* whole words: the job builder checked that the padding bytes up to the next word are free */
     for (uint32_t i = classes; i & 3u; i++)
         gradient_words.byte[i] = 0;
@@ -303,34 +254,7 @@ HOT static void loss_step(uint32_t label, struct loss_terms *terms) {
     uint32_t words = (classes + 3u) / 4u;
     for (uint32_t w = 0; w < words; w++)
         to[w] = gradient_words.word[w];
-    terms->exponent = -15 + (int32_t)shift;
     REG(SOC_SCRATCHPAD_BASE + job.exponent_addr) = (uint32_t)terms->exponent;
-    terms->sum = sum;
-    terms->distance = (uint32_t)(top - logits[label]);
-}
-
-/* log2(x) in Q16 for x >= 1: integer part from the bit length, fraction bits by squaring. */
-HOT static uint32_t log2_q16(uint32_t x) {
-    uint32_t integer = bit_length(x) - 1u;
-    uint32_t m = x << (31u - integer);          /* m / 2^31 in [1, 2) */
-    uint32_t result = integer << 16;
-    for (int bit = 15; bit >= 0; bit--) {
-        uint64_t square = (uint64_t)m * m;      /* / 2^62, in [1, 4) */
-        if (square >> 63) {
-            m = (uint32_t)(square >> 32);
-            result |= 1u << bit;
-        } else {
-            m = (uint32_t)(square >> 31);
-        }
-    }
-    return result;
-}
-
-/* The reported loss ln(S / 2^16) + s_l * d_t in Q16 (golden int_ops.softmax_cross_entropy_grad). */
-HOT static uint32_t loss_q16(const struct loss_terms *terms) {
-    uint32_t log2_ratio = log2_q16(terms->sum) - (16u << 16);       /* S >= T[0] = 2^16 */
-    uint32_t natural = (uint32_t)(((uint64_t)log2_ratio * 45426u) >> 16);   /* ln 2 in Q16 */
-    return natural + (uint32_t)(((uint64_t)job.logit_scale_q24 * terms->distance) >> 8);
 }
 
 /* ------------------------------------------------------------------ iterations */
@@ -345,7 +269,7 @@ static const char *const line_fields[] = {
     " backward ", " sample ", " loss_step "};
 
 HOT static void print_iteration(const struct iteration *it) {
-    uint32_t loss = loss_q16(&it->loss);
+    uint32_t loss = loss_q16(&it->loss, job.logit_scale_q24);
     uint32_t whole = loss >> 16, fraction = ((loss & 0xffffu) * 10000u + 32768u) >> 16;
     if (fraction == 10000u) {
         whole++;

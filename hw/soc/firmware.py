@@ -23,6 +23,7 @@ from .header import soc_header
 
 SOURCE_DIR = Path(__file__).resolve().parents[2] / "fpga" / "firmware"
 SOURCES = ("start.S", "main.c")
+HEADERS = ("loss.h",)
 FLAGS = ("-target", "riscv32-freestanding-none", "-mcpu=generic_rv32+m", "-Os", "-g", "-ffreestanding",
          "-fno-builtin", "-nostdlib", "-ffunction-sections", "-Wl,--gc-sections", "-Wall", "-Wextra",
          "-Werror")
@@ -66,7 +67,7 @@ def build_firmware(config: SocConfig) -> Firmware:
     header = soc_header(config)
     ram = config.region("ram")
     ram_script = f"MEMORY {{ RAM (rwx) : ORIGIN = 0x{ram.base:x}, LENGTH = 0x{ram.size:x} }}\n"
-    sources = {name: (SOURCE_DIR / name).read_text() for name in SOURCES + ("link.ld",)}
+    sources = {name: (SOURCE_DIR / name).read_text() for name in SOURCES + HEADERS + ("link.ld",)}
     import ziglang
     hasher = hashlib.sha256()
     for part in [header, ram_script, " ".join(FLAGS), getattr(ziglang, "__version__", "")] + \
