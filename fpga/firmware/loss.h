@@ -3,6 +3,7 @@
    reported loss in Q16. main.c uses it on the SoC; tests/test_soc_firmware.py compiles it for
    the host (host_loss.c) and compares it with golden/int_ops.py on thousands of cases.
 
+   LOSS_CODE and PRINT_CODE place the functions (main.c puts them in its hot sections).
    Written for VexRiscv Lite: no division except the ten p_i (the divider takes 33 cycles), no
    shifts by more than a few bits in loops (the shifter does one bit per cycle). */
 #ifndef SPARSEBP_LOSS_H
@@ -12,6 +13,9 @@
 #ifndef LOSS_CODE
 #define LOSS_CODE static
 #endif
+#ifndef PRINT_CODE
+#define PRINT_CODE LOSS_CODE
+#endif
 #define LOSS_MAX_CLASSES 64
 
 struct loss_terms {
@@ -20,14 +24,6 @@ struct loss_terms {
     int32_t exponent;      /* e of the gradient */
 };
 
-LOSS_CODE uint32_t bit_length(uint32_t value) {
-    uint32_t n = 0;
-    while (value) {
-        n++;
-        value >>= 1;
-    }
-    return n;
-}
 
 /* `table[d]` = T[d], `table_q15[d]` = T[d] << 15; `mask` bit i (byte i/8, LSB first) is the
    clamp mask of logit i; writes `classes` gradient bytes (int8) to `gradient`. */
@@ -82,9 +78,12 @@ LOSS_CODE void softmax_gradient(const int8_t *logits, const uint8_t *mask, uint3
 }
 
 /* log2(x) in Q16 for x >= 1: integer part from the bit length, fraction bits by squaring. */
-LOSS_CODE uint32_t log2_q16(uint32_t x) {
-    uint32_t integer = bit_length(x) - 1u;
-    uint32_t m = x << (31u - integer);          /* m / 2^31 in [1, 2) */
+PRINT_CODE uint32_t log2_q16(uint32_t x) {
+    uint32_t integer = 31u, m = x;              /* normalise: m / 2^31 in [1, 2) */
+    while (!(m & 0x80000000u)) {
+        m += m;
+        integer--;
+    }
     uint32_t result = integer << 16;
     for (int bit = 15; bit >= 0; bit--) {
         uint64_t square = (uint64_t)m * m;      /* / 2^62, in [1, 4) */
@@ -100,7 +99,7 @@ LOSS_CODE uint32_t log2_q16(uint32_t x) {
 
 /* The reported loss ln(S / 2^16) + s_l * d_t in Q16 (golden int_ops.softmax_cross_entropy_grad),
    `logit_scale_q24` = s_l * 2^24. */
-LOSS_CODE uint32_t loss_q16(const struct loss_terms *terms, uint32_t logit_scale_q24) {
+PRINT_CODE uint32_t loss_q16(const struct loss_terms *terms, uint32_t logit_scale_q24) {
     uint32_t log2_ratio = log2_q16(terms->sum) - (16u << 16);       /* S >= T[0] = 2^16 */
     uint32_t natural = (uint32_t)(((uint64_t)log2_ratio * 45426u) >> 16);   /* ln 2 in Q16 */
     return natural + (uint32_t)(((uint64_t)logit_scale_q24 * terms->distance) >> 8);
