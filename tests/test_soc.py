@@ -67,7 +67,7 @@ def test_cpu_overhead_is_measured_consistently_and_bounded(training):
     for it in training["iterations"]:
         busy = it["forward_cycles"] + it["backward_cycles"]
         # the iteration is idle + busy, up to the cycle between each start write and busy
-        assert 0 <= it["cycles"] - (it["engine_idle_cycles"] + busy) <= 4
+        assert -2 <= it["cycles"] - (it["engine_idle_cycles"] + busy) <= 8
         # the sample copy and the loss step are the idle time, up to polling and bookkeeping
         cpu_work = it["sample_cycles"] + it["loss_step_cycles"]
         assert cpu_work - 50 <= it["engine_idle_cycles"] <= cpu_work + 300

@@ -310,8 +310,20 @@ PRINT static void warm_up(void) {
                      job.classes, last_label, softmax_table, softmax_table_q15, scratch.byte, &terms);
 }
 
-HOT static uint32_t now(void) { return REG(SOC_SYSCTL_CYCLES); }
-HOT static uint32_t engine_idle(void) { return REG(SOC_ENGINE_IDLE_CYCLES); }
+static inline __attribute__((always_inline)) uint32_t now(void) { return REG(SOC_SYSCTL_CYCLES); }
+
+/* The cycle counter and the engine's idle counter, read back to back by the same code at both
+   ends of an iteration, so the skew between the two readings cancels. */
+struct stamp {
+    uint32_t cycles, idle;
+};
+
+WARM static struct stamp stamp(void) {
+    struct stamp now;
+    now.cycles = REG(SOC_SYSCTL_CYCLES);
+    now.idle = REG(SOC_ENGINE_IDLE_CYCLES);
+    return now;
+}
 
 /* Everything before the first iteration: the job, the table, the preload, the PRNG seed. */
 COLD static void boot(void) {
@@ -373,7 +385,7 @@ HOT int main(void) {
     volatile uint32_t *input = (volatile uint32_t *)(uintptr_t)(SOC_SCRATCHPAD_BASE + job.input_addr);
     uint32_t sample_offset = job.samples_offset, label_offset = job.labels_offset;
     uint32_t words = job.input_bytes / 4u, stride = job.sample_stride;
-    uint32_t started = now(), idle_started = engine_idle();
+    struct stamp started = stamp();
     for (uint32_t k = 0; k < job.iterations; k++) {
         struct iteration *current = &records[k & 1u];
         /* -- engine idle from here: the sample */
@@ -385,7 +397,7 @@ HOT int main(void) {
         uint32_t label = flash_word(label_offset);
         engine_start(job.forward_base);
         /* -- engine busy: bookkeeping and the previous line */
-        current->sample_cycles = now() - started;
+        current->sample_cycles = now() - started.cycles;
         current->index = k;
         current->label = label;
         sample_offset += stride;
@@ -404,20 +416,18 @@ HOT int main(void) {
         current->loss_step_cycles = now() - loss_began;
         if (engine_wait() & ENGINE_STATUS_ERROR)
             engine_failed("backward", job.backward_base);
-        uint32_t ended = now(), idle_ended = engine_idle();
+        struct stamp ended = stamp();
         current->backward_cycles = REG(SOC_ENGINE_CYCLES);
-        current->cycles = ended - started;
-        current->idle_cycles = idle_ended - idle_started;
+        current->cycles = ended.cycles - started.cycles;
+        current->idle_cycles = ended.idle - started.idle;
         previous = current;
         started = ended;
-        idle_started = idle_ended;
         if (job.flags & JOB_FLAG_PAUSE) {
             print_iteration(previous);
             previous = 0;
             pause();
             warm_up();
-            started = now();
-            idle_started = engine_idle();
+            started = stamp();
         }
     }
     if (previous)
