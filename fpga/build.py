@@ -152,9 +152,13 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
                            + " | ".join(tail))
     figures = nextpnr_report.read_build_dir(board.device.family, build_dir, NAME)
     bitstream = build_dir / (f"{NAME}.bin" if board.device.family == "ice40" else f"{NAME}.bit")
-    result = {"board": board.name, "device": board.device.name, "design": design, "lanes": config.lanes,
-              "macs_per_cycle": config.macs_per_cycle, "scratchpad_bytes": config.scratchpad_bytes,
-              "external_bytes": config.external_bytes, "param_channels": config.param_channels,
+    engine = design == "engine"     # a unit build has no lanes, scratchpad or parameters of its own
+    result = {"board": board.name, "device": board.device.name, "design": design,
+              "lanes": config.lanes if engine else 1, "macs_per_cycle": config.macs_per_cycle if engine else 0,
+              "scratchpad_bytes": config.scratchpad_bytes if engine else 0,
+              "external_bytes": config.external_bytes if engine else 0,
+              "param_channels": config.param_channels if engine else 0,
               **figures, "build_seconds": round(seconds, 1), "bitstream": str(bitstream),
-              "estimate": dataclasses.asdict(estimate(board, config)), "source": revision}
+              "estimate": dataclasses.asdict(estimate(board, config)) if engine else None,
+              "source": revision}
     return result

@@ -68,8 +68,12 @@ def summarize(family: str, report: dict, log_text: str = "") -> dict:
 
 
 def format_table(result: dict) -> str:
-    lines = [f"board {result['board']} ({result['device']}), engine {result['lanes']} lanes, "
-             f"{result['macs_per_cycle']} MACs/cycle, scratchpad {result['scratchpad_bytes']} bytes",
+    if result.get("design", "engine") == "engine":
+        what = (f"engine {result['lanes']} lanes, {result['macs_per_cycle']} MACs/cycle, "
+                f"scratchpad {result['scratchpad_bytes']} bytes")
+    else:
+        what = f"{result['design']} alone"
+    lines = [f"board {result['board']} ({result['device']}), {what}",
              f"{'resource':10} {'used':>8} {'total':>8} {'use':>6}"]
     for name, (used, total) in result["resources"].items():
         share = f"{100 * used / total:.1f}%" if total else "-"
