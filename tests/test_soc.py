@@ -8,6 +8,7 @@ Trainer, and after the run the golden executor's whole scratchpad. Set SPARSEBP_
 the number of iterations (default 8: from iteration 4 on the label is often the top class, which
 caught a wrong max|A| in the firmware's quantizer that 3 iterations did not).
 """
+import importlib.util
 import os
 
 import numpy as np
@@ -19,8 +20,12 @@ from sim.toolchain import verilator_available
 
 available, reason = verilator_available()
 compiler, compiler_reason = compiler_available()
+cpu = importlib.util.find_spec("pythondata_cpu_vexriscv") is not None
 pytestmark = [pytest.mark.skipif(not available, reason=reason),
-              pytest.mark.skipif(not compiler, reason=compiler_reason), pytest.mark.slow]
+              pytest.mark.skipif(not compiler, reason=compiler_reason),
+              pytest.mark.skipif(not cpu, reason="cannot build the SoC: missing Python package "
+                                 "pythondata-cpu-vexriscv (pip install -e '.[sim]')"),
+              pytest.mark.slow]
 ITERATIONS = int(os.environ.get("SPARSEBP_SOC_ITERATIONS", "8"))
 
 
