@@ -117,6 +117,7 @@ class Engine(wiring.Component):
         list_loop = Signal(3)
         m.d.comb += list_loop.eq(list_code - 1)
         list_is_chunk = list_on & (list_loop == chunk_loop)      # one lane, channel = list entry
+        list_a_on, list_b_on, list_out_on = flags[11], flags[12], flags[13]   # operands addressed through it
         list_limit = f("list_limit")
         param_count = Signal(32)
         m.d.comb += param_count.eq(Mux(list_is_chunk, list_limit, lanes_total))
@@ -142,13 +143,15 @@ class Engine(wiring.Component):
             m.d.sync += cycles.eq(cycles + 1)
 
         # Sequential range check: 17 terms stride * (count - 1), one per cycle.
-        # (the list loop reaches entry list_limit - 1 whatever its trip count)
-        span_counts = [Mux(list_on & (list_loop == k), list_limit, counts[k]) if k < isa.OUTPUT_LOOPS
-                       else counts[k] for k in range(6)]
-        terms = ([(fs("a_strides", k), span_counts[k], 0) for k in range(6)]
+        # (a listed operand's list loop reaches entry list_limit - 1 whatever its trip count)
+        def span_counts(listed):
+            return [Mux(listed & list_on & (list_loop == k), list_limit, counts[k]) if k < isa.OUTPUT_LOOPS
+                    else counts[k] for k in range(6)]
+        a_spans, b_spans, out_spans = span_counts(list_a_on), span_counts(list_b_on), span_counts(list_out_on)
+        terms = ([(fs("a_strides", k), a_spans[k], 0) for k in range(6)]
                  + [(fs("a_row_stride"), f("a_rows"), 0), (fs("a_col_stride"), f("a_cols"), 0)]
-                 + [(fs("b_strides", k), span_counts[k], 1) for k in range(6)]
-                 + [(fs("out_strides", k), span_counts[k], 2) for k in range(3)])
+                 + [(fs("b_strides", k), b_spans[k], 1) for k in range(6)]
+                 + [(fs("out_strides", k), out_spans[k], 2) for k in range(3)])
         term = Signal(range(len(terms) + 1))
         term_stride = Signal(signed(32))
         term_count = Signal(32)
@@ -329,8 +332,8 @@ class Engine(wiring.Component):
         m.d.comb += [list_a.eq(list_value * stride_a), list_b.eq(list_value * stride_b),
                      list_out.eq(list_value * stride_out)]
 
-        def through_list(offsets, listed):
-            return [Mux(list_on & (list_loop == k), listed, o) if k < isa.OUTPUT_LOOPS else o
+        def through_list(offsets, listed, operand_on):
+            return [Mux(operand_on & list_on & (list_loop == k), listed, o) if k < isa.OUTPUT_LOOPS else o
                     for k, o in enumerate(offsets)]
 
         row = Signal(signed(24))
@@ -340,9 +343,9 @@ class Engine(wiring.Component):
         a_addr = Signal(32)
         b_addr = Signal(32)
         out_addr = Signal(32)
-        m.d.comb += [a_addr.eq(a_origin + sum(through_list(pa, list_a))),
-                     b_addr.eq(fs("b_base") + sum(through_list(pb, list_b))),
-                     out_addr.eq(fs("out_base") + sum(through_list(po, list_out)))]
+        m.d.comb += [a_addr.eq(a_origin + sum(through_list(pa, list_a, list_a_on))),
+                     b_addr.eq(fs("b_base") + sum(through_list(pb, list_b, list_b_on))),
+                     out_addr.eq(fs("out_base") + sum(through_list(po, list_out, list_out_on)))]
         chunk_index = Signal(16)
         with m.Switch(chunk_loop):
             for k in range(6):

@@ -216,7 +216,9 @@ def random_op_case(rng: np.random.Generator, config: EngineConfig = CASE_CONFIG)
         selected = int(rng.integers(1, c + 1))
         entries = np.sort(rng.choice(c, selected, replace=False))
         if rng.random() < 0.2:
-            entries = rng.integers(0, c, selected)          # lists need not be sorted or distinct
+            # lists need not be sorted; only a raw output may name a channel twice (an update
+            # would read a weight its own earlier output is still writing: docs/engine.md)
+            entries = rng.integers(0, c, selected) if kind == "raw32-list" else rng.permutation(c)[:selected]
         d.list_addr, d.list_limit = mask_addr + 256, c
         spad[d.list_addr:d.list_addr + 2 * selected] = entries.astype("<u2").view(np.uint8)
         d.epilogue = isa.RAW32 if kind == "raw32-list" else isa.UPDATE
@@ -245,6 +247,8 @@ def random_op_case(rng: np.random.Generator, config: EngineConfig = CASE_CONFIG)
             d.flags |= 1 << isa.LIST_SHIFT
         if kind == "raw32-list":
             d.flags &= ~isa.FLAG_PARAMS_EXTERNAL
+        # which operands go through the list: all (as a gather-free update), or a random subset
+        d.flags |= isa.LIST_ALL if rng.random() < 0.5 else int(rng.integers(0, 8)) << 11
         name = f"{kind} {selected}/{c}x{c_out} {h}x{w} s{s} rounding {rounding}"
     else:   # dot: input-gradient shaped, lanes over the reduced channels
         d.epilogue, d.mode, d.flags = isa.RAW32, isa.DOT, isa.FLAG_B_EXTERNAL
@@ -315,6 +319,7 @@ def bad_program_cases(config: EngineConfig) -> list[OpCase]:
     d = listed.descriptors[0]
     scratchpad = listed.scratchpad.copy()
     entries = scratchpad[d.list_addr:d.list_addr + 2 * d.counts[0]].view("<u2")
+    d.flags |= isa.LIST_ALL
     entries[-1] = d.list_limit
     program = [base, d]
     ext = listed.external.copy()

@@ -27,12 +27,16 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("sim", help="run programs on the engine RTL under Verilator")
     sim_sub = p.add_subparsers(dest="sim_target", required=True, metavar="TARGET")
     e = sim_sub.add_parser("engine", help="training iterations on the engine RTL vs the golden model")
-    e.add_argument("--model", default="builtin", choices=["builtin"],
-                   help="the built-in digits CNN (MobileNetV2 needs the striping compiler)")
-    e.add_argument("--scheme", default=DEFAULT_SCHEME,
-                   help=f"update scheme, as for `sparsebp train` (default {DEFAULT_SCHEME}: biases of the "
-                        f"last four convs, block 2's weights on a random half/quarter/half of their "
+    e.add_argument("--model", default="builtin",
+                   help="'builtin' (the digits CNN) or an MIT .pkl model (fresh 10-class head)")
+    e.add_argument("--data", default=None,
+                   help="'digits' (builtin's default) or 'cifar10:PATH' (MIT models; default: random images)")
+    e.add_argument("--scheme", default=None,
+                   help=f"update scheme, as for `sparsebp train` (builtin's default {DEFAULT_SCHEME}: biases "
+                        f"of the last four convs, block 2's weights on a random half/quarter/half of their "
                         f"channels, the classifier)")
+    e.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default 0.05 for builtin, 0.002 for MIT models)")
     e.add_argument("--selection-sweep", action="store_true",
                    help="one iteration per ratio 1/8, 1/4, 1/2, 1 of block 2's weights: update cycles vs "
                         "selected channels")
@@ -44,10 +48,12 @@ def add_parser(subparsers) -> None:
 
 
 def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: int = 1,
-                     scheme_name: str = DEFAULT_SCHEME) -> dict:
+                     scheme_name: str | None = None, model_spec: str = "builtin",
+                     data_spec: str | None = None, lr: float | None = None) -> dict:
     from golden import int_ops
     from golden.builtin import builtin_model
     from golden.data import load_digits
+    from sparsebp.runs import load_data, load_model_spec
     from golden.engine import layout
     from golden.engine.config import PRESETS
     from golden.engine.cycles import descriptor_cycles, end_cycles
@@ -65,13 +71,27 @@ def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: in
     if not ok:
         raise ValueError(f"cannot simulate: {reason}")
     config = PRESETS[config_name]
-    model = builtin_model().with_new_head(10, seed=0)
+    builtin = model_spec == "builtin"
+    model = load_model_spec(model_spec).with_new_head(10, seed=0)
+    if scheme_name is None:
+        if not builtin:
+            raise ValueError("--scheme is needed for a model file (for example mbv2-49kb)")
+        scheme_name = DEFAULT_SCHEME
     scheme = parse_scheme(scheme_name, model)             # a bad name is a ValueError with the choices
-    data = load_digits("train")
-    images = int_ops.quantize_images(data.images[:iterations], model)
-    trainer = Trainer(model, scheme, "dynamic", UpdateRule(), seed=seed)
+    rule = UpdateRule(lr=lr if lr is not None else (0.05 if builtin else 0.002))
+    if data_spec is not None:
+        data, images = load_data(data_spec, "train", model, limit=iterations)
+        labels = data.labels
+    elif builtin:
+        data = load_digits("train")
+        images, labels = int_ops.quantize_images(data.images[:iterations], model), data.labels
+    else:   # the engine's arithmetic does not depend on what the pixels show
+        rng = np.random.default_rng(seed)
+        images = rng.integers(-128, 128, (iterations,) + model.input_shape).astype(np.int8)
+        labels = rng.integers(0, 10, iterations)
+    trainer = Trainer(model, scheme, "dynamic", rule, seed=seed)
     host_selector = ChannelSelector(model, scheme, "dynamic", seed=2 * seed + 1)   # draws as the Trainer's
-    program = compile_training(model, scheme, config)
+    program = compile_training(model, scheme, config, rule)
     scratchpad = program.initial_scratchpad(images[0], trainer.sr_rng.state)
     phases = (("forward", program.forward.descriptors, 0, program.forward.ops),
               ("backward", program.backward, program.backward_base, program.backward_ops))
@@ -79,9 +99,10 @@ def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: in
     print(f"{iterations} training iteration(s) of {model.name} (scheme {scheme_name}) on the engine RTL, "
           f"{config.lanes} lanes, {config.scratchpad_bytes // 1024} KiB scratchpad "
           f"(the first run builds the simulator: a few minutes)", flush=True)
-    for k, (image, label) in enumerate(zip(images, data.labels[:iterations])):
+    for k, (image, label) in enumerate(zip(images, labels[:iterations])):
         x_at = program.forward.tensors["input"][0]
         scratchpad[x_at:x_at + image.size] = layout.activation_bytes(image)
+        program.write_selection(scratchpad, host_selector.select())     # the CPU draws the channels first
         iteration_cycles, exact = 0, True
         loss = None
         for phase, descriptors, base, labels in phases:
@@ -110,7 +131,6 @@ def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: in
             scratchpad = rtl.scratchpad.copy()
             if phase == "forward":
                 loss = program.loss_step(scratchpad, model, int(label))
-                program.write_selection(scratchpad, host_selector.select())
         trainer.step(image[None], int(label))
         matches_trainer = resident_equal_trainer(program, trainer, scratchpad)
         iterations_out.append({"iteration": k, "loss": loss, "cycles": iteration_cycles,
@@ -176,6 +196,7 @@ def run(args) -> dict:
         result = selection_sweep(args.config)
         print_sweep(result)
         return result
-    result = rtl_training_run(args.iterations, args.config, scheme_name=args.scheme)
+    result = rtl_training_run(args.iterations, args.config, scheme_name=args.scheme, model_spec=args.model,
+                              data_spec=args.data, lr=args.lr)
     print_table(result)
     return result

@@ -100,9 +100,9 @@ def run_iterations(scheme_text, iterations, config=SMALL, rounding="stochastic")
     for it in range(iterations):
         x = layout.activation_bytes(images[it])
         machine.scratchpad[x_at:x_at + x.size] = x
+        program.write_selection(machine.scratchpad, host_selector.select())
         _run(machine, program.forward.descriptors)
         loss = program.loss_step(machine.scratchpad, model, int(data.labels[it]))
-        program.write_selection(machine.scratchpad, host_selector.select())
         _run(machine, program.backward)
         result = trainer.step(images[it][None], int(data.labels[it]))
         wrong = []
@@ -180,9 +180,9 @@ def test_strided_input_gradients_equal_the_trainer(scheme_text):
         label = int(rng.integers(0, 3))
         x = layout.activation_bytes(image)
         machine.scratchpad[x_at:x_at + x.size] = x
+        program.write_selection(machine.scratchpad, host_selector.select())
         _run(machine, program.forward.descriptors)
         loss = program.loss_step(machine.scratchpad, model, label)
-        program.write_selection(machine.scratchpad, host_selector.select())
         _run(machine, program.backward)
         assert loss == trainer.step(image[None].astype(np.int8), label).loss
         for node in trainer.model.nodes:

@@ -337,11 +337,17 @@ class BackwardLowering:
             if weight_ratio < 1.0:
                 self._through_list(node, index, d, c_in, k)
             self._emit(d, f"{node.name} weight update", {"param_base": u_table})
+            if node.name in self.forward.saved:
+                self.alloc.free(f"saved:{node.name}")
 
     def _through_list(self, node: Conv, index: int, d: isa.Descriptor, c_in: int, k: int) -> None:
         """Restrict a weight update to the channels listed at `lists[index]` (selected count)."""
         count = selected_count(node, self.scheme.weight_convs()[index])
         d.list_addr, d.list_limit = self.lists[index], node.in_channels
+        # A is the forward pass's compact copy of the selected input channels (index j itself);
+        # the gradient and the weights are addressed through the list
+        _, h, w = self.shapes[node.input]
+        d.a_base, d.a_row_stride, d.a_col_stride = self.forward.saved[node.name], w * count, count
         if node.depthwise:
             # list-chunk mode: one lane, outputs (u, v, listed channel), the draws in [u][v][c] order
             d.lanes_total = 1
@@ -349,10 +355,10 @@ class BackwardLowering:
             d.a_strides = [0, 0, 1, 0, 0, 0]
             d.b_strides = [0, 0, 1, 0] + d.b_strides[4:]
             d.out_strides = [k * node.out_channels, node.out_channels, 1]
-            d.flags |= (2 + 1) << isa.LIST_SHIFT
+            d.flags |= ((2 + 1) << isa.LIST_SHIFT) | isa.FLAG_LIST_B | isa.FLAG_LIST_OUT
         else:
             d.counts = [count] + d.counts[1:]
-            d.flags |= (0 + 1) << isa.LIST_SHIFT
+            d.flags |= ((0 + 1) << isa.LIST_SHIFT) | isa.FLAG_LIST_OUT
 
 
 def allocate_lists(model: Model, scheme: UpdateScheme, alloc: Allocator) -> dict[int, int]:

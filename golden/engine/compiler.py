@@ -133,6 +133,7 @@ class Compiled:
     # scratchpad (None: the weights stay in external memory, only the parameters are resident)
     resident: dict[str, tuple[int | None, int]] = field(default_factory=dict)
     preload: list[tuple[int, np.ndarray]] = field(default_factory=list)   # host writes before a run
+    saved: dict[str, int] = field(default_factory=dict)   # conv name -> its selected input channels' copy
 
     @property
     def program_words(self) -> np.ndarray:
@@ -180,6 +181,20 @@ def conv_descriptor(node: Conv, config: EngineConfig, in_shape, x_addr: int, y_a
         d.flags |= isa.FLAG_WRITE_MASK
         d.mask_base = mask_addr
     return d
+
+
+def gather_descriptor(config: EngineConfig, x_addr: int, shape, list_addr: int, count: int, out_addr: int,
+                      identity_params: int) -> isa.Descriptor:
+    """out[p][j] = x[p][list[j]]: the listed channels of an HWC tensor, compactly, one byte per
+    step through a one-lane identity requantization (bias 0, M = 2^30, n = 30)."""
+    c, h, w = shape
+    _check_counts("gather", count, h * w)
+    return isa.Descriptor(opcode=isa.MAC, mode=isa.BROADCAST, epilogue=isa.REQUANT,
+                          flags=isa.FLAG_B_ONES | isa.FLAG_PARAMS_EXTERNAL | ((0 + 1) << isa.LIST_SHIFT)
+                          | isa.FLAG_LIST_A,
+                          chunk_loop=1, lanes_total=1, counts=[count, 1, h * w, 1, 1, 1], a_base=x_addr,
+                          a_strides=[1, 0, c, 0, 0, 0], out_base=out_addr, out_strides=[1, 0, count],
+                          param_base=identity_params, list_addr=list_addr, list_limit=c)
 
 
 def avgpool_descriptor(node: AvgPool, config: EngineConfig, in_shape, x_addr, y_addr,
@@ -258,7 +273,8 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
                     keep_masks: "bool | set[str]" = False, keep_tensors: bool = False,
                     resident: tuple[str, ...] = (), keep_alive: tuple[str, ...] = (),
                     alloc: "Allocator | None" = None, stripe_rows: int | None = None,
-                    resident_params: tuple[str, ...] = ()) -> Compiled:
+                    resident_params: tuple[str, ...] = (),
+                    gathers: dict[str, tuple[int, int]] | None = None) -> Compiled:
     """The forward pass of `model` as one program (whole tensors, no striping).
 
     The input image is expected HWC at `tensors[INPUT]`; the logits end at
@@ -267,7 +283,9 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
     keep_tensors no tensor is freed, so each descriptor's output can be inspected afterwards.
     Convs named in `resident` keep weights and parameters in the scratchpad (they are updated
     in training; `preload` says what the host writes there), those in `resident_params` only
-    their parameters (bias-only updates); tensors in `keep_alive` are never
+    their parameters (bias-only updates); `gathers` (conv name -> (channel list address, count))
+    makes the conv's step also copy the listed channels of its input, compactly, into a buffer
+    that outlives the forward pass (`saved`: what a sparse weight update reads); tensors in `keep_alive` are never
     freed (the backward pass reads them).
 
     With `stripe_rows`, every inverted residual block pw1 -> dw -> pw2 (golden/memory.py:
@@ -298,6 +316,7 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
             preload.append((resident_at[node.name][1], p))
     tensors: dict[str, tuple[int, tuple[int, int, int]]] = {}
     masks: dict[str, int] = {}
+    saved: dict[str, int] = {}
     descriptors, ops = [], []
 
     def place(name):
@@ -369,6 +388,18 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
                 d.flags &= ~isa.FLAG_B_EXTERNAL
             if p_resident:
                 d.flags &= ~isa.FLAG_PARAMS_EXTERNAL
+            if gathers and node.name in gathers:
+                list_addr, count = gathers[node.name]
+                c_in, h, w = shapes[node.input]
+                saved[node.name] = alloc.alloc(f"saved:{node.name}", count * h * w)
+                identity = ext.add(layout.param_bytes([0], [2 ** 30], [30]))
+                gather = gather_descriptor(config, tensors[node.input][0], (c_in, h, w), list_addr, count,
+                                           saved[node.name], identity)
+                if isa.check(gather, config) != isa.OK:
+                    raise CompileError(f"{node.name}: the gather of its selected input channels fails the "
+                                       f"engine's check ({isa.ERROR_NAMES[isa.check(gather, config)]})")
+                descriptors.append(gather)
+                ops.append(f"{node.name} save selected input channels")
         elif isinstance(node, AvgPool):
             c, h, w = shapes[node.input]
             mult = avgpool_mult(node, h * w)
@@ -404,4 +435,4 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
     if image.size > config.external_bytes:
         raise CompileError(f"program and weights need {image.size:,} bytes of external memory, "
                            f"the configuration has {config.external_bytes:,}")
-    return Compiled(config, descriptors, image, tensors, masks, ops, alloc.peak, resident_at, preload)
+    return Compiled(config, descriptors, image, tensors, masks, ops, alloc.peak, resident_at, preload, saved)

@@ -109,11 +109,12 @@ class Machine:
         count = d.counts[isa.list_loop(d)]
         return self.scratchpad[d.list_addr:d.list_addr + 2 * count].view("<u2").astype(np.int64)
 
-    def _through_list(self, d: isa.Descriptor, idx: np.ndarray) -> np.ndarray:
-        """Loop indices as the address generators see them: the list loop's index i becomes
-        list[i] (docs/engine.md, "Channel lists")."""
+    def _through_list(self, d: isa.Descriptor, idx: np.ndarray, operand: int) -> np.ndarray:
+        """Loop indices as the address generator of `operand` (FLAG_LIST_A/B/OUT) sees them: the
+        list loop's index i becomes list[i] if the operand's bit is set (docs/engine.md,
+        "Channel lists")."""
         looped = isa.list_loop(d)
-        if looped is None:
+        if looped is None or not d.flags & operand:
             return idx
         idx = idx.copy()
         idx[..., looped] = self._list(d)[idx[..., looped]]
@@ -166,7 +167,7 @@ class Machine:
             row = d.a_row0 + idx @ np.array(d.a_row_coefs, dtype=np.int64)
             col = d.a_col0 + idx @ np.array(d.a_col_coefs, dtype=np.int64)
             valid = (row >= 0) & (row < d.a_rows) & (col >= 0) & (col < d.a_cols)
-            at = self._through_list(d, idx)
+            at = self._through_list(d, idx, isa.FLAG_LIST_A)
             a_addr = (d.a_base + row * d.a_row_stride + col * d.a_col_stride
                       + at @ np.array(d.a_strides, dtype=np.int64))
             if a_vector:
@@ -179,7 +180,7 @@ class Machine:
             if d.flags & isa.FLAG_B_ONES:
                 b = np.ones(lane_on.shape, dtype=np.int64)
             else:
-                b_addr = d.b_base + at @ np.array(d.b_strides, dtype=np.int64)
+                b_addr = d.b_base + self._through_list(d, idx, isa.FLAG_LIST_B) @ np.array(d.b_strides, dtype=np.int64)
                 addr = np.where(lane_on, b_addr[..., None] + lane, 0)
                 b = b_signed[addr].astype(np.int64)
             products = np.where(lane_on, a * b, 0)
@@ -211,7 +212,7 @@ class Machine:
         lane = np.arange(L, dtype=np.int64)
         strides = np.array(d.out_strides, dtype=np.int64)
         for o, acc in results:
-            out_addr = d.out_base + self._through_list(d, o) @ strides
+            out_addr = d.out_base + self._through_list(d, o, isa.FLAG_LIST_OUT) @ strides
             if d.mode == isa.DOT:
                 values = acc[:, 0].astype("<i4").view(np.uint8).reshape(-1, 4)
                 addr = out_addr[:, None] + np.arange(4)
@@ -265,7 +266,7 @@ class Machine:
         self.write(d.exp_out_addr, np.array([e_A + k], dtype="<i4"))     # between the passes, as the engine
         for (o, v), lane_on in zip(results, masks):
             g = np.clip(round_shift(v, k), -GRAD_MAX, GRAD_MAX)
-            out_addr = d.out_base + self._through_list(d, o) @ strides
+            out_addr = d.out_base + self._through_list(d, o, isa.FLAG_LIST_OUT) @ strides
             addr = out_addr[:, None] if dot else out_addr[:, None] + lane[None, :]
             if d.flags & isa.FLAG_MASK_IN:
                 bit = addr - d.out_base
@@ -288,7 +289,7 @@ class Machine:
         c = self._channels(d, o)[lane_on]
         grads = acc[lane_on]
         r = np.clip(shift[c] - e_y, -128, 127)
-        out_addr = (d.out_base + self._through_list(d, o) @ strides)[:, None]
+        out_addr = (d.out_base + self._through_list(d, o, isa.FLAG_LIST_OUT) @ strides)[:, None]
         if d.epilogue == isa.UPDATE:
             addr = (out_addr + lane)[lane_on]
             old = self.scratchpad[addr].view(np.int8)

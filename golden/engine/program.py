@@ -44,8 +44,12 @@ FLAG_PARAMS_EXTERNAL = 1 << 3  # per-channel parameter table in external memory
 FLAG_SCALE = 1 << 6          # GRADIENT (MAC, not dot): multiply by the channel factor M[c] (low 16 bits)
 FLAG_MASK_IN = 1 << 7        # GRADIENT: multiply each output by its bit of the mask at mask_base
 LIST_SHIFT = 8               # flags bits 8-10: 1 + the output loop whose index goes through the channel list
+FLAG_LIST_A = 1 << 11        # the list applies to A's address ...
+FLAG_LIST_B = 1 << 12        # ... to B's ...
+FLAG_LIST_OUT = 1 << 13      # ... to the output's (an operand without its bit uses the index itself)
+LIST_ALL = FLAG_LIST_A | FLAG_LIST_B | FLAG_LIST_OUT
 KNOWN_FLAGS = (FLAG_B_EXTERNAL | FLAG_B_ONES | FLAG_WRITE_MASK | FLAG_PARAMS_EXTERNAL | (3 << ROUNDING_SHIFT)
-               | FLAG_SCALE | FLAG_MASK_IN | (7 << LIST_SHIFT))
+               | FLAG_SCALE | FLAG_MASK_IN | (7 << LIST_SHIFT) | LIST_ALL)
 
 # Error codes (the engine's error_code register)
 OK = 0
@@ -283,20 +287,21 @@ def check(d: Descriptor, config: EngineConfig) -> int:
     span = lane_span(d, config)
     spad = config.scratchpad_bytes
     a_vector = d.opcode == ADD or d.mode != BROADCAST
-    # the list loop's addresses go up to entry list_limit - 1, whatever its trip count
-    counts = [d.list_limit if k == looped else n for k, n in enumerate(d.counts)]
+    # a listed operand's list loop reaches entry list_limit - 1, whatever its trip count
+    def spans(flag):
+        return [d.list_limit if k == looped and d.flags & flag else n for k, n in enumerate(d.counts)]
     a_lo, a_hi = _extent(d.a_base, d.a_strides + [d.a_row_stride, d.a_col_stride],
-                         counts + [d.a_rows, d.a_cols])
+                         spans(FLAG_LIST_A) + [d.a_rows, d.a_cols])
     if a_lo < 0 or a_hi + (span - 1 if a_vector else 0) >= spad:
         return ERR_A_RANGE
     if not d.flags & FLAG_B_ONES:
         b_size = config.external_bytes if d.flags & FLAG_B_EXTERNAL else spad
-        b_lo, b_hi = _extent(d.b_base, d.b_strides, counts)
+        b_lo, b_hi = _extent(d.b_base, d.b_strides, spans(FLAG_LIST_B))
         if b_lo < 0 or b_hi + span - 1 >= b_size:
             return ERR_B_RANGE
     element_bytes = 4 if d.opcode == MAC and d.epilogue in (RAW32, BIAS_UPDATE) else 1
     out_span = element_bytes * (1 if d.opcode == MAC and d.mode == DOT else span)
-    o_lo, o_hi = _extent(d.out_base, d.out_strides, counts[:OUTPUT_LOOPS])
+    o_lo, o_hi = _extent(d.out_base, d.out_strides, spans(FLAG_LIST_OUT)[:OUTPUT_LOOPS])
     if o_lo < 0 or o_hi + out_span - 1 >= spad:
         return ERR_OUT_RANGE
     if d.flags & (FLAG_WRITE_MASK | FLAG_MASK_IN):

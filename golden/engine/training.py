@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import int_ops
 from ..graph import Model
-from ..scheme import UpdateScheme
+from ..scheme import UpdateScheme, selected_count
 from ..train import UpdateRule
 from . import layout
 from . import program as isa
@@ -41,8 +41,9 @@ class TrainingProgram:
     lists: dict = None               # weight-updated conv index -> its channel list's address
 
     def write_selection(self, scratchpad: np.ndarray, selection: dict) -> None:
-        """The host's part before the backward program: this iteration's selected channels
-        (golden/scheme.py: ChannelSelector.select) as uint16 lists."""
+        """The host's part before the forward program: this iteration's selected channels
+        (golden/scheme.py: ChannelSelector.select) as uint16 lists; the forward pass saves
+        those channels of each sparse conv's input, the backward pass updates them."""
         for index, at in (self.lists or {}).items():
             entries = np.asarray(selection[index], dtype="<u2")
             scratchpad[at:at + 2 * entries.size] = entries.view(np.uint8)
@@ -116,7 +117,8 @@ def compile_one(model: Model, scheme: UpdateScheme, config: EngineConfig, rule: 
     if scheme.classifier:
         updated.add(head.name)
     bias_only = {model.convs[i].name for i in scheme.bias_convs(model)} - updated
-    keep_alive = tuple(model.convs[i].input for i in scheme.weight_convs())
+    # inputs of ratio-1 weight updates stay whole; sparse ones keep a copy of the selected channels
+    keep_alive = tuple(model.convs[i].input for i, ratio in scheme.weight_convs().items() if ratio == 1.0)
     keep_alive += (head.input,) if scheme.classifier else ()
     masks = {model.nodes[p].output for p in on_path}
     classes = head.out_channels
@@ -126,9 +128,11 @@ def compile_one(model: Model, scheme: UpdateScheme, config: EngineConfig, rule: 
         e_addr = alloc.alloc("exponent", 4)
         prng_addr = alloc.alloc("prng", 4)
         lists = allocate_lists(model, scheme, alloc)
+        gathers = {model.convs[i].name: (lists[i], selected_count(model.convs[i], ratio))
+                   for i, ratio in scheme.weight_convs().items() if ratio < 1.0}
         forward = compile_forward(model, config, keep_masks=masks, resident=tuple(sorted(updated)),
-                                  resident_params=tuple(sorted(bias_only)),
-                                  keep_alive=keep_alive, alloc=alloc, stripe_rows=stripe_rows)
+                                  resident_params=tuple(sorted(bias_only)), keep_alive=keep_alive,
+                                  alloc=alloc, stripe_rows=stripe_rows, gathers=gathers)
         lowering = BackwardLowering(model, scheme, config, rule, forward, alloc,
                                     Gradient(g_addr, e_addr), prng_addr, lists)
         return g_addr, e_addr, prng_addr, forward, lowering, lowering.lower()
