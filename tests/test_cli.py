@@ -38,6 +38,11 @@ def test_train_json_keys_and_saved_model(tmp_path):
     (["train", "--data", "imagenet"], "imagenet"),
     (["eval", "--data", "cifar10:/nonexistent/cifar.tar.gz"], "/nonexistent/cifar.tar.gz"),
     (["train", "--scheme", "bias=2;w=99:0.5"], "99"),
+    (["sim", "engine", "--iterations", "0"], "--iterations"),
+    (["sim", "engine", "--model", "model.onnx"], "unknown model"),
+    (["sim", "engine", "--scheme", "nonsense"], "unknown scheme"),
+    # refused by the compiler before anything is simulated
+    (["sim", "engine", "--scheme", "bias=7;w=0:0.5"], "weight updates of 3x3 convs"),
 ])
 def test_user_errors_are_one_line(argv, fragment, capsys, tmp_path):
     assert main(argv + ["--json", str(tmp_path / "x.json")]) == 1
