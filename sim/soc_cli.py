@@ -2,7 +2,8 @@
 
 Prints the firmware's UART lines as they arrive (the progress indicator), then a table of the
 iterations: cycles, engine idle cycles (the CPU overhead), the loss, and whether the classifier
-in the scratchpad equals the golden Trainer's byte for byte. `--json` writes the same, with a
+in the scratchpad equals the golden Trainer's byte for byte (every updated conv's resident weights and
+parameters, the `sr` PRNG state, the channel lists). `--json` writes the same, with a
 list `iterations` of {cycles, engine_idle_cycles, bit_exact, ...}.
 """
 from __future__ import annotations
@@ -14,6 +15,9 @@ from pathlib import Path
 def add_parser(sim_subparsers) -> None:
     s = sim_subparsers.add_parser("soc", help="training iterations run by the firmware on the SoC (VexRiscv + engine)")
     s.add_argument("--iterations", type=int, default=3, help="training iterations (1..200)")
+    s.add_argument("--scheme", choices=("builtin-sparse", "last-layer"), default="builtin-sparse",
+                   help="update scheme (default builtin-sparse: biases of the last 4 convs, weights of convs "
+                        "4-6 on channels the firmware draws each iteration, the classifier)")
     s.add_argument("--seed", type=int, default=1, help="seed of the golden Trainer (the sr PRNG stream)")
     s.add_argument("--no-pause", action="store_true",
                    help="do not stop after each iteration to read the classifier (faster; only the "
@@ -29,7 +33,8 @@ def run(args) -> dict:
         if not ok:
             raise ValueError(reason)
     began = time.perf_counter()
-    print(f"{args.iterations} training iteration(s) of the built-in CNN run by the firmware on the SoC "
+    scheme = getattr(args, "scheme", "builtin-sparse")
+    print(f"{args.iterations} training iteration(s) of the built-in CNN (scheme {scheme}) run by the firmware on the SoC "
           f"(VexRiscv {SIM.cpu_variant}, engine {SIM.engine.lanes} lanes, "
           f"{SIM.engine.scratchpad_bytes // 1024} KiB scratchpad); the first run builds the simulator "
           f"(several minutes)", flush=True)
@@ -39,7 +44,8 @@ def run(args) -> dict:
         print(f"  [{elapsed:6.1f} s] uart: {line}", flush=True)
 
     from sim.soc_run import soc_training_run
-    result = soc_training_run(args.iterations, SIM, seed=args.seed, pause=not args.no_pause, progress=progress)
+    result = soc_training_run(args.iterations, SIM, seed=args.seed, pause=not args.no_pause, progress=progress,
+                              scheme_name=scheme)
     print(f"\n{'iter':>4s} {'cycles':>8s} {'engine idle':>11s} {'idle %':>7s} {'forward':>8s} "
           f"{'backward':>8s} {'loss':>7s} {'golden':>7s}  bit-exact")
     for it in result["iterations"]:

@@ -154,10 +154,37 @@ class Experiment:
     trainer: object
     flash: object                  # hw.soc.job.FlashImage
     corrupted: dict = field(default_factory=dict)
+    scheme: object = None
+    seed: int = 1
+
+    def selector(self):
+        """A fresh copy of the Trainer's channel selector (the same draws)."""
+        from golden.scheme import ChannelSelector
+        return ChannelSelector(self.model, self.scheme, "dynamic", seed=2 * self.seed + 1)
+
+    def windows(self) -> list[tuple[str, int, int]]:
+        """(what, scratchpad address, bytes) read at every pause: each updated conv's resident
+        weights and parameters, the `sr` PRNG state word, the channel lists."""
+        from golden.scheme import selected_count
+        sizes = {address: data.size for address, data in self.program.forward.preload}
+        out = []
+        for name, (w_at, p_at) in self.program.forward.resident.items():
+            if w_at is not None:
+                out.append((f"weights {name}", w_at, int(sizes[w_at])))
+            out.append((f"params {name}", p_at, int(sizes[p_at])))
+        out.append(("prng", self.program.prng_addr, 4))
+        for index, at in sorted((self.program.lists or {}).items()):
+            k = selected_count(self.model.convs[index], self.scheme.weight_convs()[index])
+            out.append((f"list {index}", at, 2 * k))
+        return out
+
+
+SCHEMES = ("builtin-sparse", "last-layer")
+DEFAULT_SCHEME = "builtin-sparse"
 
 
 def prepare(iterations: int, config: SocConfig = SIM, seed: int = 1, pause: bool = True,
-            corrupt: tuple[int, str, int] | None = None) -> Experiment:
+            corrupt: tuple[int, str, int] | None = None, scheme_name: str = DEFAULT_SCHEME) -> Experiment:
     """`corrupt` = (forward descriptor index, field name, new value)."""
     from golden import int_ops
     from golden.builtin import builtin_model
@@ -166,24 +193,27 @@ def prepare(iterations: int, config: SocConfig = SIM, seed: int = 1, pause: bool
     from golden.engine.training import compile_training
     from golden.scheme import parse_scheme
     from golden.train import Trainer, UpdateRule
-    from hw.soc.job import flash_image
+    from hw.soc.job import flash_image, selection_table
 
+    if scheme_name not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme_name!r}; the SoC runs {', '.join(SCHEMES)}")
     model = builtin_model().with_new_head(10, seed=0)
-    scheme = parse_scheme("last-layer", model)
+    scheme = parse_scheme(scheme_name, model)
     data = load_digits("train")
     images = list(int_ops.quantize_images(data.images[:iterations], model))
     labels = [int(v) for v in data.labels[:iterations]]
     trainer = Trainer(model, scheme, "dynamic", UpdateRule(), seed=seed)
     program = compile_training(model, scheme, config.engine)
     flash = flash_image(config, program, model.output, model.classifier.y.scale, images, labels,
-                        trainer.sr_rng.state, pause=pause)
+                        trainer.sr_rng.state, pause=pause, selection=selection_table(model, scheme, program),
+                        select_seed=trainer.selector.rng.state)
     corrupted = {}
     if corrupt is not None:
         index, name, value = corrupt
         at = index * isa.DESCRIPTOR_WORDS * 4 + isa.FIELD_OFFSETS[name] * 4
         flash.data[at:at + 4] = np.array([value], "<i4").view(np.uint8)
         corrupted = {"index": index, "field": name, "value": value, "flash_offset": at}
-    return Experiment(config, model, program, images, labels, trainer, flash, corrupted)
+    return Experiment(config, model, program, images, labels, trainer, flash, corrupted, scheme, seed)
 
 
 def golden_scratchpads(exp: Experiment, iterations: int):
@@ -193,11 +223,13 @@ def golden_scratchpads(exp: Experiment, iterations: int):
     from golden.engine.executor import Machine
     program, config = exp.program, exp.config.engine
     scratchpad = program.initial_scratchpad(exp.images[0], exp.flash.job["sr_seed"])
+    selector = exp.selector()
     after, losses = [], []
     for k in range(iterations):
         x_at = exp.flash.job["input_addr"]
         from golden.engine import layout
         scratchpad[x_at:x_at + exp.flash.job["input_bytes"]] = layout.activation_bytes(exp.images[k])
+        program.write_selection(scratchpad, selector.select())
         for phase, base, count in (("forward", 0, len(program.forward.descriptors)),
                                    ("backward", program.backward_base, len(program.backward))):
             machine = Machine(config, program.external)
@@ -212,7 +244,7 @@ def golden_scratchpads(exp: Experiment, iterations: int):
 
 
 def soc_training_run(iterations: int = 3, config: SocConfig = SIM, seed: int = 1, pause: bool = True,
-                     progress=None) -> dict:
+                     progress=None, scheme_name: str = DEFAULT_SCHEME) -> dict:
     """Train on the SoC and compare with the golden model; returns the JSON-ready result."""
     from golden.engine import layout
     from golden.engine.cycles import end_cycles, program_cycles
@@ -220,43 +252,64 @@ def soc_training_run(iterations: int = 3, config: SocConfig = SIM, seed: int = 1
 
     if not 1 <= iterations <= 200:
         raise ValueError(f"--iterations must be between 1 and 200, not {iterations}")
-    exp = prepare(iterations, config, seed, pause)
-    head = exp.model.classifier
-    w_at, p_at = exp.program.forward.resident[head.name]
-    windows = [(w_at, head.weight.size), (p_at, 4 * head.bias.size)]
+    exp = prepare(iterations, config, seed, pause, scheme_name=scheme_name)
+    windows = exp.windows()
     firmware = build_firmware(config)
-    run = run_soc(config, exp.flash.data, firmware.binary, windows=windows if pause else (),
-                  progress=progress)
+    run = run_soc(config, exp.flash.data, firmware.binary,
+                  windows=[(at, size) for _, at, size in windows] if pause else (), progress=progress)
     rows = parse_iterations(run.transcript)
     golden_after, golden_losses = golden_scratchpads(exp, iterations)
     predicted_forward = program_cycles(exp.program.forward.descriptors, config.engine)
     predicted_backward = program_cycles(exp.program.backward, config.engine)
+    nodes = {node.name: node for node in exp.trainer.model.nodes}
+    selector = exp.selector()
     out = []
     for k in range(iterations):
         exp.trainer.step(exp.images[k][None], exp.labels[k])
+        selection = selector.select()
         row = rows[k] if k < len(rows) else None
         entry = {"iteration": k, "label": exp.labels[k], "uart_line": row is not None}
-        trained = exp.trainer.model.classifier
-        if pause and 2 * k + 1 < len(run.snapshots):
-            weight_bytes, bias_bytes = run.snapshots[2 * k], run.snapshots[2 * k + 1]
-            expected_w = layout.weight_bytes(trained.weight, False)
-            entry["weights_equal_trainer"] = bool(np.array_equal(weight_bytes, expected_w))
-            entry["bias_equal_trainer"] = bool(np.array_equal(bias_bytes.view("<i4"), trained.bias))
+        first = k * len(windows)
+        if pause and first + len(windows) <= len(run.snapshots):
+            checks = {"weights": [], "params": [], "prng": [], "list": []}
+            mismatches = []
+            for j, (what, at, size) in enumerate(windows):
+                got = np.asarray(run.snapshots[first + j], np.uint8)
+                kind, _, name = what.partition(" ")
+                if kind == "weights":
+                    node = nodes[name]
+                    same = np.array_equal(got, layout.weight_bytes(node.weight, node.depthwise))
+                elif kind == "params":      # the bias words, and the whole window as the golden executor's
+                    node = nodes[name]
+                    same = np.array_equal(got[:4 * node.bias.size].view("<i4"), node.bias) and \
+                        np.array_equal(got, golden_after[k][at:at + size])
+                elif kind == "prng":
+                    same = int(got.view("<u4")[0]) == exp.trainer.sr_rng.state
+                else:
+                    same = np.array_equal(got.view("<u2"), np.asarray(selection[int(name)], np.int64))
+                checks[kind].append(bool(same))
+                if not same:
+                    mismatches.append(what)
+            entry["weights_equal_trainer"] = all(checks["weights"])
+            entry["bias_equal_trainer"] = all(checks["params"])
+            entry["prng_equal_trainer"] = all(checks["prng"])
+            entry["lists_equal_selector"] = all(checks["list"])
+            entry["compared"] = [what for what, _, _ in windows]
+            entry["mismatches"] = mismatches
         if row:
             entry.update({key: row[key] for key in ("loss", "exponent", "cycles", "engine_idle_cycles",
                                                     "forward_cycles", "backward_cycles", "sample_cycles",
                                                     "loss_step_cycles")})
             entry["golden_loss"] = golden_losses[k]
             entry["engine_idle_fraction"] = round(row["engine_idle_cycles"] / row["cycles"], 4)
-        entry["bit_exact"] = bool(row is not None and entry.get("weights_equal_trainer", True)
-                                  and entry.get("bias_equal_trainer", True)
+        entry["bit_exact"] = bool(row is not None and not entry.get("mismatches")
                                   and abs(row["loss"] - golden_losses[k]) < 2e-3)
         out.append(entry)
     final_exact = run.scratchpad is not None and bool(np.array_equal(run.scratchpad, golden_after[-1]))
     flash_unchanged = run.flash is not None and bool(np.array_equal(run.flash, exp.flash.data))
     if out:
         out[-1]["bit_exact"] = out[-1]["bit_exact"] and final_exact
-    return {"model": exp.model.name, "scheme": "last-layer", "cpu": f"VexRiscv {config.cpu_variant}",
+    return {"model": exp.model.name, "scheme": scheme_name, "cpu": f"VexRiscv {config.cpu_variant}",
             "engine_config": dict(config.engine.__dict__), "ram_bytes": config.ram_bytes,
             "firmware_bytes": len(firmware.binary), "status": run.status, "exit_code": run.exit_code,
             "total_cycles": run.cycles, "predicted_forward_cycles": predicted_forward,

@@ -79,3 +79,56 @@ def test_firmware_loss_step_equals_the_golden_model(host_loss, logit_scale):
         assert total == int(table[d].sum()) and distance == int(d[label])
         worst_loss_error = max(worst_loss_error, abs(loss_q16 / 2 ** 16 - loss))
     assert worst_loss_error < 1e-4
+
+
+# ---------------------------------------------------------------- channel selection (select.h)
+
+@pytest.fixture(scope="module")
+def host_select(tmp_path_factory):
+    out = tmp_path_factory.mktemp("host_select") / "host_select"
+    result = subprocess.run([sys.executable, "-m", "ziglang", "cc", "-O2", "-Wall", "-Werror",
+                             f"-I{SOURCE_DIR}", "-o", str(out), str(SOURCE_DIR / "host_select.c")],
+                            capture_output=True, text=True)
+    if result.returncode:
+        pytest.fail(f"host build of select.h failed:\n{result.stderr}")
+    return out
+
+
+def _builtin_selector(seed, scheme_name="builtin-sparse"):
+    from golden.builtin import builtin_model
+    from golden.scheme import ChannelSelector, parse_scheme
+    model = builtin_model().with_new_head(10, seed=0)
+    return ChannelSelector(model, parse_scheme(scheme_name, model), "dynamic", seed=seed)
+
+
+def _compare(host_select, selector, rounds):
+    """select.h's draws, `rounds` iterations, equal to the golden selector's, state included."""
+    convs = list(selector.counts)
+    seed = selector.rng.state          # the stream's state before the first draw (zero rule applied)
+    lines = [f"{seed} {rounds} {len(convs)}"]
+    lines += [f"{int(selector.channels[i])} {selector.counts[i]} {int(selector.ratios[i] == 1.0)}" for i in convs]
+    result = subprocess.run([str(host_select)], input="\n".join(lines) + "\n", capture_output=True,
+                            text=True, check=True)
+    rows = iter(result.stdout.splitlines())
+    for _ in range(rounds):
+        expected = selector.select()
+        for i in convs:
+            assert [int(v) for v in next(rows).split()] == expected[i].tolist(), i
+        assert next(rows) == f"state {selector.rng.state}"
+    assert next(rows, None) is None
+
+
+@pytest.mark.parametrize("seed", [0, 3, 2 * 12345 + 1, 0xFFFFFFFF])
+def test_firmware_channel_selection_equals_the_golden_selector_builtin_sparse(host_select, seed):
+    _compare(host_select, _builtin_selector(seed), rounds=200)
+
+
+def test_firmware_channel_selection_edge_shapes(host_select):
+    """One channel, k = c, k = 1, ratio-1 convs (no draws) between drawing ones, 512 channels."""
+    selector = _builtin_selector(99)
+    shapes = [(1, 1, 0.5), (2, 1, 0.5), (3, 3, 0.99), (48, 48, 1.0), (100, 1, 0.01), (512, 300, 0.6),
+              (7, 7, 1.0), (24, 12, 0.5)]
+    selector.counts = {i: k for i, (c, k, r) in enumerate(shapes)}
+    selector.channels = {i: c for i, (c, k, r) in enumerate(shapes)}
+    selector.ratios = {i: r for i, (c, k, r) in enumerate(shapes)}
+    _compare(host_select, selector, rounds=30)

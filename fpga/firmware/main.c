@@ -8,8 +8,10 @@
    and prints one line per iteration over the UART. An engine error is reported with the failing
    descriptor's fields and the SoC halts with exit code 1.
 
-   Channel masks: the only scheme the engine compiles today trains the classifier (last layer),
-   which has no channel selection, so the `select` PRNG stream draws nothing yet.
+   Channel selection (select.h): the CPU draws iteration k+1's channels with its `select`
+   xorshift32 stream into RAM while the engine runs iteration k's backward program, and copies
+   them (uint16 lists) into the scratchpad with the sample, before the forward program (which
+   gathers the selected input channels). A scheme without selection (last layer) has none.
 
    CPU overhead: the engine idles only while the CPU loads a sample and does the loss step.
    Everything else (formatting the previous iteration's line, the loss value's logarithm,
@@ -19,6 +21,8 @@
 #define LOSS_CODE __attribute__((noinline, section(".text.hot.0"))) static
 #define PRINT_CODE __attribute__((noinline, section(".text.hot.2"))) static
 #include "loss.h"
+#define SELECT_CODE __attribute__((noinline, section(".text.select"))) static
+#include "select.h"
 _Static_assert(JOB_MAX_CLASSES <= LOSS_MAX_CLASSES, "loss.h must hold the job's classes");
 
 /* The instruction cache is 2 KiB, direct-mapped, and a refill takes about 20 cycles a line.
@@ -267,6 +271,46 @@ HOT static void loss_step(uint32_t label, struct loss_terms *terms) {
     REG(SOC_SCRATCHPAD_BASE + job.exponent_addr) = (uint32_t)terms->exponent;
 }
 
+/* ------------------------------------------------------------------ channel selection */
+static struct select_entry select_table[JOB_MAX_SELECT_CONVS];
+static uint32_t select_segment[JOB_MAX_SELECT_CONVS];   /* where each conv's list starts in `selection` */
+static uint32_t select_state;
+static uint16_t select_perm[JOB_MAX_SELECT_CHANNELS];
+/* the next iteration's lists; a conv's list starts at a halfword whose position within a word
+   is its scratchpad address's, so the copy moves whole words */
+static uint16_t selection[JOB_MAX_LIST_ENTRIES + 2 * JOB_MAX_SELECT_CONVS] __attribute__((aligned(4)));
+
+/* Draw the next iteration's selection into `selection` (the engine may be running). */
+__attribute__((noinline, section(".text.select"))) static void select_next(void) {
+    uint32_t state = select_state;
+    for (uint32_t i = 0; i < job.select_count; i++) {
+        const struct select_entry *e = &select_table[i];
+        state = select_channels(state, e->channels, e->selected, (int)(e->flags & JOB_SELECT_RATIO_ONE),
+                                select_perm, selection + select_segment[i]);
+    }
+    select_state = state;
+}
+
+/* Copy the drawn lists into the scratchpad (the engine idle). */
+HOT static void copy_lists(void) {
+    for (uint32_t i = 0; i < job.select_count; i++) {
+        uint32_t at = select_table[i].list_addr, n = select_table[i].selected;
+        if (at == JOB_NO_LIST)
+            continue;
+        const uint16_t *from = selection + select_segment[i];
+        uint32_t to = SOC_SCRATCHPAD_BASE + at;
+        if ((to & 2u) && n) {
+            *(volatile uint16_t *)(uintptr_t)to = *from++;
+            to += 2u;
+            n--;
+        }
+        for (; n >= 2u; n -= 2u, to += 4u, from += 2)
+            REG(to) = *(const uint32_t *)from;
+        if (n)
+            *(volatile uint16_t *)(uintptr_t)to = *from;
+    }
+}
+
 /* ------------------------------------------------------------------ iterations */
 struct iteration {
     uint32_t index, label, cycles, idle_cycles, forward_cycles, backward_cycles;
@@ -346,6 +390,26 @@ COLD static void boot(void) {
         flash_to_scratchpad(flash_word(entry), flash_word(entry + 4u), flash_word(entry + 8u));
     }
     REG(SOC_SCRATCHPAD_BASE + job.prng_addr) = job.sr_seed;
+    if (job.select_count > JOB_MAX_SELECT_CONVS) {
+        out_str("the job's channel selection exceeds the firmware's buffers\n");
+        halt(EXIT_BAD_JOB);
+    }
+    uint32_t segment = 0;
+    for (uint32_t i = 0; i < job.select_count; i++) {
+        uint32_t *entry = (uint32_t *)&select_table[i];
+        for (uint32_t w = 0; w < 4u; w++)
+            entry[w] = flash_word(job.select_offset + 16u * i + 4u * w);
+        segment += (segment ^ (select_table[i].list_addr >> 1)) & 1u;   /* same position in a word */
+        select_segment[i] = segment;
+        segment += select_table[i].channels;   /* a ratio-1 conv writes all c */
+        if (select_table[i].channels > JOB_MAX_SELECT_CHANNELS || select_table[i].selected > select_table[i].channels
+                || segment > JOB_MAX_LIST_ENTRIES + 2u * JOB_MAX_SELECT_CONVS) {
+            out_str("the job's channel selection exceeds the firmware's buffers\n");
+            halt(EXIT_BAD_JOB);
+        }
+    }
+    select_state = job.select_seed ? job.select_seed : PRNG_ZERO_SEED_REPLACEMENT;
+    select_next();      /* iteration 0's channels */
     out_str("sparsebp SoC: VexRiscv " SOC_CPU_VARIANT ", engine ");
     out_uint(ENGINE_LANES);
     out_str(" lanes, ");
@@ -394,6 +458,7 @@ HOT int main(void) {
             input[w] = from[w];
         if (job.input_bytes & 3u)
             copy_tail(job.input_addr, sample_offset, job.input_bytes);
+        copy_lists();
         uint32_t label = flash_word(label_offset);
         engine_start(job.forward_base);
         /* -- engine busy: bookkeeping and the previous line */
@@ -414,6 +479,9 @@ HOT int main(void) {
         loss_step(label, &current->loss);
         engine_start(job.backward_base);
         current->loss_step_cycles = now() - loss_began;
+        /* -- engine busy: the next iteration's channels */
+        if (k + 1u < job.iterations)
+            select_next();
         if (engine_wait() & ENGINE_STATUS_ERROR)
             engine_failed("backward", job.backward_base);
         struct stamp ended = stamp();

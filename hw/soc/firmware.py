@@ -23,7 +23,7 @@ from .header import soc_header
 
 SOURCE_DIR = Path(__file__).resolve().parents[2] / "fpga" / "firmware"
 SOURCES = ("start.S", "main.c")
-HEADERS = ("loss.h",)
+HEADERS = ("loss.h", "select.h")
 FLAGS = ("-target", "riscv32-freestanding-none", "-mcpu=generic_rv32+m", "-Os", "-g", "-ffreestanding",
          "-fno-builtin", "-nostdlib", "-ffunction-sections", "-Wl,--gc-sections", "-Wall", "-Wextra",
          "-Werror")

@@ -9,7 +9,10 @@ from golden.engine import program as isa
 
 from . import registers
 from .config import SocConfig
-from .job import FLAG_PAUSE, JOB_FIELDS, JOB_MAGIC, MAX_CLASSES
+from golden.prng import ZERO_SEED_REPLACEMENT
+
+from .job import (FLAG_PAUSE, JOB_FIELDS, JOB_MAGIC, MAX_CLASSES, MAX_LIST_ENTRIES, MAX_SELECT_CHANNELS,
+                  MAX_SELECT_CONVS, NO_LIST, SELECT_ENTRY_WORDS, SELECT_RATIO_ONE)
 
 
 def _define(name: str, value, comment: str = "") -> str:
@@ -62,8 +65,18 @@ def soc_header(config: SocConfig) -> str:
     lines += ["", _define("SOC_JOB_ADDRESS", f"(SOC_EXTERNAL_BASE + 0x{config.job_offset:x}u)"),
               _define("JOB_MAGIC", f"0x{JOB_MAGIC:08x}u"), _define("JOB_FLAG_PAUSE", FLAG_PAUSE),
               _define("JOB_MAX_CLASSES", MAX_CLASSES),
+              _define("JOB_MAX_SELECT_CONVS", MAX_SELECT_CONVS),
+              _define("JOB_MAX_SELECT_CHANNELS", MAX_SELECT_CHANNELS),
+              _define("JOB_MAX_LIST_ENTRIES", MAX_LIST_ENTRIES),
+              _define("JOB_NO_LIST", f"0x{NO_LIST:08x}u", "the conv has no channel list in the scratchpad"),
+              _define("JOB_SELECT_RATIO_ONE", SELECT_RATIO_ONE, "flags: all channels, no draws"),
+              _define("PRNG_ZERO_SEED_REPLACEMENT", f"0x{ZERO_SEED_REPLACEMENT:08x}u",
+                      "golden/prng.py: a zero seed starts here"),
               "struct job {    /* hw/soc/job.py; flash offsets are from SOC_EXTERNAL_BASE */"]
     lines += [f"    uint32_t {name};" for name in JOB_FIELDS]
-    lines += ["};", "struct preload { uint32_t scratchpad_addr, flash_offset, bytes; };", "",
+    lines += ["};", "struct preload { uint32_t scratchpad_addr, flash_offset, bytes; };",
+              "/* per weight-updated conv, in the order of the draws (hw/soc/job.py: selection_table) */",
+              "struct select_entry { uint32_t list_addr, selected, channels, flags; };",
+              f"_Static_assert(sizeof(struct select_entry) == {4 * SELECT_ENTRY_WORDS}, \"select entry\");", "",
               "#endif", ""]
     return "\n".join(lines)

@@ -31,8 +31,40 @@ JOB_FIELDS = ("magic", "iterations", "flags", "forward_base", "backward_base",
               "forward_descriptors", "backward_descriptors", "input_addr", "input_bytes",
               "logits_addr", "mask_addr", "classes", "gradient_addr", "exponent_addr",
               "prng_addr", "sr_seed", "logit_scale_q24", "table_offset", "samples_offset",
-              "sample_stride", "labels_offset", "preload_count", "preload_offset")
+              "sample_stride", "labels_offset", "preload_count", "preload_offset",
+              "select_seed", "select_count", "select_offset")
 MAX_CLASSES = 64                      # the firmware's buffers
+MAX_SELECT_CONVS = 16                 # weight-updated convs with a channel selection
+MAX_SELECT_CHANNELS = 512             # selectable channels of one conv (the shuffle's buffer)
+MAX_LIST_ENTRIES = 1024               # selected channels of all convs together
+NO_LIST = 0xFFFFFFFF                  # a selection entry whose conv has no list in the scratchpad
+SELECT_RATIO_ONE = 1                  # flags: the conv selects all channels, no draws
+SELECT_ENTRY_WORDS = 4                # list_addr, selected (k), channels (c), flags
+
+
+def selection_table(model, scheme, program: TrainingProgram) -> list[tuple[int, int, int, int]]:
+    """Per weight-updated conv, in the order golden/scheme.py's ChannelSelector draws them:
+    (scratchpad address of its uint16 channel list or NO_LIST, k, c, flags). From the same
+    objects the Trainer uses: nothing restated."""
+    from golden.scheme import ChannelSelector
+    selector = ChannelSelector(model, scheme, "dynamic", seed=1)
+    lists = program.lists or {}
+    table = []
+    for index, k in selector.counts.items():
+        c = int(selector.channels[index])
+        one = selector.ratios[index] == 1.0
+        if one and k != c:
+            raise JobError(f"conv {index} has ratio 1 but selects {k} of {c} channels")
+        at = lists.get(index, NO_LIST)
+        if at != NO_LIST and at % 2:
+            raise JobError(f"conv {index}'s channel list sits at odd scratchpad byte {at}")
+        table.append((int(at), int(k), c, SELECT_RATIO_ONE if one else 0))
+    if len(table) > MAX_SELECT_CONVS or any(c > MAX_SELECT_CHANNELS for _, _, c, _ in table) \
+            or sum(k for _, k, _, _ in table) > MAX_LIST_ENTRIES:
+        raise JobError(f"the channel selection ({len(table)} convs) exceeds the firmware's buffers "
+                       f"({MAX_SELECT_CONVS} convs, {MAX_SELECT_CHANNELS} channels each, "
+                       f"{MAX_LIST_ENTRIES} entries in all)")
+    return table
 
 
 class JobError(ValueError):
@@ -51,8 +83,12 @@ def _words(values) -> np.ndarray:
 
 
 def flash_image(config: SocConfig, program: TrainingProgram, output: str, logit_scale: float,
-                images: list[np.ndarray], labels, sr_seed: int, pause: bool = False) -> FlashImage:
-    """`output` is the model's logits tensor name; `images` are int8 (C, H, W) samples."""
+                images: list[np.ndarray], labels, sr_seed: int, pause: bool = False,
+                selection=(), select_seed: int = 0) -> FlashImage:
+    """`output` is the model's logits tensor name; `images` are int8 (C, H, W) samples;
+    `selection` is `selection_table(...)` and `select_seed` the state of the CPU's `select`
+    stream before the first draw (the golden Trainer's `selector.rng.state`)."""
+    selection = [tuple(int(v) for v in entry) for entry in selection]
     fwd = program.forward
     logits_addr, shape = fwd.tensors[output]
     classes = shape[0]
@@ -73,7 +109,8 @@ def flash_image(config: SocConfig, program: TrainingProgram, output: str, logit_
     pad_begin, pad_end = program.gradient_addr + classes, -(-(program.gradient_addr + classes) // 4) * 4
     starts = [program.exponent_addr, program.prng_addr]
     starts += [address for address, _ in fwd.tensors.values()] + list(fwd.masks.values())
-    starts += [address for pair in fwd.resident.values() for address in pair]
+    starts += [address for pair in fwd.resident.values() for address in pair if address is not None]
+    starts += list((program.lists or {}).values())
     if program.gradient_addr % 4 or any(pad_begin <= a < pad_end for a in starts):
         raise JobError(f"the gradient at scratchpad byte {program.gradient_addr} is not word-aligned with "
                        f"free padding up to byte {pad_end}; the firmware writes it in whole words")
@@ -90,6 +127,8 @@ def flash_image(config: SocConfig, program: TrainingProgram, output: str, logit_
     offset = config.job_offset + 4 * job_words
     preload_offset = offset
     offset += 12 * len(preload)
+    select_offset = offset
+    offset += 4 * SELECT_ENTRY_WORDS * len(selection)
     placed = []
     for address, data in preload:
         placed.append((address, offset, data))
@@ -111,12 +150,17 @@ def flash_image(config: SocConfig, program: TrainingProgram, output: str, logit_
            "exponent_addr": program.exponent_addr, "prng_addr": program.prng_addr,
            "sr_seed": sr_seed & 0xFFFFFFFF, "logit_scale_q24": int(round(logit_scale * 2 ** 24)),
            "table_offset": table_offset, "samples_offset": samples_offset, "sample_stride": sample_stride,
-           "labels_offset": labels_offset, "preload_count": len(preload), "preload_offset": preload_offset}
+           "labels_offset": labels_offset, "preload_count": len(preload), "preload_offset": preload_offset,
+           "select_seed": select_seed & 0xFFFFFFFF, "select_count": len(selection),
+           "select_offset": select_offset}
     image = np.zeros(offset, np.uint8)
     image[:program.external.size] = program.external
     image[config.job_offset:config.job_offset + 4 * job_words] = _words([job[f] for f in JOB_FIELDS])
     table = [(address, flash_at, data.size) for address, flash_at, data in placed]
     image[preload_offset:preload_offset + 12 * len(preload)] = _words(np.array(table).ravel()) if table else []
+    if selection:
+        image[select_offset:select_offset + 4 * SELECT_ENTRY_WORDS * len(selection)] = \
+            _words(np.array(selection, np.int64).ravel())
     for _, flash_at, data in placed:
         image[flash_at:flash_at + data.size] = data
     image[table_offset:table_offset + 1024] = _words(program.table)
