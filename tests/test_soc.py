@@ -1,12 +1,14 @@
-"""The SoC under cocotb on Verilator: the firmware trains the built-in CNN's classifier exactly
+"""The SoC under cocotb on Verilator: the firmware trains the built-in CNN with the sparse scheme
+`builtin-sparse` (channels drawn by the firmware each iteration) and the last-layer scheme exactly
 as the golden model does, and reports an engine fault cleanly.
 
-One simulator build (sim.soc_build, cached by digest; a few minutes the first time) serves both
-tests. The training test pauses the firmware after every iteration (sysctl `pause`) and reads the
-classifier's weights and bias from the scratchpad over the debug bus; the oracle is the golden
-Trainer, and after the run the golden executor's whole scratchpad. Set SPARSEBP_SOC_ITERATIONS to change
-the number of iterations (default 8: from iteration 4 on the label is often the top class, which
-caught a wrong max|A| in the firmware's quantizer that 3 iterations did not).
+One simulator build (sim.soc_build, cached by digest; a few minutes the first time) serves all
+tests. The training tests pause the firmware after every iteration (sysctl `pause`) and read every
+updated conv's resident weights and parameters, the `sr` PRNG state word and the channel lists
+from the scratchpad over the debug bus; the oracles are the golden Trainer and ChannelSelector,
+and after the run the golden executor's whole scratchpad. Set SPARSEBP_SOC_ITERATIONS to change
+the number of builtin-sparse iterations (default 8: from iteration 4 on the label is often the top
+class, which caught a wrong max|A| in the firmware's quantizer that 3 iterations did not).
 """
 import importlib.util
 import os
@@ -32,15 +34,19 @@ ITERATIONS = int(os.environ.get("SPARSEBP_SOC_ITERATIONS", "8"))
 @pytest.fixture(scope="module")
 def training():
     from sim.soc_run import soc_training_run
-    return soc_training_run(ITERATIONS, SIM, seed=1, pause=True)
+    return soc_training_run(ITERATIONS, SIM, seed=1, pause=True, scheme_name="builtin-sparse")
 
 
-def test_every_iteration_leaves_the_classifier_equal_to_the_golden_trainer(training):
+def test_every_iteration_leaves_every_updated_conv_equal_to_the_golden_trainer(training):
     assert (training["status"], training["exit_code"]) == ("halted", 0)
     assert len(training["iterations"]) == ITERATIONS
     for it in training["iterations"]:
-        assert it["weights_equal_trainer"], f"iteration {it['iteration']}: weights differ"
-        assert it["bias_equal_trainer"], f"iteration {it['iteration']}: bias differs"
+        # what was compared: convs 4-6's weights, the last four convs' and the classifier's parameters
+        assert {"weights b2.pw1", "weights b2.dw", "weights b2.pw2", "weights classifier", "params b1.pw2",
+                "params classifier", "prng", "list 4", "list 5", "list 6"} <= set(it["compared"])
+        assert it["mismatches"] == [], f"iteration {it['iteration']}: {it['mismatches']} differ"
+        assert it["weights_equal_trainer"] and it["bias_equal_trainer"]
+        assert it["prng_equal_trainer"] and it["lists_equal_selector"]
         assert it["bit_exact"]
     assert training["final_scratchpad_equals_golden"]
     assert training["flash_unchanged"]
@@ -65,19 +71,34 @@ def test_uart_transcript_reports_each_iteration_with_the_golden_loss_and_cycle_m
         assert row["cycles"] > row["forward_cycles"] + row["backward_cycles"]
 
 
-def test_cpu_overhead_is_measured_consistently_and_bounded(training):
-    """Engine idle cycles (the CPU's overhead) are the iteration minus the two runs' busy time.
-    The issue's target is 10% of the iteration; the firmware measures about 12.5% in steady
-    state with VexRiscv Lite (docs/soc.md, "Measured"), so the bound here is a regression guard."""
+def test_cpu_overhead_is_measured_consistently_and_under_ten_percent(training):
+    """Engine idle cycles (the CPU's overhead) are the iteration minus the two runs' busy time;
+    the issue's target is under 10% of the iteration (the channel draws happen while the engine
+    runs the backward program, so they cost no idle time)."""
     for it in training["iterations"]:
         busy = it["forward_cycles"] + it["backward_cycles"]
         # the iteration is idle + busy, up to the cycle between each start write and busy
         assert -2 <= it["cycles"] - (it["engine_idle_cycles"] + busy) <= 8
-        # the sample copy and the loss step are the idle time, up to polling and bookkeeping
+        # the sample and list copy and the loss step are the idle time, up to polling and bookkeeping
         cpu_work = it["sample_cycles"] + it["loss_step_cycles"]
         assert cpu_work - 50 <= it["engine_idle_cycles"] <= cpu_work + 300
         # iteration 0 starts with a cold instruction cache
-        assert it["engine_idle_fraction"] < (0.20 if it["iteration"] == 0 else 0.15), it
+        assert it["engine_idle_fraction"] < (0.15 if it["iteration"] == 0 else 0.10), it
+
+
+@pytest.fixture(scope="module")
+def last_layer():
+    from sim.soc_run import soc_training_run
+    return soc_training_run(3, SIM, seed=1, pause=True, scheme_name="last-layer")
+
+
+def test_last_layer_scheme_still_runs_bit_exact(last_layer):
+    """A scheme without channel selection: no lists, no draws; the classifier as the Trainer's."""
+    assert (last_layer["status"], last_layer["exit_code"]) == ("halted", 0)
+    for it in last_layer["iterations"]:
+        assert {"weights classifier", "params classifier", "prng"} == set(it["compared"])
+        assert it["mismatches"] == [] and it["bit_exact"], it
+    assert last_layer["final_scratchpad_equals_golden"] and last_layer["bit_exact"]
 
 
 def test_corrupted_program_faults_the_engine_and_the_firmware_reports_it():
@@ -90,6 +111,7 @@ def test_corrupted_program_faults_the_engine_and_the_firmware_reports_it():
     exp = prepare(2, SIM, corrupt=(3, "a_base", bad_address), pause=False)
     # the golden executor on the same flash: the state the engine must stop in
     scratchpad = exp.program.initial_scratchpad(exp.images[0], exp.flash.job["sr_seed"])
+    exp.program.write_selection(scratchpad, exp.selector().select())     # the firmware's lists
     machine = Machine(SIM.engine, exp.flash.data[:exp.flash.program_bytes])
     machine.scratchpad[:] = scratchpad
     words = exp.flash.data[:(len(exp.program.forward.descriptors) + 1) * isa.DESCRIPTOR_WORDS * 4]
@@ -106,7 +128,8 @@ def test_corrupted_program_faults_the_engine_and_the_firmware_reports_it():
     assert text.endswith("stopped\n")
     assert "iteration 0:" not in text
     # nothing outside the allowed windows changed: the scratchpad is the golden executor's after
-    # descriptors 0..2 (plus the firmware's preload, sample and PRNG seed), the flash is as loaded
+    # descriptors 0..2 (plus the firmware's preload, sample, channel lists and PRNG seed), the
+    # flash is as loaded
     assert np.array_equal(run.scratchpad, machine.scratchpad)
     assert np.array_equal(run.flash, exp.flash.data)
 

@@ -247,3 +247,28 @@ def test_engine_windows_merge_partial_writes_and_report_an_idle_engine():
     simulate(dut, bench)
     assert seen == {"partial_wait": 2, "scratchpad": 0x11BB_CC44, "external": 0xFF02_0304,
                     "scratchpad_again": 0x11BB_CC44, "status": 0, "idle_step": 2}
+
+
+def test_job_carries_the_channel_selection_of_the_compiled_program():
+    """The selection table in flash comes from the TrainingProgram's lists and the Trainer's
+    ChannelSelector: addresses, k, c and ratio-1 flags in the order of the draws, and the seed."""
+    from sim.soc_run import prepare
+    from hw.soc.job import NO_LIST, SELECT_ENTRY_WORDS, SELECT_RATIO_ONE
+    exp = prepare(2, SIM)
+    selector = exp.selector()
+    job = exp.flash.job
+    assert job["select_seed"] == exp.trainer.selector.rng.state == selector.rng.state
+    assert job["select_count"] == len(selector.counts) == 3
+    at = job["select_offset"]
+    words = exp.flash.data[at:at + 4 * SELECT_ENTRY_WORDS * job["select_count"]].view("<u4")
+    expected = []
+    for index, k in selector.counts.items():
+        flags = SELECT_RATIO_ONE if selector.ratios[index] == 1.0 else 0
+        expected += [exp.program.lists.get(index, NO_LIST), k, selector.channels[index], flags]
+    assert words.tolist() == expected
+    assert words.tolist()[1::4] == [12, 12, 24] and words.tolist()[2::4] == [24, 48, 48]
+    header = soc_header(SIM)
+    assert "struct select_entry { uint32_t list_addr, selected, channels, flags; };" in header
+    assert "#define PRNG_ZERO_SEED_REPLACEMENT 0x9e3779b9u" in header
+    # the last-layer scheme has no selection
+    assert prepare(1, SIM, scheme_name="last-layer").flash.job["select_count"] == 0

@@ -291,7 +291,9 @@ __attribute__((noinline, section(".text.select"))) static void select_next(void)
     select_state = state;
 }
 
-/* Copy the drawn lists into the scratchpad (the engine idle). */
+typedef uint32_t __attribute__((may_alias)) words_alias;
+
+/* Copy the drawn lists into the scratchpad (the engine idle): two entries a word. */
 HOT static void copy_lists(void) {
     for (uint32_t i = 0; i < job.select_count; i++) {
         uint32_t at = select_table[i].list_addr, n = select_table[i].selected;
@@ -305,7 +307,7 @@ HOT static void copy_lists(void) {
             n--;
         }
         for (; n >= 2u; n -= 2u, to += 4u, from += 2)
-            REG(to) = *(const uint32_t *)from;
+            REG(to) = *(const words_alias *)from;
         if (n)
             *(volatile uint16_t *)(uintptr_t)to = *from;
     }

@@ -4,13 +4,14 @@ block of words in external memory (flash), and the flash image that holds it.
 The firmware is built once against the SoC header (hw/soc/header.py) and reads everything that
 depends on the model from the job block at `SocConfig.job_offset`: the programs' addresses, the
 scratchpad addresses of the input, logits, clamp mask, gradient, exponent and PRNG state, the
-softmax table, the samples and labels, and the scratchpad preload (resident weights and
-parameters). So a test can change the iteration count, the samples or the program (a corrupted
+softmax table, the samples and labels, the scratchpad preload (resident weights and
+parameters), and the channel selection (the `select` stream's seed and the table above). So a test can change the iteration count, the samples or the program (a corrupted
 one, say) without rebuilding firmware or simulator.
 
 Flash image: the training program image (`TrainingProgram.external`) from 0; the job block at
 `job_offset`, then the preload table (scratchpad address, flash offset, bytes per entry), the
-preload data, the softmax table (256 words), the samples (already in the scratchpad's activation
+channel selection table (per weight-updated conv in the order of the draws: list address or
+NO_LIST, k, c, flags; `selection_table`), the preload data, the softmax table (256 words), the samples (already in the scratchpad's activation
 layout, golden/engine/layout.py), one per `sample_stride` bytes, and the labels (one word each).
 """
 from __future__ import annotations
