@@ -127,18 +127,28 @@ def prepare(board: Board, config, build_dir: Path, seed: int = 1, design: str = 
 
 
 def build(board_name: str, build_dir: Path | None = None, config=None, seed: int = 1,
-          design: str = "engine", log=print) -> dict:
+          design: str = "engine", clock_hz: float | None = None, log=print) -> dict:
     board = get_board(board_name)
+    if clock_hz is not None:
+        if not 1e6 <= clock_hz <= 400e6:
+            raise BoardError(f"the clock must be between 1 and 400 MHz, not {clock_hz / 1e6:g} MHz")
+        board = dataclasses.replace(board, target_hz=clock_hz)
     config = config or board.config
     if design not in DESIGNS:
         raise BoardError(f"unknown design {design!r}; choose one of {', '.join(DESIGNS)}")
     if design == "engine":
         check_fit(board, config)
+    try:
+        PLLClock(board.device.family, board.oscillator_hz, board.target_hz)
+    except ClockError as e:
+        raise BoardError(str(e)) from None
     env = tool_environment()
     build_dir = Path(build_dir or Path("build") / board.name)
     build_dir.mkdir(parents=True, exist_ok=True)
-    log(f"{board.name}: {design}, {config.lanes} lanes, scratchpad {config.scratchpad_bytes} bytes, "
-        f"target {board.target_hz / 1e6:g} MHz; building in {build_dir} (yosys, nextpnr, pack)")
+    what = (f"engine, {config.lanes} lanes, scratchpad {config.scratchpad_bytes} bytes" if design == "engine"
+            else f"{design} alone")
+    log(f"{board.name}: {what}, target {board.target_hz / 1e6:g} MHz; building in {build_dir} "
+        f"(yosys, nextpnr, pack)")
     revision = source_revision()
     prepare(board, config, build_dir, seed, design)
     script = "build_top.sh"

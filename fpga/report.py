@@ -1,6 +1,6 @@
 """Read nextpnr's results: the `--report` JSON (cell utilization, per-clock Fmax) and, for the
-iCE40, the log's pre-packing LUT4 and flip-flop counts (its utilization counts logic cells,
-each a LUT4 plus a flip-flop).
+iCE40, the LUT4 and flip-flop counts of the log's packing messages (its utilization counts
+logic cells, each a LUT4 plus a flip-flop).
 
 `summarize` turns them into the build report's `resources` (name -> [used, total]) and clock
 figures. The names are the same for both families: LUT, FF, BRAM, SPRAM, DSP.
@@ -33,18 +33,19 @@ def parse_nextpnr_report(text: str) -> dict:
     return {"utilization": utilization, "fmax": fmax}
 
 
-_LOG_COUNTS = {"LUT": re.compile(r"Total LUT4s:\s+(\d+)/\s*(\d+)"),
-               "FF": re.compile(r"Total DFFs:\s+(\d+)/\s*(\d+)")}
+_PACKING = re.compile(r"Info:\s+(\d+) LCs used as (LUT4 only|LUT4 and DFF|DFF only)")
+ICE40_LOGIC_CELLS = 5280
 
 
 def parse_nextpnr_log(text: str) -> dict:
-    """LUT4 and DFF counts of nextpnr-ice40's 'Logic utilisation before packing'."""
-    found = {}
-    for name, pattern in _LOG_COUNTS.items():
-        match = pattern.search(text)
-        if match:
-            found[name] = (int(match.group(1)), int(match.group(2)))
-    return found
+    """LUT4 and flip-flop counts from nextpnr-ice40's packing messages ('N LCs used as LUT4
+    only', '... as LUT4 and DFF', '... as DFF only'); each logic cell has one of each."""
+    counts = {kind: int(n) for n, kind in _PACKING.findall(text)}
+    if not counts:
+        return {}
+    lut = counts.get("LUT4 only", 0) + counts.get("LUT4 and DFF", 0)
+    ff = counts.get("DFF only", 0) + counts.get("LUT4 and DFF", 0)
+    return {"LUT": (lut, ICE40_LOGIC_CELLS), "FF": (ff, ICE40_LOGIC_CELLS)}
 
 
 def summarize(family: str, report: dict, log_text: str = "") -> dict:
@@ -91,3 +92,19 @@ def read_build_dir(family: str, build_dir: Path, name: str = "top") -> dict:
     log_path = build_dir / f"{name}.tim"
     log_text = log_path.read_text(errors="replace") if log_path.exists() else ""
     return summarize(family, report, log_text)
+
+
+_UTILISATION = re.compile(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%")
+_FMAX = re.compile(r"Max frequency for clock '([^']+)': ([\d.]+) MHz \((PASS|FAIL) at ([\d.]+) MHz\)")
+
+
+def parse_nextpnr_progress_log(text: str) -> dict:
+    """What a nextpnr log says before the route finishes (a build stopped early): the cell
+    utilization after packing and the last Fmax estimate, in parse_nextpnr_report's shape."""
+    utilization = {name: (int(used), int(total)) for name, used, total in _UTILISATION.findall(text)}
+    fmax = {}
+    for clock, achieved, _verdict, constraint in _FMAX.findall(text):
+        fmax[clock] = (float(achieved), float(constraint))     # the last estimate wins
+    if not utilization:
+        raise ReportError("no 'Device utilisation' section in this nextpnr log")
+    return {"utilization": utilization, "fmax": fmax}

@@ -19,6 +19,7 @@ def add_parser(subparsers) -> None:
                    help="the engine alone (default) or one per-lane requantizer alone")
     p.add_argument("--lanes", type=int, help="override the preset's lane count")
     p.add_argument("--scratchpad-kb", type=int, help="override the preset's scratchpad size (KiB)")
+    p.add_argument("--clock-mhz", type=float, help="override the preset's clock (the PLL must make it exactly)")
     p.add_argument("--build-dir", type=Path, help="where the tools run (default build/BOARD)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     p.add_argument("--json", type=Path, help="write the report as JSON")
@@ -41,7 +42,9 @@ def run(args) -> dict:
     board = get_board(args.board)
     config = board_config(board, args.lanes, args.scratchpad_kb)
     try:
-        result = build.build(board.name, args.build_dir, config, seed=args.seed, design=args.design)
+        clock_hz = None if args.clock_mhz is None else args.clock_mhz * 1e6
+        result = build.build(board.name, args.build_dir, config, seed=args.seed, design=args.design,
+                             clock_hz=clock_hz)
     except (build.ToolsMissing, RuntimeError) as exc:
         raise ValueError(str(exc)) from None
     print(format_table(result))
