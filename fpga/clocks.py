@@ -7,7 +7,7 @@ oscillator pin's (the board resource's `Clock`) and the PLL parameters, so none 
 """
 from __future__ import annotations
 
-from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Instance, Module, ResetSignal, Signal
+from amaranth.hdl import ClockSignal, Elaboratable, Instance, Module, Signal
 from amaranth.lib.cdc import ResetSynchronizer
 
 
@@ -52,16 +52,20 @@ def ecp5_pll_params(input_hz: float, output_hz: float) -> dict:
                      f"{input_hz / 1e6:g} MHz")
 
 
+def pll_parameters(family: str, input_hz: float, output_hz: float) -> dict:
+    return (ice40_pll_params if family == "ice40" else ecp5_pll_params)(input_hz, output_hz)
+
+
 class PLLClock(Elaboratable):
-    """Drives the `sync` domain at `output_hz` from the platform's default clock pin."""
+    """Drives the `sync` domain's clock at `output_hz` from the platform's default clock pin,
+    and its reset until the PLL locks."""
 
     def __init__(self, family: str, input_hz: float, output_hz: float):
         self.family, self.input_hz, self.output_hz = family, input_hz, output_hz
-        self.params = (ice40_pll_params if family == "ice40" else ecp5_pll_params)(input_hz, output_hz)
+        self.params = pll_parameters(family, input_hz, output_hz)
 
     def elaborate(self, platform):
-        m = Module()
-        m.domains.sync = ClockDomain("sync")
+        m = Module()       # the parent defines the `sync` domain (Amaranth 0.6 wants it there)
         locked = Signal()
         pll_clk = Signal()
         pin = platform.request(platform.default_clk, dir="-")

@@ -12,8 +12,8 @@ Timing: one bit shifts in per cycle; the inputs are registered slices of the shi
 The clock is the `sync` domain the build gives it (the board oscillator through a PLL,
 fpga/clocks.py).
 """
-from amaranth.hdl import Cat, Elaboratable, Module, Signal
-from amaranth.lib import wiring
+from amaranth.hdl import Cat, ClockDomain, Elaboratable, Module, Signal
+from amaranth.lib import io, wiring
 from amaranth.lib.cdc import FFSynchronizer
 
 
@@ -31,18 +31,21 @@ class TestWrapper(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         if self.clocks is not None:
+            m.domains.sync = ClockDomain("sync")
             m.submodules.clocks = self.clocks
         m.submodules.dut = dut = self.component
 
         serial_in = Signal()
         led = Signal()
         if platform is not None:
-            button = platform.request("button", 0)
+            m.submodules.button = button = io.Buffer("i", platform.request("button", 0, dir="-"))
             m.submodules.button_sync = FFSynchronizer(button.i, serial_in)
-            if "rgb_led" in {name for name, _ in platform.resources}:
-                m.d.comb += platform.request("rgb_led", 0).r.o.eq(led)
+            if "rgb_led" in {name for name, _ in platform.resources}:   # the OrangeCrab
+                led_pin = platform.request("rgb_led", 0, dir="-").r
             else:
-                m.d.comb += platform.request("led", 0).o.eq(led)
+                led_pin = platform.request("led", 0, dir="-")
+            m.submodules.led = led_buffer = io.Buffer("o", led_pin)
+            m.d.comb += led_buffer.o.eq(led)
 
         inputs = list(_ports(dut, wiring.In))
         shift = Signal(max(2, sum(len(port) for port in inputs)))

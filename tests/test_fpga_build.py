@@ -193,7 +193,7 @@ def test_ecp5_requantizer_build_meets_timing(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not FULL, reason="the engine preset's ECP5 build takes about 40 minutes here; "
+@pytest.mark.skipif(not FULL, reason="the engine preset's ECP5 build took over an hour here (route unfinished); "
                                      "set SPARSEBP_FPGA_FULL=1")
 def test_ulx3s_engine_preset_build_meets_timing(tmp_path):
     result = _build("ulx3s-85f", "engine", tmp_path)
