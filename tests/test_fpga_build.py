@@ -167,6 +167,9 @@ def _build(board, design, tmp_path, clock_mhz=None, **changes):
         args += ["--lanes", str(config.lanes), "--scratchpad-kb", str(config.scratchpad_bytes // 1024)]
     assert main(args) == 0
     result = json.loads(out.read_text())
+    assert {"board", "fmax_mhz", "target_mhz", "timing_met", "scratchpad_bytes", "macs_per_cycle",
+            "resources"} <= set(result)
+    assert set(result["resources"]) >= {"LUT", "FF", "BRAM", "SPRAM", "DSP"}
     assert Path(result["bitstream"]).stat().st_size > 0
     for name, (used, total) in result["resources"].items():
         assert used <= total or total == 0, name
