@@ -23,6 +23,7 @@ from golden.scheme import POLICIES, PRESETS
 from golden.train import ROUNDINGS
 
 from . import build_cli, experiment_cli, runs, sim_cli
+from .args import positive_float, positive_int
 
 EPILOG = "Schemes: " + ", ".join(sorted(PRESETS)) + ", full, bias-K, or 'bias=K;w=IDX:RATIO,...'"
 
@@ -31,32 +32,12 @@ class UserError(Exception):
     """An error caused by the user's input; printed as one line."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
-
-
 def _add_training_options(p: argparse.ArgumentParser, scheme_default: str) -> None:
     p.add_argument("--scheme", default=scheme_default, help="update scheme (see below)")
     p.add_argument("--policy", choices=POLICIES, default="dynamic", help="channel selection policy")
-    p.add_argument("--epochs", type=_positive_int, default=2)
+    p.add_argument("--epochs", type=positive_int, default=2)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--lr", type=_positive_float, default=0.05, help="learning rate (QAS scale)")
+    p.add_argument("--lr", type=positive_float, default=0.05, help="learning rate (QAS scale)")
     p.add_argument("--rounding", choices=ROUNDINGS, default="stochastic", help="int8 weight rounding")
     p.add_argument("--no-qas", action="store_true", help="plain SGD on the int8 codes (ablation)")
 
@@ -66,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="train the built-in digits CNN's fresh head with sparse int8 updates")
-    p.add_argument("--epochs", type=_positive_int, default=2)
+    p.add_argument("--epochs", type=positive_int, default=2)
     p.add_argument("--no-rtl", action="store_true",
                    help="skip the training iterations on the engine RTL (Verilator)")
     p.add_argument("--json", type=Path, help="write the results as JSON")
@@ -75,9 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="builtin", help="'builtin', an MIT .pkl, or a sparsebp .npz")
     p.add_argument("--data", default="digits", help="'digits' or 'cifar10:PATH'")
     _add_training_options(p, "builtin-sparse")
-    p.add_argument("--limit", type=_positive_int, help="use at most N training images")
-    p.add_argument("--test-limit", type=_positive_int, help="evaluate on at most N test images")
-    p.add_argument("--resolution", type=_positive_int, help="input resolution (default: the model's)")
+    p.add_argument("--limit", type=positive_int, help="use at most N training images")
+    p.add_argument("--test-limit", type=positive_int, help="evaluate on at most N test images")
+    p.add_argument("--resolution", type=positive_int, help="input resolution (default: the model's)")
     p.add_argument("--keep-head", action="store_true", help="keep the model's classifier instead of a fresh one")
     p.add_argument("--json", type=Path, help="write the results as JSON")
     p.add_argument("--out", type=Path, help="save the trained model (.npz)")
@@ -86,20 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="builtin")
     p.add_argument("--data", default="digits")
     p.add_argument("--split", default="test")
-    p.add_argument("--limit", type=_positive_int)
-    p.add_argument("--resolution", type=_positive_int)
+    p.add_argument("--limit", type=positive_int)
+    p.add_argument("--resolution", type=positive_int)
     p.add_argument("--json", type=Path)
 
     p = sub.add_parser("plan", help="planned peak memory of one training iteration", epilog=EPILOG)
     p.add_argument("--model", default="builtin")
     p.add_argument("--scheme", default="builtin-sparse")
-    p.add_argument("--resolution", type=_positive_int)
+    p.add_argument("--resolution", type=positive_int)
     p.add_argument("--json", type=Path)
 
     p = sub.add_parser("check-requant", help="fixed-point requantization vs MIT's float formula")
     p.add_argument("--model", required=True, help="an MIT .pkl model")
     p.add_argument("--data", default=None, help="'cifar10:PATH' (default: random images)")
-    p.add_argument("--limit", type=_positive_int, default=100)
+    p.add_argument("--limit", type=positive_int, default=100)
     p.add_argument("--json", type=Path)
 
     experiment_cli.add_parser(sub)

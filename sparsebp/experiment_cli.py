@@ -19,29 +19,7 @@ from golden import experiment as exp
 from golden.scheme import POLICIES
 from golden.train import ROUNDINGS
 
-
-def _count_or_all(text: str):
-    if text == "all":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number or 'all', got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
-def _positive(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-        return value
-    return parse
+from .args import count_or_all, positive_float, positive_int
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -54,15 +32,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     what.add_argument("--policy", choices=POLICIES, help="channel selection (default dynamic)")
     what.add_argument("--rounding", choices=ROUNDINGS, help="int8 weight rounding (default stochastic)")
     what.add_argument("--no-qas", action="store_true", help="plain SGD on the int8 codes (ablation)")
-    what.add_argument("--lr", type=_positive(float), help="peak learning rate (default: the row's, 0.002 for most)")
+    what.add_argument("--lr", type=positive_float, help="peak learning rate (default: the row's, 0.002 for most)")
     proto = p.add_argument_group("protocol (defaults: the reduced protocol of docs/results.md)")
     proto.add_argument("--seed", type=int, default=1)
-    proto.add_argument("--epochs", type=_positive(int), default=exp.REDUCED.epochs)
-    proto.add_argument("--limit", type=_count_or_all, default=exp.REDUCED.train_images,
+    proto.add_argument("--epochs", type=positive_int, default=exp.REDUCED.epochs)
+    proto.add_argument("--limit", type=count_or_all, default=exp.REDUCED.train_images,
                        help="training images (class-balanced first N), or 'all'")
-    proto.add_argument("--test-limit", type=_count_or_all, default=exp.REDUCED.test_images,
+    proto.add_argument("--test-limit", type=count_or_all, default=exp.REDUCED.test_images,
                        help="test images, or 'all'")
-    proto.add_argument("--resolution", type=_positive(int), default=exp.REDUCED.resolution)
+    proto.add_argument("--resolution", type=positive_int, default=exp.REDUCED.resolution)
     proto.add_argument("--schedule", choices=exp.SCHEDULES, default=exp.REDUCED.schedule,
                        help="learning-rate schedule over all steps (cosine decay, or constant as sparsebp train)")
     proto.add_argument("--data", help="'digits' or 'cifar10:PATH' (default: CIFAR-10 in the shared folder; "
