@@ -91,12 +91,8 @@ class BackwardLowering:
         self.out.ops.append(label)
 
     def _new_gradient(self, tensor: str) -> Gradient:
-        self.counter += 1
         c, h, w = self.shapes[tensor]
-        name = f"grad{self.counter}:{tensor}"
-        address = self.alloc.alloc(name, c * h * w)
-        exponent = self.alloc.alloc(name + ":e", 4)
-        return Gradient(address, exponent, name)
+        return self._new_buffer(tensor, c * h * w)
 
     def _new_buffer(self, label: str, nbytes: int) -> Gradient:
         self.counter += 1

@@ -346,15 +346,19 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
             if not needed and shapes[dw.output][1] > stripe_rows:
                 striped[id(pw1)] = (pw1, dw, pw2)
 
+    def release_inputs(node, i):
+        """Free the inputs node i reads last (the input image too: the host writes the next one
+        before the next forward pass). A striped block's inner tensors were never placed."""
+        for name in node_inputs(node):
+            if last_reader[name] == i and not keep_tensors and name not in keep_alive and name in alloc.blocks:
+                alloc.free(name)
+
     place(INPUT)
     skip = 0
     for i, node in enumerate(model.nodes):
         if skip:
             skip -= 1
-            for name in node_inputs(node):
-                if last_reader[name] == i and name != INPUT and not keep_tensors and name not in keep_alive \
-                        and name in alloc.blocks:
-                    alloc.free(name)
+            release_inputs(node, i)
             continue
         if id(node) in striped:
             pw1, dw, pw2 = striped[id(node)]
@@ -366,9 +370,7 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
                     raise CompileError(f"{label}: descriptor fails the engine's check ({isa.ERROR_NAMES[code]})")
                 descriptors.append(d)
                 ops.append(label)
-            for name in node_inputs(node):
-                if last_reader[name] == i and not keep_tensors and name not in keep_alive:
-                    alloc.free(name)
+            release_inputs(node, i)
             skip = 2
             continue
         place(node.output)
@@ -415,10 +417,7 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
                                f"({isa.ERROR_NAMES[code]})")
         descriptors.append(d)
         ops.append(f"{node.name} forward")
-        for name in node_inputs(node):
-            # (the input image too: the host writes the next one before the next forward pass)
-            if last_reader[name] == i and not keep_tensors and name not in keep_alive:
-                alloc.free(name)
+        release_inputs(node, i)
     # The program sits at external address 0; shift every external address past it.
     program_bytes = (len(descriptors) + 1) * isa.DESCRIPTOR_WORDS * 4
     shift = -(-program_bytes // config.lanes) * config.lanes
