@@ -14,8 +14,10 @@ accumulate one cycle each, the requantizer `Requantizer.LATENCY`; after each out
 step generator pauses `write_cycles - 1` cycles so the single write port keeps up. The cycle
 model (golden/engine/cycles.py) restates this schedule and is checked against it.
 
-Host port: `host_space` 0 scratchpad, 1 external memory, 2 trace (read only); `host_addr` is a
-32-bit word address; writes take effect at the clock edge with `host_we`; `host_rdata` is valid
+Host port: `host_space` 0 scratchpad, 1 external memory, 2 trace (read only), 3 activity
+monitor (read only: word 0 `high_water`, one past the highest scratchpad byte the engine read or
+wrote in the last run, a read counting its whole L-byte row; word 1 `external_reads`, the L-byte
+reads of external memory in the last run); `host_addr` is a 32-bit word address; writes take effect at the clock edge with `host_we`; `host_rdata` is valid
 the cycle after `host_addr`. The host port is for use while the engine is idle.
 """
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
@@ -74,13 +76,19 @@ class Engine(wiring.Component):
         m.d.comb += [spad_host.addr.eq(Mux(self.busy, old_read_addr, host_byte)), spad_host.en.eq(1),
                      ext_host.addr.eq(host_byte), ext_host.en.eq(1),
                      trace_r.addr.eq(self.host_addr)]
+        high_water = Signal(32)        # the activity monitor, see "monitor" below
+        external_reads = Signal(32)
+        monitor_word = Signal()
+        m.d.sync += monitor_word.eq(self.host_addr[0])
         with m.Switch(host_space_r):
             with m.Case(0):
                 m.d.comb += self.host_rdata.eq(spad_host.data[:32])
             with m.Case(1):
                 m.d.comb += self.host_rdata.eq(ext_host.data[:32])
-            with m.Default():
+            with m.Case(2):
                 m.d.comb += self.host_rdata.eq(trace_r.data)
+            with m.Default():
+                m.d.comb += self.host_rdata.eq(Mux(monitor_word, external_reads, high_water))
 
         # ---------------------------------------------------------------- descriptor registers
         desc = Array(Signal(32, name=f"desc{i}") for i in range(isa.DESCRIPTOR_WORDS))
@@ -666,6 +674,21 @@ class Engine(wiring.Component):
             m.d.comb += [spad.write_addr.eq(write_addr), spad.write_data.eq(write_data),
                          spad.write_enable.eq(write_enable)]
 
+        # ---------------------------------------------------------------- monitor
+        # What a run touched, for the benchmark's measured peak and external traffic. The host
+        # port's old-value reads during updates are not counted: they read what the update writes.
+        # (A reads of padding positions are not accesses: their address is outside the tensor)
+        touched = [Mux(step & a_in_bounds, a_addr + L, 0),
+                   Mux(spad_b.en, b_read_addr + L, 0),
+                   Mux(spad.write_enable != 0, spad.write_addr + L, 0)]
+        highest = touched[0]
+        for end in touched[1:]:
+            highest = Mux(end > highest, end, highest)
+        with m.If(self.busy & (highest > high_water)):
+            m.d.sync += high_water.eq(highest)
+        with m.If(self.busy & ext_b.en):
+            m.d.sync += external_reads.eq(external_reads + 1)
+
         # ---------------------------------------------------------------- sequencer
         drain = Signal(range(64))
         fetch_addr = Signal(32)
@@ -723,6 +746,7 @@ class Engine(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [index.eq(0), cycles.eq(0), error_code.eq(0), self.error.eq(0),
+                                 high_water.eq(0), external_reads.eq(0),
                                  self.busy.eq(1), fetch_issue.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):

@@ -10,7 +10,7 @@ import numpy as np
 from sim.engine_job import JOB_ENV
 from sim.host import EngineError, HostDriver
 
-SCRATCHPAD, EXTERNAL, TRACE = 0, 1, 2
+SCRATCHPAD, EXTERNAL, TRACE, MONITOR = 0, 1, 2, 3
 
 
 async def _write_changed(driver, dut, space, old: np.ndarray, new: np.ndarray) -> None:
@@ -59,6 +59,8 @@ async def run_jobs(dut):
         dut.host_space.value = TRACE
         finished = int(descriptors) if descriptors is not None else 1024
         trace = await driver.read_words(0, min(finished, 1024))  # entries past the last are stale
+        dut.host_space.value = MONITOR
+        out[f"monitor{i}"] = await driver.read_words(0, 2)     # high water, external reads
         out[f"scratchpad{i}"] = scratchpad
         out[f"cycles{i}"] = np.array(cycles)
         out[f"trace{i}"] = trace

@@ -40,6 +40,8 @@ class RtlResult:
     trace: np.ndarray            # cycle count at the end of each finished descriptor
     error_code: int
     error_index: int
+    high_water: int              # one past the highest scratchpad byte the engine touched (monitor)
+    external_reads: int          # L-byte reads of external memory during the run (monitor)
 
 
 @functools.lru_cache(maxsize=4)
@@ -74,4 +76,5 @@ def run_on_rtl(config: EngineConfig, jobs: list[EngineJob], timeout: float = 360
             raise RuntimeError(f"engine simulation failed: {run.problems}\n{tail}")
         out = np.load(out_file)
         return [RtlResult(out[f"scratchpad{i}"], int(out[f"cycles{i}"]), out[f"trace{i}"],
-                          int(out[f"error{i}"][0]), int(out[f"error{i}"][1])) for i in range(len(jobs))]
+                          int(out[f"error{i}"][0]), int(out[f"error{i}"][1]),
+                          int(out[f"monitor{i}"][0]), int(out[f"monitor{i}"][1])) for i in range(len(jobs))]

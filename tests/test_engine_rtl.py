@@ -16,7 +16,7 @@ from golden.engine import layout
 from golden.engine import program as isa
 from golden.engine.compiler import compile_forward
 from golden.engine.config import DEFAULT
-from golden.engine.cycles import descriptor_cycles, end_cycles
+from golden.engine.cycles import descriptor_cycles, end_cycles, program_external_reads
 from golden.engine.executor import Machine
 from sim.op_cases import CASE_CONFIG, bad_program_cases, random_op_case
 from sim.toolchain import verilator_available
@@ -62,6 +62,13 @@ def test_random_operations_bit_exact_and_cycle_exact(case_results):
         predicted = descriptor_cycles(case.descriptors[0], CASE_CONFIG).total
         assert measured_op_cycles(rtl, 1)[0] == predicted, case.name
         assert rtl.cycles == predicted + end_cycles(CASE_CONFIG), case.name
+        # the activity monitor: external traffic as the cycle model counts it, and a high-water
+        # mark above every byte the operation changed
+        assert rtl.external_reads == program_external_reads(case.descriptors, CASE_CONFIG), case.name
+        changed = np.nonzero(rtl.scratchpad != case.scratchpad)[0]
+        assert 0 < rtl.high_water <= CASE_CONFIG.scratchpad_bytes + CASE_CONFIG.lanes, case.name
+        if changed.size:
+            assert changed[-1] < rtl.high_water, case.name
     assert kinds == {"conv", "pointwise", "depthwise", "avgpool", "add", "raw32", "dot", "update",
                      "bias-update", "grad-scale", "grad-dot", "grad-sum", "update-list", "update-list-dw",
                      "raw32-list"}
@@ -112,6 +119,8 @@ def test_builtin_forward_cycles_match_cycle_model(builtin_forward):
     for rtl in results:
         assert list(measured_op_cycles(rtl, len(predicted))) == predicted
         assert rtl.cycles == sum(predicted) + end_cycles(DEFAULT)
+        assert rtl.external_reads == program_external_reads(compiled.descriptors, DEFAULT)
+        assert 0 < rtl.high_water <= compiled.peak_bytes     # nothing touched outside the plan
 
 
 # Biases of the last six convs, weights of both blocks' pointwise and depthwise convs on random
@@ -182,6 +191,8 @@ def test_training_iteration_cycles_match_cycle_model(training_iterations):
             predicted = [descriptor_cycles(d, DEFAULT).total for d in descriptors]
             assert list(measured_op_cycles(rtl, len(predicted))) == predicted
             assert rtl.cycles == sum(predicted) + end_cycles(DEFAULT)
+            assert rtl.external_reads == program_external_reads(descriptors, DEFAULT)
+            assert 0 < rtl.high_water <= program.forward.peak_bytes   # nothing touched outside the plan
 
 
 def test_weight_update_cycles_scale_with_the_selected_channels():
@@ -207,7 +218,7 @@ def test_mobilenetv2_iteration_with_mits_49kb_scheme(shared_file):
     ~49 KB scheme on the RTL in the default configuration: striped forward, back-propagation
     through blocks 11-16 (stride-2 depthwise included), channel lists; bit-exact against the
     golden executor and equal to the golden Trainer, every descriptor's cycles as predicted."""
-    from sparsebp.sim_cli import rtl_training_run
+    from sim.training_run import rtl_training_run
     model_path = shared_file("models/tiny-training/mbv2-w0.35.pkl")
     result = rtl_training_run(1, "default", scheme_name="mbv2-49kb", model_spec=str(model_path))
     assert result["peak_scratchpad_bytes"] <= DEFAULT.scratchpad_bytes

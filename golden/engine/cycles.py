@@ -96,6 +96,23 @@ def param_reads(channels: int, config: EngineConfig) -> int:
     return 2 * -(-channels // (L // 4)) + -(-channels // L)
 
 
+def external_reads(d: isa.Descriptor, config: EngineConfig) -> int:
+    """L-byte reads of external memory (the engine's monitor counts them): the descriptor's
+    fetch, its parameter table if that is external, and one B read per step if B is external
+    (both passes of a gradient)."""
+    reads = -(-isa.DESCRIPTOR_WORDS // (config.lanes // 4))
+    if d.opcode == isa.MAC and isa.needs_params(d) and d.flags & isa.FLAG_PARAMS_EXTERNAL:
+        reads += param_reads(isa.param_count(d), config)
+    if d.flags & isa.FLAG_B_EXTERNAL and not d.flags & isa.FLAG_B_ONES:
+        reads += prod(d.counts) * (2 if d.epilogue == isa.GRADIENT else 1)
+    return reads
+
+
+def program_external_reads(descriptors: list[isa.Descriptor], config: EngineConfig) -> int:
+    """Every descriptor's `external_reads`, and the END descriptor's fetch."""
+    return sum(external_reads(d, config) for d in descriptors) + -(-isa.DESCRIPTOR_WORDS // (config.lanes // 4))
+
+
 def end_cycles(config: EngineConfig) -> int:
     """Fetching and decoding the END descriptor, up to the done pulse."""
     return fetch_cycles(config) + DECODE
