@@ -79,6 +79,7 @@ class BackwardLowering:
         self.finished = {model.output: logits_gradient}
         self.counter = 0
         self.lists = lists                                     # conv index -> list address
+        alloc.clock = lambda: len(forward.descriptors) + len(self.out.descriptors)   # occupancy timeline
 
     # ---------------------------------------------------------------- helpers
     def _table(self, label: str, data: np.ndarray) -> str:

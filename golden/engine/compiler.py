@@ -43,6 +43,14 @@ class Allocator:
         self.peak = 0
         self.offsets = offsets
         self.events: list[tuple[str, str, int]] = []        # ("alloc", name, bytes) / ("free", name, 0)
+        # Occupancy over the program: after every alloc and free, (descriptors emitted so far,
+        # bytes allocated, end of the highest block). The compilers set `clock` to count.
+        self.clock = lambda: 0
+        self.timeline: list[tuple[int, int, int]] = []
+
+    def _record(self) -> None:
+        top = max((start + length for start, length in self.blocks.values()), default=0)
+        self.timeline.append((self.clock(), self.used(), top))
 
     def alloc(self, name: str, nbytes: int) -> int:
         nbytes = max(ALIGN, -(-nbytes // ALIGN) * ALIGN)
@@ -60,11 +68,13 @@ class Allocator:
         self.blocks[name] = (at, nbytes)
         self.events.append(("alloc", name, nbytes))
         self.peak = max(self.peak, at + nbytes + self.slack)
+        self._record()
         return at
 
     def free(self, name: str) -> None:
         del self.blocks[name]
         self.events.append(("free", name, 0))
+        self._record()
 
     def used(self) -> int:
         return sum(n for _, n in self.blocks.values())
@@ -318,6 +328,7 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
     masks: dict[str, int] = {}
     saved: dict[str, int] = {}
     descriptors, ops = [], []
+    alloc.clock = lambda: len(descriptors)
 
     def place(name):
         c, h, w = shapes[name]

@@ -39,6 +39,8 @@ class TrainingProgram:
     table: np.ndarray                # the softmax table the host uses
     backward_ops: list[str] = None   # one label per backward descriptor
     lists: dict = None               # weight-updated conv index -> its channel list's address
+    occupancy: list = None           # (descriptor position, bytes allocated, highest block end):
+                                     # after each alloc/free; forward descriptors first, then backward
 
     def write_selection(self, scratchpad: np.ndarray, selection: dict) -> None:
         """The host's part before the forward program: this iteration's selected channels
@@ -164,4 +166,5 @@ def compile_one(model: Model, scheme: UpdateScheme, config: EngineConfig, rule: 
                            f"the configuration has {config.external_bytes:,}")
     forward.peak_bytes = alloc.peak
     return TrainingProgram(config, forward, backward.descriptors, external, backward_base, g_addr, e_addr,
-                           prng_addr, int_ops.softmax_table(head.y.scale), backward.ops, lowering.lists)
+                           prng_addr, int_ops.softmax_table(head.y.scale), backward.ops, lowering.lists,
+                           alloc.timeline)
