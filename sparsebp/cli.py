@@ -7,6 +7,7 @@
     sparsebp check-requant --model PATH [--data ...]
     sparsebp sim engine [--model ...] [--config ...] --json OUT
     sparsebp build --board {icebreaker,ulx3s-85f,orangecrab-85f} [--json OUT]
+    sparsebp bench [--suite paper | --model ... --scheme ... --policy ...] [--plots DIR] --json OUT
 
 Errors a user can cause print one line `sparsebp: error: ...` and exit with status 1.
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 from golden.scheme import POLICIES, PRESETS
 from golden.train import ROUNDINGS
 
-from . import build_cli, experiment_cli, runs, sim_cli
+from . import bench_cli, build_cli, experiment_cli, runs, sim_cli
 from .args import positive_float, positive_int
 
 EPILOG = "Schemes: " + ", ".join(sorted(PRESETS)) + ", full, bias-K, or 'bias=K;w=IDX:RATIO,...'"
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment_cli.add_parser(sub)
     sim_cli.add_parser(sub)
     build_cli.add_parser(sub)
+    bench_cli.add_parser(sub)
     return parser
 
 
@@ -114,7 +116,8 @@ def cmd_demo(args) -> dict:
         ok, reason = verilator_available()
         if ok:
             print()
-            rtl = sim_cli.rtl_training_run(iterations=2)
+            from sim.training_run import rtl_training_run
+            rtl = rtl_training_run(iterations=2)
             sim_cli.print_table(rtl)
             result["rtl"] = rtl
         else:
@@ -143,7 +146,8 @@ def cmd_check_requant(args) -> dict:
 
 
 COMMANDS = {"sim": sim_cli.run, "demo": cmd_demo, "train": cmd_train, "eval": cmd_eval, "plan": cmd_plan,
-            "check-requant": cmd_check_requant, "experiment": experiment_cli.run, "build": build_cli.run}
+            "check-requant": cmd_check_requant, "experiment": experiment_cli.run, "build": build_cli.run,
+            "bench": bench_cli.run}
 
 
 def main(argv=None) -> int:
