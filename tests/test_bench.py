@@ -1,0 +1,120 @@
+"""`sparsebp bench` (sim/bench.py, sparsebp/bench_cli.py): the suites, the per-layer reduction,
+the clock source, the one-line errors, and one built-in row run on the RTL end to end."""
+import json
+
+import pytest
+
+from golden.builtin import builtin_model
+from golden.scheme import PRESETS, parse_scheme
+from sim.bench import RowSpec, dense_scheme, fmax_from, layer_table, model_key, suite_rows
+from sim.toolchain import verilator_available
+from sim.training_run import CATEGORIES, categorize
+from sparsebp.cli import main
+
+
+def test_dense_scheme_keeps_the_layers_at_ratio_one():
+    assert dense_scheme(PRESETS["builtin-sparse"]) == "bias=4;w=4:1,5:1,6:1"
+    mbv2 = dense_scheme(PRESETS["mbv2-49kb"])
+    assert mbv2 == "bias=16;w=36:1,39:1,41:1,42:1,45:1,48:1,49:1"     # conv 40 is bias-only (ratio 0)
+    dense = parse_scheme(dense_scheme(PRESETS["builtin-sparse"]), builtin_model())
+    assert set(dense.weight_convs().values()) == {1.0}
+
+
+def test_default_suite_rows():
+    rows, missing = suite_rows("default")
+    assert missing == []
+    assert RowSpec("builtin", "builtin-sparse", "dynamic", 2, "sparse") in rows
+    assert RowSpec("builtin", "builtin-sparse", "static-first", 2, "sparse") in rows
+    assert [r.scheme for r in rows if r.label == "ratio"] == [
+        "bias=4;w=4:0.125,5:0.125,6:0.125", "bias=4;w=4:0.25,5:0.25,6:0.25", "bias=4;w=4:0.5,5:0.5,6:0.5"]
+    assert {r.label for r in rows} == {"sparse", "dense", "last-layer", "full", "ratio"}
+    with pytest.raises(ValueError, match="unknown suite"):
+        suite_rows("nightly")
+
+
+def test_paper_suite_names_absent_models(tmp_path):
+    rows, missing = suite_rows("paper", shared=tmp_path)
+    assert rows == [] and len(missing) == 3 and all("is absent" in m for m in missing)
+
+
+def test_model_key():
+    assert model_key("/x/mbv2-w0.35.pkl") == "mbv2"
+    assert model_key("mcunet-5fps.pkl") == "mcunet"
+    assert model_key("builtin") is None
+
+
+def test_categories_and_layer_table():
+    assert categorize("forward", "b1.dw forward") == ("b1.dw", "forward")
+    assert categorize("backward", "b2.pw1 weight update") == ("b2.pw1", "weight gradient + update")
+    assert categorize("backward", "b2.pw1 bias update") == ("b2.pw1", "bias update")
+    assert categorize("backward", "b2.pw1 input-gradient prescale") == ("b2.pw1", "input gradient")
+    assert categorize("backward", "b2.add gradient sum") == ("b2.add", "input gradient")
+    ops = [{"layer": "a", "category": "forward", "cycles_measured": 10, "cycles_predicted": 10, "useful_macs": 80},
+           {"layer": "b", "category": "forward", "cycles_measured": 5, "cycles_predicted": 5, "useful_macs": 0},
+           {"layer": "a", "category": "bias update", "cycles_measured": 7, "cycles_predicted": 8, "useful_macs": 3}]
+    table = layer_table(ops)
+    assert [t["layer"] for t in table] == ["a", "b"]
+    assert table[0]["forward"] == 10 and table[0]["bias update"] == 7 and table[0]["input gradient"] == 0
+    assert (table[0]["cycles_measured"], table[0]["cycles_predicted"], table[0]["useful_macs"]) == (17, 18, 83)
+    assert set(CATEGORIES) <= set(table[1])
+
+
+def test_fmax_sources(tmp_path):
+    assert fmax_from(42.0, None, "default") == {"fmax_mhz": 42.0, "source": "--fmax-mhz"}
+    report = tmp_path / "build.json"
+    report.write_text(json.dumps({"board": "ulx3s-85f", "fmax_mhz": 18.73, "timing_met": False, "macs_per_cycle": 8}))
+    got = fmax_from(None, report, "default")
+    assert got["fmax_mhz"] == 18.73 and "ulx3s-85f" in got["source"]
+    assert fmax_from(None, None, "default")["fmax_mhz"] == 100.0
+    report.write_text("{}")
+    with pytest.raises(ValueError, match="fmax_mhz"):
+        fmax_from(None, report, "default")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--suite", "paper", "--model", "builtin"], "either --suite or --model"),
+    (["--scheme", "last-layer"], "--scheme needs --model"),
+    (["--model", "nothing.pkl"], "no such model file"),
+    (["--iterations", "51"], "between 1 and 50"),
+    (["--build-report", "/nonexistent.json"], "not a `sparsebp build --json` report"),
+])
+def test_bench_errors_are_one_line(capsys, argv, message):
+    assert main(["bench"] + argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+available, reason = verilator_available()
+
+
+@pytest.mark.skipif(not available, reason=reason)
+def test_bench_builtin_row_on_rtl(tmp_path):
+    """One built-in row through the CLI: the JSON keys the issue names, RTL = cycle model for
+    cycles and external traffic, the engine's high-water mark within the plan, bit-exact."""
+    out = tmp_path / "bench.json"
+    plots = tmp_path / "plots"
+    argv = ["bench", "--model", "builtin", "--iterations", "1", "--fmax-mhz", "50", "--json", str(out)]
+    try:
+        import matplotlib  # noqa: F401
+        argv += ["--plots", str(plots)]
+    except ImportError:
+        plots = None
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["git_revision"] and result["toolchain"]["verilator"] and result["config"]["lanes"] == 16
+    (row,) = result["rows"]
+    for key in ("model", "scheme", "policy", "cycles_measured", "cycles_predicted", "peak_bytes_measured",
+                "peak_bytes_planned", "bit_exact", "mac_utilization", "iteration_ms_at_fmax"):
+        assert key in row, key
+    assert (row["model"], row["scheme"], row["policy"]) == (builtin_model().name, "builtin-sparse", "dynamic")
+    assert row["bit_exact"] is True
+    assert row["cycles_measured"] == row["cycles_predicted"] and row["cycle_model_error_max"] == 0
+    assert row["external_bytes_measured"] == row["external_bytes_predicted"] > 0
+    assert 0 < row["peak_bytes_measured"] <= row["peak_bytes_planned"] <= 256 * 1024
+    assert 0 < row["mac_utilization"] < 1
+    assert row["iteration_ms_at_fmax"] == pytest.approx(row["cycles_measured"] / 50e3, abs=1e-3)
+    assert sum(layer["cycles_measured"] for layer in row["layers"]) == \
+        row["forward_cycles"] + row["backward_cycles"]
+    assert row["occupancy"][0][0] == 0 and max(p[2] for p in row["occupancy"]) < row["peak_bytes_planned"]
+    if plots is not None:
+        assert {p.name for p in plots.iterdir()} >= {"cycles_per_layer.png", "scratchpad_occupancy.png"}
