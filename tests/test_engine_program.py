@@ -10,10 +10,11 @@ from golden.builtin import builtin_model
 from golden.data import load_digits
 from golden.engine import layout
 from golden.engine import program as isa
-from golden.engine.compiler import CompileError, compile_forward
+from golden.engine.compiler import CompileError, compile_forward, stripe_blocks
 from golden.engine.config import DEFAULT, SMALL, EngineConfig
 from golden.engine.cycles import descriptor_cycles
 from golden.engine.executor import EngineError, Machine
+from golden.graph import INPUT, AvgPool, Conv, Model, QParams
 from sim.op_cases import CASE_CONFIG, bad_program_cases, random_op_case
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "engine.md"
@@ -109,3 +110,50 @@ def test_weight_gradient_cycles_scale_with_selected_channels():
     assert per_channel > 0
     for selected in (4, 8, 16, 32):      # 1/8, 1/4, 1/2, 1 of 32 channels
         assert cycles(selected) - cycles(1) == per_channel * (selected - 1)
+
+
+def stem_model() -> Model:
+    """A MobileNet-like front: a regular 3x3 stride-2 stem -> depthwise -> pointwise (block 0,
+    no expansion conv), an inverted residual block with a stride-2 depthwise conv, a pool and a
+    classifier. Odd sizes so the last stripe is short."""
+    rng = np.random.default_rng(3)
+
+    def conv(name, source, c_in, c_out, k, stride, groups, x, y, classifier=False):
+        w = rng.integers(-127, 128, size=(c_out, c_in // groups, k, k)).astype(np.int8)
+        b = rng.integers(-2000, 2000, size=c_out).astype(np.int32)
+        s = rng.uniform(0.0005, 0.004, size=c_out)
+        return Conv(name, source, name, w, b, s, stride, groups, x, y, classifier)
+
+    q = [QParams(1 / 64, 0), QParams(0.05, -128), QParams(0.08, -20), QParams(0.1, 5), QParams(0.07, -3),
+         QParams(0.06, 2), QParams(0.09, -7), QParams(0.05, -3)]
+    nodes = [conv("stem", INPUT, 3, 8, 3, 2, 1, q[0], q[1]),
+             conv("b0.dw", "stem", 8, 8, 3, 1, 8, q[1], q[2]),
+             conv("b0.pw2", "b0.dw", 8, 8, 1, 1, 1, q[2], q[3]),
+             conv("b1.pw1", "b0.pw2", 8, 16, 1, 1, 1, q[3], q[4]),
+             conv("b1.dw", "b1.pw1", 16, 16, 3, 2, 16, q[4], q[5]),
+             conv("b1.pw2", "b1.dw", 16, 8, 1, 1, 1, q[5], q[6]),
+             AvgPool("pool", "b1.pw2", "pool", q[6], q[7]),
+             conv("classifier", "pool", 8, 3, 1, 1, 1, q[7], QParams(0.2, -10), classifier=True)]
+    return Model("stem", (3, 22, 21), q[0], nodes)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 16])
+def test_striped_stem_and_blocks_equal_the_whole_forward_pass(rows):
+    """The stem (regular conv -> dw -> pw) is striped like an inverted residual block: every
+    tensor it writes equals int_ops' forward pass, and its outputs never exist whole."""
+    model = stem_model()
+    assert [b[0].name for b in stripe_blocks(model)] == ["stem", "b1.pw1"]
+    compiled = compile_forward(model, SMALL, stripe_rows=rows, keep_alive=("b0.pw2", "b1.pw2"))
+    assert any(op.startswith("stem forward rows") for op in compiled.ops) == (rows < 11)
+    assert ("stem" in compiled.tensors) == (rows >= 11)      # 11 rows: one stripe is the whole tensor
+    rng = np.random.default_rng(rows)
+    for _ in range(3):
+        image = rng.integers(-128, 128, model.input_shape).astype(np.int8)
+        machine = Machine(SMALL, compiled.external)
+        machine.write(compiled.tensors["input"][0], layout.activation_bytes(image))
+        machine.run_or_raise(compiled.descriptors + [isa.Descriptor()])
+        reference = int_ops.forward(model, image[None])
+        for name in ("b0.pw2", "b1.pw2", model.output):
+            address, shape = compiled.tensors[name]
+            got = layout.activation_from_bytes(machine.read(address, int(np.prod(shape))), shape)
+            assert np.array_equal(got, reference[name][0]), (rows, name)

@@ -244,37 +244,69 @@ def add_descriptor(node: Add, config: EngineConfig, shape, x1_addr, x2_addr, y_a
     return d
 
 
-def _striped_block(pw1: Conv, dw: Conv, pw2: Conv, shapes, config: EngineConfig, tensors, alloc: Allocator,
+def stripe_blocks(model: Model) -> list[tuple[Conv, Conv, Conv]]:
+    """Chains first -> dw -> pw2 that can be computed in stripes: `first` any non-depthwise conv
+    feeding only the depthwise conv `dw`, which feeds only the pointwise conv `pw2`. These are
+    the inverted residual blocks (golden/memory.py: find_blocks) and the stem of MobileNet-like
+    models (first conv k x k / 2 -> b0.dw -> b0.pw2), whose block 0 has no expansion conv."""
+    consumers = model.consumers()
+    nodes = model.nodes
+    blocks = []
+    p = 0
+    while p + 2 < len(nodes):
+        first, dw, pw2 = nodes[p:p + 3]
+        if (isinstance(first, Conv) and not first.depthwise and not first.is_classifier
+                and isinstance(dw, Conv) and dw.depthwise and not dw.is_classifier
+                and isinstance(pw2, Conv) and not pw2.is_classifier and pw2.kernel == 1 and pw2.groups == 1
+                and pw2.stride == 1
+                and consumers.get(first.output) == [dw] and dw.input == first.output
+                and consumers.get(dw.output) == [pw2] and pw2.input == dw.output):
+            blocks.append((first, dw, pw2))
+            p += 3
+        else:
+            p += 1
+    return blocks
+
+
+def _striped_block(first: Conv, dw: Conv, pw2: Conv, shapes, config: EngineConfig, tensors, alloc: Allocator,
                    ext: ExternalImage, rows: int) -> list[tuple[isa.Descriptor, str]]:
-    """Descriptors of one inverted residual block computed in stripes of `rows` dw-output rows."""
-    c_in, h, w = shapes[pw1.input]
-    c_exp = pw1.out_channels
+    """Descriptors of one chain first -> dw -> pw2 (`stripe_blocks`) computed in stripes of `rows`
+    dw-output rows. Per stripe, `first` computes the rows of its output the stripe's dw rows read
+    (halo included, so rows shared by two stripes are computed twice) into a stripe buffer."""
+    c_in, h_in, w_in = shapes[first.input]
+    c_exp, h, w = shapes[first.output]
     _, ho, wo = shapes[dw.output]
     k, s, pad = dw.kernel, dw.stride, dw.kernel // 2
     halo_rows = min(h, (rows - 1) * s + k)
-    expanded = alloc.alloc(f"stripe:{pw1.output}", c_exp * halo_rows * w)
+    expanded = alloc.alloc(f"stripe:{first.output}", c_exp * halo_rows * w)
     depthwise = alloc.alloc(f"stripe:{dw.output}", c_exp * rows * wo)
     weights = {}
-    for conv in (pw1, dw, pw2):
+    for conv in (first, dw, pw2):
         weights[conv.name] = (ext.add(layout.weight_bytes(conv.weight, conv.depthwise)),
                               ext.add(layout.param_bytes(conv.bias, conv.requant.M, conv.requant.n)))
-    x_addr, y_addr = tensors[pw1.input][0], tensors[pw2.output][0]
+    x_addr, y_addr = tensors[first.input][0], tensors[pw2.output][0]
+    pointwise = first.kernel == 1 and first.stride == 1
     out = []
     for r0 in range(0, ho, rows):
         r1 = min(ho, r0 + rows)
-        a0 = max(0, r0 * s - pad)                      # input rows of dw this stripe reads
+        a0 = max(0, r0 * s - pad)                      # input rows of dw (rows of first's output) this stripe reads
         a1 = min(h, (r1 - 1) * s - pad + k)
-        d1 = conv_descriptor(pw1, config, (c_in, a1 - a0, w), x_addr + a0 * w * c_in, expanded,
-                             *weights[pw1.name], None)
+        if pointwise:                                  # rows a0..a1 of first's input, no halo of its own
+            d1 = conv_descriptor(first, config, (c_in, a1 - a0, w_in), x_addr + a0 * w_in * c_in, expanded,
+                                 *weights[first.name], None)
+        else:                                          # output rows a0..a1 over the whole input (its padding)
+            d1 = conv_descriptor(first, config, (c_in, h_in, w_in), x_addr, expanded, *weights[first.name], None)
+            d1.counts[1] = a1 - a0
+            d1.a_row0 = a0 * first.stride - first.kernel // 2
         d2 = conv_descriptor(dw, config, (c_exp, a1 - a0, w), expanded, depthwise, *weights[dw.name], None)
         # rows of the stripe buffer: buffer row 0 is image row a0; dw's rows r0..r1
         d2.counts[1] = r1 - r0
         d2.a_row0 = r0 * s - pad - a0
         d3 = conv_descriptor(pw2, config, (c_exp, r1 - r0, wo), depthwise, y_addr + r0 * wo * pw2.out_channels,
                              *weights[pw2.name], None)
-        out += [(d1, f"{pw1.name} forward rows {a0}-{a1 - 1}"), (d2, f"{dw.name} forward rows {r0}-{r1 - 1}"),
+        out += [(d1, f"{first.name} forward rows {a0}-{a1 - 1}"), (d2, f"{dw.name} forward rows {r0}-{r1 - 1}"),
                 (d3, f"{pw2.name} forward rows {r0}-{r1 - 1}")]
-    alloc.free(f"stripe:{pw1.output}")
+    alloc.free(f"stripe:{first.output}")
     alloc.free(f"stripe:{dw.output}")
     return out
 
@@ -298,11 +330,11 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
     that outlives the forward pass (`saved`: what a sparse weight update reads); tensors in `keep_alive` are never
     freed (the backward pass reads them).
 
-    With `stripe_rows`, every inverted residual block pw1 -> dw -> pw2 (golden/memory.py:
-    find_blocks) whose tensors the backward pass does not need is computed in stripes of
-    `stripe_rows` rows of dw's output, as the memory planner assumes: per stripe, pw1 over the
-    input rows the stripe needs (halo included) into a stripe buffer, dw into a second one, pw2
-    into the stripe's rows of the block output. The expanded tensors never exist whole.
+    With `stripe_rows`, every chain first -> dw -> pw2 (`stripe_blocks`: the inverted residual
+    blocks and the stem) whose tensors the backward pass does not need is computed in stripes of
+    `stripe_rows` rows of dw's output, as the memory planner assumes: per stripe, the first conv
+    over the input rows the stripe needs (halo included) into a stripe buffer, dw into a second
+    one, pw2 into the stripe's rows of the block output. The expanded tensors never exist whole.
     """
     shapes = model.tensor_shapes(resolution)
     last_reader: dict[str, int] = {}
@@ -348,8 +380,7 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
     if stripe_rows is not None:
         if stripe_rows < 1:
             raise CompileError(f"stripe rows must be positive, not {stripe_rows}")
-        from ..memory import find_blocks
-        for pw1, dw, pw2 in find_blocks(model):
+        for pw1, dw, pw2 in stripe_blocks(model):
             inner = (pw1.output, dw.output)
             needed = any(mask_for_wanted(t) for t in inner + (pw2.output,)) or \
                 any(t in keep_alive or t in resident for t in inner) or \
