@@ -10,12 +10,16 @@ from golden.builtin import builtin_model
 from golden.data import load_digits
 from golden.engine import layout
 from golden.engine import program as isa
-from golden.engine.compiler import CompileError, compile_forward, stripe_blocks
+from golden.engine.compiler import Allocator, CompileError, compile_forward, plan_offsets, stripe_blocks
 from golden.engine.config import DEFAULT, SMALL, EngineConfig
 from golden.engine.cycles import descriptor_cycles
 from golden.engine.executor import EngineError, Machine
+from golden.engine.training import compile_training
 from golden.graph import INPUT, AvgPool, Conv, Model, QParams
+from golden.scheme import ChannelSelector, parse_scheme
+from golden.train import Trainer, UpdateRule
 from sim.op_cases import CASE_CONFIG, bad_program_cases, random_op_case
+from sim.training_run import resident_equal_trainer
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "engine.md"
 
@@ -157,3 +161,46 @@ def test_striped_stem_and_blocks_equal_the_whole_forward_pass(rows):
             address, shape = compiled.tensors[name]
             got = layout.activation_from_bytes(machine.read(address, int(np.prod(shape))), shape)
             assert np.array_equal(got, reference[name][0]), (rows, name)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5])
+def test_striped_stem_training_equals_the_trainer(rows):
+    """Training iterations with the stem striped and its output written over the input image
+    (the host writes the next image there): every updated weight and bias equals the Trainer's."""
+    model = stem_model()
+    scheme = parse_scheme("bias=2;w=5:0.5", model)
+    rule = UpdateRule(lr=0.5)
+    program = compile_training(model, scheme, SMALL, rule, stripe_rows=rows)
+    x_at, out_at = program.forward.tensors["input"][0], program.forward.tensors["b0.pw2"][0]
+    assert out_at <= x_at < out_at + 8 * 11 * 11         # b0.pw2 lies over the image
+    assert any(op.startswith("stem forward rows") for op in program.forward.ops)
+    trainer = Trainer(model, scheme, "dynamic", rule, seed=4)
+    host_selector = ChannelSelector(model, scheme, "dynamic", seed=9)
+    rng = np.random.default_rng(7)
+    images = rng.integers(-128, 128, (3,) + model.input_shape).astype(np.int8)
+    scratchpad = program.initial_scratchpad(images[0], trainer.sr_rng.state)
+    for image in images:
+        label = int(rng.integers(0, 3))
+        scratchpad[x_at:x_at + image.size] = layout.activation_bytes(image)
+        program.write_selection(scratchpad, host_selector.select())
+        machine = Machine(SMALL, program.external)
+        machine.scratchpad[:] = scratchpad
+        machine.run_or_raise(program.forward.descriptors + [isa.Descriptor()])
+        loss = program.loss_step(machine.scratchpad, model, label)
+        machine.run_or_raise(program.backward + [isa.Descriptor()])
+        scratchpad = machine.scratchpad.copy()
+        assert loss == trainer.step(image[None], label).loss
+        assert resident_equal_trainer(program, trainer, scratchpad)
+
+
+def test_a_block_allocated_inside_another_is_packed_with_it():
+    events = [("alloc", "image", 100), ("alloc", "output", 48, ), ("free", "image", 0), ("alloc", "later", 60),
+              ("free", "output", 0), ("free", "later", 0)]
+    assert plan_offsets(events) == ({"image": 0, "output": 100, "later": 0}, 148)
+    # the output inside the image: it keeps the image's offset, and the later block clears it
+    assert plan_offsets(events, {"output": "image"}) == ({"image": 0, "output": 0, "later": 48}, 108)
+    alloc = Allocator(1024, slack=0)
+    alloc.alloc("image", 100)
+    with pytest.raises(CompileError, match="output \\(112 bytes\\) does not fit inside image \\(104 bytes\\)"):
+        alloc.alloc("output", 105, inside="image")
+    assert alloc.alloc("output", 48, inside="image") == 0 and alloc.used() == 104

@@ -35,6 +35,10 @@ class Allocator:
     With `offsets` (from `plan_offsets` over a first compile's `events`), every block goes where
     the plan puts it instead: a compile run twice, first to learn each block's size and lifetime,
     then with the packing, wastes no space to fragmentation the way first-fit does.
+
+    A block allocated `inside` a live block starts at that block's address and may outlive it:
+    a striped block's output written over its dying input (`_overwrite_lead`). The caller
+    guarantees that no byte is overwritten while still to be read, and the block fits inside.
     """
 
     def __init__(self, size: int, slack: int, offsets: dict[str, int] | None = None):
@@ -43,6 +47,7 @@ class Allocator:
         self.peak = 0
         self.offsets = offsets
         self.events: list[tuple[str, str, int]] = []        # ("alloc", name, bytes) / ("free", name, 0)
+        self.anchors: dict[str, str] = {}                   # block -> the block it was allocated inside
         # Occupancy over the program: after every alloc and free, (descriptors emitted so far,
         # bytes allocated, end of the highest block). The compilers set `clock` to count.
         self.clock = lambda: 0
@@ -52,10 +57,17 @@ class Allocator:
         top = max((start + length for start, length in self.blocks.values()), default=0)
         self.timeline.append((self.clock(), self.used(), top))
 
-    def alloc(self, name: str, nbytes: int) -> int:
+    def alloc(self, name: str, nbytes: int, inside: str | None = None) -> int:
         nbytes = max(ALIGN, -(-nbytes // ALIGN) * ALIGN)
+        if inside is not None:
+            host_at, host_bytes = self.blocks[inside]
+            if nbytes > host_bytes:
+                raise CompileError(f"{name} ({nbytes:,} bytes) does not fit inside {inside} ({host_bytes:,} bytes)")
+            self.anchors[name] = inside
         if self.offsets is not None:
             at = self.offsets[name]
+        elif inside is not None:
+            at = host_at
         else:
             at = 0
             for start, length in sorted(self.blocks.values()):
@@ -77,35 +89,59 @@ class Allocator:
         self._record()
 
     def used(self) -> int:
-        return sum(n for _, n in self.blocks.values())
+        """Bytes covered by live blocks (a block inside another counts once)."""
+        total, reach = 0, 0
+        for start, length in sorted(self.blocks.values()):
+            total += max(0, start + length - max(start, reach))
+            reach = max(reach, start + length)
+        return total
 
     def address(self, name: str) -> int:
         return self.blocks[name][0]
 
 
-def plan_offsets(events: list[tuple[str, str, int]]) -> tuple[dict[str, int], int]:
+def plan_offsets(events: list[tuple[str, str, int]],
+                 anchors: dict[str, str] | None = None) -> tuple[dict[str, int], int]:
     """Offline packing of blocks with known lifetimes (greedy by size, as TFLite's planner):
     largest first, each at the lowest offset clear of every placed block alive at the same
-    time. Returns (offsets, bytes spanned)."""
+    time. A block allocated inside another (`anchors`) is placed with it, at the same offset,
+    clear of everything else alive with either. Returns (offsets, bytes spanned)."""
+    anchors = anchors or {}
     start, end, size = {}, {}, {}
     for t, (kind, name, nbytes) in enumerate(events):
         if kind == "alloc":
             start[name], size[name] = t, nbytes
         else:
             end[name] = t
-    order = sorted(start, key=lambda n: (-size[n], start[n]))
+
+    def root(name):
+        while name in anchors:
+            name = anchors[name]
+        return name
+
+    groups: dict[str, list[str]] = {}
+    for name in start:
+        groups.setdefault(root(name), []).append(name)
+    order = sorted(groups, key=lambda r: (-max(size[n] for n in groups[r]), start[r]))
     placed: list[tuple[int, int, int, int]] = []           # (offset, size, start, end)
     offsets = {}
-    for name in order:
-        lo, hi = start[name], end.get(name, len(events))
-        clash = sorted((o, n) for o, n, s, e in placed if s < hi and lo < e)
-        at = 0
-        for o, n in clash:
-            if o - at >= size[name]:
-                break
-            at = max(at, o + n)
-        offsets[name] = at
-        placed.append((at, size[name], lo, hi))
+    for group in order:
+        members = [(size[n], start[n], end.get(n, len(events))) for n in groups[group]]
+        clashes = [sorted((o, n) for o, n, s, e in placed if s < hi and lo < e) for _, lo, hi in members]
+        if len(members) == 1:
+            at = 0
+            for o, n in clashes[0]:
+                if o - at >= members[0][0]:
+                    break
+                at = max(at, o + n)
+        else:                  # the lowest offset where every member is clear of its own clashes
+            candidates = sorted({0} | {o + n for clash in clashes for o, n in clash})
+            at = next(c for c in candidates
+                      if all(not (o < c + need and c < o + n) for (need, _, _), clash in zip(members, clashes)
+                             for o, n in clash))
+        for name in groups[group]:
+            offsets[name] = at
+            placed.append((at, size[name], start[name], end.get(name, len(events))))
     return offsets, max((o + n for o, n, _, _ in placed), default=0)
 
 
@@ -268,6 +304,22 @@ def stripe_blocks(model: Model) -> list[tuple[Conv, Conv, Conv]]:
     return blocks
 
 
+def _overwrite_lead(first: Conv, dw: Conv, pw2: Conv, shapes, rows: int) -> int:
+    """Bytes the block output must start before its input so that the striped block can write
+    its output over its input: after each stripe but the last, the output rows written so far
+    must end at or before the first input byte a later stripe still reads."""
+    c_in, _, w_in = shapes[first.input]
+    _, h, _ = shapes[first.output]
+    c_out, ho, wo = shapes[pw2.output]
+    k, s, pad = dw.kernel, dw.stride, dw.kernel // 2
+    lead = 0
+    for r1 in range(rows, ho, rows):                   # r1: first dw row of the next stripe
+        a0 = max(0, r1 * s - pad)                      # its first row of first's output ...
+        x0 = max(0, a0 * first.stride - first.kernel // 2)       # ... and of first's input
+        lead = max(lead, r1 * wo * c_out - x0 * w_in * c_in)
+    return -(-lead // ALIGN) * ALIGN
+
+
 def _striped_block(first: Conv, dw: Conv, pw2: Conv, shapes, config: EngineConfig, tensors, alloc: Allocator,
                    ext: ExternalImage, rows: int) -> list[tuple[isa.Descriptor, str]]:
     """Descriptors of one chain first -> dw -> pw2 (`stripe_blocks`) computed in stripes of `rows`
@@ -364,7 +416,8 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
 
     def place(name):
         c, h, w = shapes[name]
-        tensors[name] = (alloc.alloc(name, c * h * w), shapes[name])
+        lead = overwrite.get(name, (0, None))[0]
+        tensors[name] = (alloc.alloc(name, lead + c * h * w) + lead, shapes[name])
 
     def mask_for(name):
         if not (keep_masks is True or (keep_masks and name in keep_masks)):
@@ -376,7 +429,9 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
     def mask_for_wanted(name):
         return keep_masks is True or bool(keep_masks and name in keep_masks)
 
+    position = {id(node): i for i, node in enumerate(model.nodes)}
     striped = {}
+    overwrite: dict[str, tuple[int, str]] = {}   # block input -> (lead bytes, the block output written over it)
     if stripe_rows is not None:
         if stripe_rows < 1:
             raise CompileError(f"stripe rows must be positive, not {stripe_rows}")
@@ -387,6 +442,12 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
                 any(n.name in resident_at for n in (pw1, dw, pw2))
             if not needed and shapes[dw.output][1] > stripe_rows:
                 striped[id(pw1)] = (pw1, dw, pw2)
+                # the output goes over the input when this block is the input's last reader
+                x = pw1.input
+                if not keep_tensors and x not in keep_alive and last_reader[x] == position[id(pw1)]:
+                    lead = _overwrite_lead(pw1, dw, pw2, shapes, stripe_rows)
+                    if np.prod(shapes[pw2.output]) <= lead + np.prod(shapes[x]):
+                        overwrite[x] = (lead, pw2.output)
 
     def release_inputs(node, i):
         """Free the inputs node i reads last (the input image too: the host writes the next one
@@ -404,7 +465,11 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
             continue
         if id(node) in striped:
             pw1, dw, pw2 = striped[id(node)]
-            place(pw2.output)
+            if pw1.input in overwrite:
+                at = alloc.alloc(pw2.output, int(np.prod(shapes[pw2.output])), inside=pw1.input)
+                tensors[pw2.output] = (at, shapes[pw2.output])
+            else:
+                place(pw2.output)
             emitted = _striped_block(pw1, dw, pw2, shapes, config, tensors, alloc, ext, stripe_rows)
             for d, label in emitted:
                 code = isa.check(d, config)

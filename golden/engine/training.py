@@ -143,7 +143,7 @@ def compile_one(model: Model, scheme: UpdateScheme, config: EngineConfig, rule: 
     roomy = dataclasses.replace(config, scratchpad_bytes=2 ** 24)
     recording = Allocator(roomy.scratchpad_bytes, slack=L)
     lower(recording, roomy)
-    offsets, spanned = plan_offsets(recording.events)
+    offsets, spanned = plan_offsets(recording.events, recording.anchors)
     if spanned + L > config.scratchpad_bytes:
         raise ScratchpadTooSmall(f"{model.name} with scheme {scheme.name} needs {spanned + L:,} bytes of "
                                  f"scratchpad at its peak (stripes of {stripe_rows} rows), the configuration "
