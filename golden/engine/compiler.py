@@ -366,7 +366,7 @@ def _striped_block(first: Conv, dw: Conv, pw2: Conv, shapes, config: EngineConfi
 def compile_forward(model: Model, config: EngineConfig, resolution: int | None = None,
                     keep_masks: "bool | set[str]" = False, keep_tensors: bool = False,
                     resident: tuple[str, ...] = (), keep_alive: tuple[str, ...] = (),
-                    alloc: "Allocator | None" = None, stripe_rows: int | None = None,
+                    alloc: "Allocator | None" = None, stripe_rows: "int | dict[str, int] | None" = None,
                     resident_params: tuple[str, ...] = (),
                     gathers: dict[str, tuple[int, int]] | None = None) -> Compiled:
     """The forward pass of `model` as one program (whole tensors, no striping).
@@ -387,6 +387,8 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
     `stripe_rows` rows of dw's output, as the memory planner assumes: per stripe, the first conv
     over the input rows the stripe needs (halo included) into a stripe buffer, dw into a second
     one, pw2 into the stripe's rows of the block output. The expanded tensors never exist whole.
+    `stripe_rows` may also map a block's first conv to its own rows (a block not named stays
+    whole). A striped block that is its input's last reader writes its output over the input.
     """
     shapes = model.tensor_shapes(resolution)
     last_reader: dict[str, int] = {}
@@ -433,19 +435,21 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
     striped = {}
     overwrite: dict[str, tuple[int, str]] = {}   # block input -> (lead bytes, the block output written over it)
     if stripe_rows is not None:
-        if stripe_rows < 1:
-            raise CompileError(f"stripe rows must be positive, not {stripe_rows}")
+        rows_of = stripe_rows if isinstance(stripe_rows, dict) else {b[0].name: stripe_rows for b in stripe_blocks(model)}
+        if any(r < 1 for r in rows_of.values()):
+            raise CompileError(f"stripe rows must be positive, not {min(rows_of.values())}")
         for pw1, dw, pw2 in stripe_blocks(model):
+            rows = rows_of.get(pw1.name, shapes[dw.output][1])
             inner = (pw1.output, dw.output)
             needed = any(mask_for_wanted(t) for t in inner + (pw2.output,)) or \
                 any(t in keep_alive or t in resident for t in inner) or \
                 any(n.name in resident_at for n in (pw1, dw, pw2))
-            if not needed and shapes[dw.output][1] > stripe_rows:
-                striped[id(pw1)] = (pw1, dw, pw2)
+            if not needed and shapes[dw.output][1] > rows:
+                striped[id(pw1)] = (pw1, dw, pw2, rows)
                 # the output goes over the input when this block is the input's last reader
                 x = pw1.input
                 if not keep_tensors and x not in keep_alive and last_reader[x] == position[id(pw1)]:
-                    lead = _overwrite_lead(pw1, dw, pw2, shapes, stripe_rows)
+                    lead = _overwrite_lead(pw1, dw, pw2, shapes, rows)
                     if np.prod(shapes[pw2.output]) <= lead + np.prod(shapes[x]):
                         overwrite[x] = (lead, pw2.output)
 
@@ -464,13 +468,13 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
             release_inputs(node, i)
             continue
         if id(node) in striped:
-            pw1, dw, pw2 = striped[id(node)]
+            pw1, dw, pw2, rows = striped[id(node)]
             if pw1.input in overwrite:
                 at = alloc.alloc(pw2.output, int(np.prod(shapes[pw2.output])), inside=pw1.input)
                 tensors[pw2.output] = (at, shapes[pw2.output])
             else:
                 place(pw2.output)
-            emitted = _striped_block(pw1, dw, pw2, shapes, config, tensors, alloc, ext, stripe_rows)
+            emitted = _striped_block(pw1, dw, pw2, shapes, config, tensors, alloc, ext, rows)
             for d, label in emitted:
                 code = isa.check(d, config)
                 if code != isa.OK:

@@ -22,7 +22,7 @@ from ..train import UpdateRule
 from . import layout
 from . import program as isa
 from .backward import BackwardLowering, Gradient, allocate_lists, backward_start, path_nodes, place_tables
-from .compiler import Allocator, CompileError, Compiled, compile_forward, plan_offsets
+from .compiler import Allocator, CompileError, Compiled, compile_forward, plan_offsets, stripe_blocks
 from .config import EngineConfig
 
 
@@ -41,6 +41,7 @@ class TrainingProgram:
     lists: dict = None               # weight-updated conv index -> its channel list's address
     occupancy: list = None           # (descriptor position, bytes allocated, highest block end):
                                      # after each alloc/free; forward descriptors first, then backward
+    stripe_rows: "int | dict | None" = None   # rows per stripe (per block: first conv name -> rows)
 
     def write_selection(self, scratchpad: np.ndarray, selection: dict) -> None:
         """The host's part before the forward program: this iteration's selected channels
@@ -74,41 +75,44 @@ class TrainingProgram:
         return loss
 
 
-STRIPE_CHOICES = (16, 8, 4, 2, 1)   # rows per stripe tried in turn: fewer rows, less memory, more halo work
+STRIPE_CHOICES = (64, 32, 16, 8, 4, 2)   # rows per stripe tried per block, most first (most rows, least halo work)
 
 
 def compile_training(model: Model, scheme: UpdateScheme, config: EngineConfig,
-                     rule: UpdateRule = UpdateRule(), stripe_rows: int | None = None) -> TrainingProgram:
-    """`compile_one` with the most rows per stripe that fits the scratchpad (or the rows given)."""
+                     rule: UpdateRule = UpdateRule(),
+                     stripe_rows: "int | dict[str, int] | None" = None) -> TrainingProgram:
+    """`compile_one` with the smallest planned peak, then the fewest halo rows (or the rows given).
+
+    Every striped block (compiler.stripe_blocks) first runs one row per stripe, which gives the
+    smallest peak striping can reach (small maps may do better whole); then each block in turn
+    takes the most rows of `STRIPE_CHOICES` that keep the peak at or below the best so far (a
+    block whose rows cover its whole output stays whole). The peak is set by one or two blocks; the others run wide stripes and spend little
+    on recomputed halo rows."""
     if stripe_rows is not None:
         return compile_one(model, scheme, config, rule, stripe_rows)
-    for rows in STRIPE_CHOICES:
-        try:
-            return compile_one(model, scheme, config, rule, rows)
-        except ScratchpadTooSmall as error:
-            last = error
-    raise last
+    rows = {block[0].name: 1 for block in stripe_blocks(model)}
+
+    def peak(rows):
+        return _plan(_lowering(model, scheme, rule, rows), config)[1]
+
+    best = peak(rows)
+    if best <= config.scratchpad_bytes:
+        for name in list(rows):
+            for choice in STRIPE_CHOICES:
+                trial = dict(rows, **{name: choice})
+                trial_peak = peak(trial)
+                if trial_peak <= best:
+                    rows, best = trial, trial_peak
+                    break
+    return compile_one(model, scheme, config, rule, rows)
 
 
 class ScratchpadTooSmall(CompileError):
     """The iteration's buffers do not fit the scratchpad."""
 
 
-def compile_one(model: Model, scheme: UpdateScheme, config: EngineConfig, rule: UpdateRule,
-                stripe_rows: int) -> TrainingProgram:
-    """Forward program, host loss step and backward program of one iteration (batch 1).
-
-    Buffers are placed in two passes (the first learns sizes and lifetimes, `plan_offsets`
-    packs them); `ScratchpadTooSmall` if the packing exceeds the scratchpad.
-
-    The weight-updated convs keep their weights and parameters resident in the scratchpad, the
-    bias-only ones their parameters; the inputs of weight-updated convs and the clamp masks of every node on the
-    backward path stay alive after the forward pass. Inverted residual blocks before the
-    backward path are computed in stripes of `stripe_rows` rows (None: whole tensors). The backward program's descriptors and
-    their tables (update multipliers, input-gradient scales, frozen weights read on the
-    gradient path) follow the forward image in external memory.
-    """
-    L = config.lanes
+def _lowering(model: Model, scheme: UpdateScheme, rule: UpdateRule, stripe_rows):
+    """lower(alloc, config) -> the iteration's buffers in `alloc` and its descriptors."""
     head = model.classifier
     if head.depthwise or head.kernel != 1:
         raise CompileError("the classifier must be a 1x1 conv")
@@ -139,14 +143,44 @@ def compile_one(model: Model, scheme: UpdateScheme, config: EngineConfig, rule: 
                                     Gradient(g_addr, e_addr), prng_addr, lists)
         return g_addr, e_addr, prng_addr, forward, lowering, lowering.lower()
 
-    # Twice: first to learn every buffer's size and lifetime, then with them packed (plan_offsets).
+    return lower
+
+
+def _plan(lower, config: EngineConfig) -> tuple[dict[str, int], int]:
+    """One compile in a roomy scratchpad to learn every buffer's size and lifetime, then their
+    packing: (offsets, planned peak in bytes)."""
     roomy = dataclasses.replace(config, scratchpad_bytes=2 ** 24)
-    recording = Allocator(roomy.scratchpad_bytes, slack=L)
+    recording = Allocator(roomy.scratchpad_bytes, slack=config.lanes)
     lower(recording, roomy)
     offsets, spanned = plan_offsets(recording.events, recording.anchors)
-    if spanned + L > config.scratchpad_bytes:
-        raise ScratchpadTooSmall(f"{model.name} with scheme {scheme.name} needs {spanned + L:,} bytes of "
-                                 f"scratchpad at its peak (stripes of {stripe_rows} rows), the configuration "
+    return offsets, spanned + config.lanes
+
+
+def compile_one(model: Model, scheme: UpdateScheme, config: EngineConfig, rule: UpdateRule,
+                stripe_rows: "int | dict[str, int] | None") -> TrainingProgram:
+    """Forward program, host loss step and backward program of one iteration (batch 1).
+
+    Buffers are placed in two passes (the first learns sizes and lifetimes, `plan_offsets`
+    packs them); `ScratchpadTooSmall` if the packing exceeds the scratchpad.
+
+    The weight-updated convs keep their weights and parameters resident in the scratchpad, the
+    bias-only ones their parameters; the inputs of weight-updated convs and the clamp masks of every node on the
+    backward path stay alive after the forward pass. Inverted residual blocks before the
+    backward path (and the stem) are computed in stripes of `stripe_rows` rows (None: whole tensors; a dict:
+    rows per block, named by its first conv). The backward program's descriptors and
+    their tables (update multipliers, input-gradient scales, frozen weights read on the
+    gradient path) follow the forward image in external memory.
+    """
+    L = config.lanes
+    head = model.classifier
+    lower = _lowering(model, scheme, rule, stripe_rows)
+    # Twice: first to learn every buffer's size and lifetime, then with them packed (plan_offsets).
+    offsets, peak = _plan(lower, config)
+    if peak > config.scratchpad_bytes:
+        rows = stripe_rows if not isinstance(stripe_rows, dict) else \
+            f"{min(stripe_rows.values(), default=0)}-{max(stripe_rows.values(), default=0)}"
+        raise ScratchpadTooSmall(f"{model.name} with scheme {scheme.name} needs {peak:,} bytes of "
+                                 f"scratchpad at its peak (stripes of {rows} rows), the configuration "
                                  f"has {config.scratchpad_bytes:,}")
     alloc = Allocator(config.scratchpad_bytes, slack=L, offsets=offsets)
     g_addr, e_addr, prng_addr, forward, lowering, backward = lower(alloc, config)
@@ -167,4 +201,4 @@ def compile_one(model: Model, scheme: UpdateScheme, config: EngineConfig, rule: 
     forward.peak_bytes = alloc.peak
     return TrainingProgram(config, forward, backward.descriptors, external, backward_base, g_addr, e_addr,
                            prng_addr, int_ops.softmax_table(head.y.scale), backward.ops, lowering.lists,
-                           alloc.timeline)
+                           alloc.timeline, stripe_rows)
