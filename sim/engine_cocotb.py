@@ -3,6 +3,7 @@
 The engine runs on its own between `start` and `done`; Python only waits (HostDriver.run).
 """
 import os
+import time
 
 import cocotb
 import numpy as np
@@ -37,6 +38,7 @@ async def run_jobs(dut):
     external = np.zeros(0, np.uint8)
     out = {}
     for i in range(count):
+        began = time.perf_counter()
         new_spad = jobs[f"scratchpad{i}"]
         new_ext = jobs[f"external{i}"]
         new_ext = np.concatenate([new_ext, np.zeros((-new_ext.size) % 4, np.uint8)])
@@ -47,12 +49,14 @@ async def run_jobs(dut):
         await _write_changed(driver, dut, SCRATCHPAD, scratchpad, new_spad)
         external = padded_ext
         program_base, max_cycles = (int(v) for v in jobs[f"meta{i}"])
+        loaded = time.perf_counter()
         dut.program_base.value = program_base
         try:
             cycles = await driver.run(max_cycles)
             error = (0, 0)
         except EngineError as failure:
             cycles, error = failure.cycles, (failure.code, failure.index)
+        ran = time.perf_counter()
         descriptors = error[1] if error[0] else None
         dut.host_space.value = SCRATCHPAD
         scratchpad = (await driver.read_words(0, spad_bytes // 4)).view(np.uint8)
@@ -61,6 +65,7 @@ async def run_jobs(dut):
         trace = await driver.read_words(0, min(finished, 1024))  # entries past the last are stale
         dut.host_space.value = MONITOR
         out[f"monitor{i}"] = await driver.read_words(0, 2)     # high water, external reads
+        out[f"seconds{i}"] = np.array([loaded - began, ran - loaded, time.perf_counter() - ran])
         out[f"scratchpad{i}"] = scratchpad
         out[f"cycles{i}"] = np.array(cycles)
         out[f"trace{i}"] = trace

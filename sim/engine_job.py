@@ -42,6 +42,7 @@ class RtlResult:
     error_index: int
     high_water: int              # one past the highest scratchpad byte the engine touched (monitor)
     external_reads: int          # L-byte reads of external memory during the run (monitor)
+    seconds: tuple = ()          # wall time: loading through the host port, the run, reading back
 
 
 @functools.lru_cache(maxsize=4)
@@ -77,4 +78,5 @@ def run_on_rtl(config: EngineConfig, jobs: list[EngineJob], timeout: float = 360
         out = np.load(out_file)
         return [RtlResult(out[f"scratchpad{i}"], int(out[f"cycles{i}"]), out[f"trace{i}"],
                           int(out[f"error{i}"][0]), int(out[f"error{i}"][1]),
-                          int(out[f"monitor{i}"][0]), int(out[f"monitor{i}"][1])) for i in range(len(jobs))]
+                          int(out[f"monitor{i}"][0]), int(out[f"monitor{i}"][1]),
+                          tuple(float(t) for t in out[f"seconds{i}"])) for i in range(len(jobs))]

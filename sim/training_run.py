@@ -11,8 +11,10 @@ iteration every updated weight, bias and the PRNG state is compared with the gol
 - `rows`: one per descriptor and one per program total, with `iteration`, `phase`, `op`, `layer`,
   `category` (see `CATEGORIES`), `cycles_measured`, `cycles_predicted`, `bit_exact`,
   `mac_utilization`, `external_bytes_predicted`; program totals add `external_bytes_measured`
-  and `high_water` (the engine's activity monitor, hw/engine.py).
-- `iterations`: per iteration `cycles`, `cycles_predicted`, `peak_bytes_measured` (highest
+  and `high_water` (the engine's activity monitor, hw/engine.py), and `simulator_seconds` (wall
+  time inside the simulator: loading through the host port, the run, reading back).
+- `iterations`: per iteration `cycles`, `cycles_predicted`, `wall_seconds` (all of it: golden
+  executor, simulator processes, Trainer), `peak_bytes_measured` (highest
   monitor reading of its two programs), `external_bytes_measured` / `_predicted`, `bit_exact`,
   `matches_trainer`, `loss`.
 - `occupancy`: the planned scratchpad occupancy over the first iteration, at measured cycles
@@ -21,6 +23,8 @@ iteration every updated weight, bias and the PRNG state is compared with the gol
   and equal to the Trainer.
 """
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -109,6 +113,7 @@ def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: in
         x_at = program.forward.tensors["input"][0]
         scratchpad[x_at:x_at + image.size] = layout.activation_bytes(image)
         program.write_selection(scratchpad, host_selector.select())     # the CPU draws the channels first
+        began = time.perf_counter()
         totals = {"cycles": 0, "cycles_predicted": 0, "peak_bytes_measured": 0,
                   "external_bytes_measured": 0, "external_bytes_predicted": 0}
         exact, loss = True, None
@@ -141,7 +146,8 @@ def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: in
                          "category": None, "cycles_measured": rtl.cycles, "cycles_predicted": predicted_total,
                          "bit_exact": same, "mac_utilization": None,
                          "external_bytes_predicted": external_predicted,
-                         "external_bytes_measured": rtl.external_reads * L, "high_water": rtl.high_water})
+                         "external_bytes_measured": rtl.external_reads * L, "high_water": rtl.high_water,
+                         "simulator_seconds": dict(zip(("load", "run", "read back"), rtl.seconds))})
             if k == 0:
                 phase_starts.append(totals["cycles"] + np.concatenate([[0], ends[:-1]]))
             totals["cycles"] += rtl.cycles
@@ -156,6 +162,7 @@ def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: in
             occupancy = occupancy_in_cycles(program.occupancy, np.concatenate(phase_starts), totals["cycles"])
         trainer.step(image[None], int(label))
         matches_trainer = resident_equal_trainer(program, trainer, scratchpad)
+        totals["wall_seconds"] = round(time.perf_counter() - began, 1)
         iterations_out.append(dict(totals, iteration=k, loss=loss, bit_exact=exact, matches_trainer=matches_trainer))
         print(f"iteration {k}: loss {loss:.3f}, {totals['cycles']:,} engine cycles, bit-exact {exact}, "
               f"updated weights, biases and PRNG equal the golden Trainer's {matches_trainer}", flush=True)
