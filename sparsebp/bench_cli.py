@@ -35,7 +35,7 @@ def add_parser(subparsers) -> None:
 
 def _specs(args):
     from golden.experiment import resolve_model
-    from sim.bench import MIT_SCHEMES, RowSpec, model_key, suite_rows
+    from sim.bench import BUILTIN_SPARSE, MIT_SCHEMES, RowSpec, model_key, suite_rows
     if args.iterations is not None and args.iterations > 50:
         raise ValueError(f"--iterations must be between 1 and 50, not {args.iterations}")
     if args.model is None:
@@ -47,12 +47,17 @@ def _specs(args):
     model = resolve_model(args.model, args.shared)
     if model != "builtin" and not Path(model).is_file():
         raise ValueError(f"{model}: no such model file")
-    scheme = args.scheme or (MIT_SCHEMES[model_key(model)][0] if model_key(model) else
-                             "builtin-sparse" if model == "builtin" else None)
-    if scheme is None:
+    key = model_key(model)
+    if args.scheme is not None:
+        scheme = args.scheme
+    elif model == "builtin":
+        scheme = BUILTIN_SPARSE
+    elif key is not None:
+        scheme = MIT_SCHEMES[key][0]
+    else:
         raise ValueError("--scheme is needed for this model")
     n = args.iterations or (2 if model == "builtin" else 1)
-    label = "mit" if model_key(model) and scheme in MIT_SCHEMES[model_key(model)] else "custom"
+    label = "mit" if key is not None and scheme in MIT_SCHEMES[key] else "custom"
     return [RowSpec(model, scheme, args.policy, n, label)], []
 
 
