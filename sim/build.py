@@ -46,6 +46,7 @@ CACHE_ENV = "SPARSEBP_SIM_CACHE"
 BUILD_ARGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3", "--x-assign", "fast",
               "--x-initial", "fast", "--noassert")
 MAKE_VARIABLES = "OPT_FAST=-O2 OPT_SLOW=-O0"
+VISIBILITY = "public: top-level ports only"      # see _run_verilator; part of the digest
 TIMESCALE = ("1ns", "1ps")
 # Objects that depend only on the Verilator runtime, the compiler and the flags above.
 RUNTIME_OBJECTS = ("verilated.o", "verilated_vpi.o", "verilated_threads.o", "verilated_dpi.o")
@@ -138,7 +139,7 @@ def build_design(name: str, make_component: Callable[[], object], ports=None,
     verilog_text = verilog.convert(make_component(), name=name, ports=ports, emit_src=False)
     build_args = list(BUILD_ARGS) + (["--trace"] if waves else [])
     versions = _versions()
-    digest = _digest(name, verilog_text, " ".join(build_args), MAKE_VARIABLES, versions,
+    digest = _digest(name, verilog_text, " ".join(build_args), MAKE_VARIABLES, VISIBILITY, versions,
                      parameters_digest)
     root = Path(build_dir) if build_dir is not None else cache_root()
     directory = root / f"{name}-{digest[:20]}"
@@ -152,7 +153,7 @@ def build_design(name: str, make_component: Callable[[], object], ports=None,
         directory.mkdir(parents=True)
         source = directory / f"{name}.v"
         source.write_text(verilog_text)
-        runtime_key = _digest(versions, _compiler(), " ".join(build_args), MAKE_VARIABLES)
+        runtime_key = _digest(versions, _compiler(), " ".join(build_args), MAKE_VARIABLES, VISIBILITY)
         runtime = cache_root() / f"runtime-{runtime_key[:20]}"
         _run_verilator(name, source, directory, build_args, waves, runtime)
         _keep_runtime_objects(directory, runtime)
@@ -170,12 +171,20 @@ def _run_verilator(name: str, source: Path, directory: Path, build_args: list[st
     from cocotb_tools.runner import Verilator
     kept = sorted(str(path) for path in runtime.iterdir()) if runtime.is_dir() else []
 
+    control = directory / "ports.vlt"
+    control.write_text(public_ports_control(name, source.read_text()))
+
     class VerilatorReusingRuntime(Verilator):
-        # Between verilating and make: copy the kept objects in. The copies are newer than the
-        # Vtop.mk just written (make's proxy for "flags changed"; the runtime key covers that)
-        # and than the runtime sources, so make links them instead of compiling ~15 s of C++.
+        # Only the top-level ports are public (the runner's --public-flat-rw makes every signal
+        # public, which keeps Verilator from optimizing any of them away: the tests touch ports
+        # only). Between verilating and make: copy the kept objects in. The copies are newer
+        # than the Vtop.mk just written (make's proxy for "flags changed"; the runtime key
+        # covers that) and than the runtime sources, so make links them instead of compiling
+        # ~15 s of C++.
         def _build_command(self):
             verilate, *make = super()._build_command()
+            verilate = [arg for arg in verilate if arg != "--public-flat-rw"]
+            verilate.insert(verilate.index(str(source)), str(control))
             return [verilate, ["cp", *kept, str(directory)], *make] if kept else [verilate, *make]
 
     log_path = directory / "build.log"
@@ -186,6 +195,16 @@ def _run_verilator(name: str, source: Path, directory: Path, build_args: list[st
     except (RuntimeError, SystemExit) as error:
         tail = log_path.read_text(errors="replace")[-4000:] if log_path.exists() else ""
         raise BuildError(f"building {name} in {directory} failed ({error}):\n{tail}") from None
+
+
+def public_ports_control(name: str, verilog_text: str) -> str:
+    """A Verilator control file making the ports of module `name` public (VPI read/write)."""
+    match = re.search(rf"^module {re.escape(name)}\(([^)]*)\);", verilog_text, re.MULTILINE)
+    if match is None:
+        raise BuildError(f"module {name} not found in the converted Verilog")
+    ports = [port.strip() for port in match.group(1).split(",") if port.strip()]
+    lines = ["`verilator_config"] + [f'public_flat_rw -module "{name}" -var "{port}"' for port in ports]
+    return "\n".join(lines) + "\n"
 
 
 def _keep_runtime_objects(directory: Path, runtime: Path) -> None:

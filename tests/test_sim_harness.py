@@ -100,3 +100,15 @@ def test_bad_parameters_are_refused_with_a_sentence():
         ToySummer(depth=1000)
     with pytest.raises(ValueError, match=r"^Design name must be a Verilog identifier, not '1x'$"):
         build_design("1x", ToySummer)
+
+
+def test_only_the_top_level_ports_are_made_public():
+    from sim.build import BuildError, public_ports_control
+    verilog = "module top(clk, rst, host_addr);\n  input clk;\nendmodule\nmodule \\top.sub (a, b);\nendmodule\n"
+    assert public_ports_control("top", verilog).splitlines() == [
+        "`verilator_config",
+        'public_flat_rw -module "top" -var "clk"',
+        'public_flat_rw -module "top" -var "rst"',
+        'public_flat_rw -module "top" -var "host_addr"']
+    with pytest.raises(BuildError, match="module engine not found"):
+        public_ports_control("engine", verilog)
