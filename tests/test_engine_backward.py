@@ -135,9 +135,36 @@ def test_compiled_iterations_equal_the_trainer(scheme, rounding):
     assert len(set(losses)) == 4          # the images differ and the model moves
 
 
+@pytest.mark.parametrize("rounding", ["stochastic", "truncate"])
+def test_full_scheme_equals_the_trainer(rounding):
+    """Every conv's weights, conv0's a regular 3x3 one: one update descriptor per input channel."""
+    model = builtin_model().with_new_head(10, seed=0)
+    program = compile_training(model, parse_scheme("full", model), SMALL, UpdateRule(rounding=rounding))
+    assert program.backward_ops.count("conv0 weight update") == model.convs[0].in_channels
+    losses = []
+    for loss, trainer_loss, wrong, same_prng in run_iterations("full", 3, rounding=rounding):
+        assert loss == trainer_loss
+        assert wrong == []
+        assert same_prng
+        losses.append(loss)
+    assert len(set(losses)) == 3
+
+
+def test_conv0_weights_move_under_the_full_scheme():
+    model = builtin_model().with_new_head(10, seed=0)
+    trainer = Trainer(model, parse_scheme("full", model), "dynamic", UpdateRule(), seed=1)
+    data = load_digits("train")
+    image = int_ops.quantize_images(data.images[:1], model)[0]
+    trainer.step(image[None], int(data.labels[0]))
+    assert not np.array_equal(trainer.model.convs[0].weight, model.convs[0].weight)
+
+
 def test_what_the_engine_cannot_run_yet_is_refused_with_a_sentence():
     model = builtin_model().with_new_head(10, seed=0)
-    with pytest.raises(CompileError, match="conv0: weight updates of 3x3 convs are not engine operations yet"):
+    with pytest.raises(CompileError, match=r"conv0: weight updates of regular 3x3 convs run over all input "
+                                           r"channels \(ratio 1\), not 0.5: they take one descriptor per input "
+                                           r"channel, and a descriptor cannot take that channel from a channel "
+                                           r"list entry"):
         compile_training(model, parse_scheme("bias=7;w=0:0.5", model), SMALL)
 
 
@@ -162,15 +189,17 @@ def strided_model() -> Model:
     return Model("strided", (4, 9, 9), q_in, nodes)
 
 
-@pytest.mark.parametrize("scheme_text", ["bias=3", "bias=3;w=0:0.5,2:0.25"])
-def test_strided_input_gradients_equal_the_trainer(scheme_text):
+def run_strided(scheme_text, rounding="stochastic"):
+    """Four compiled iterations of `strided_model` beside the Trainer, every resident weight and
+    bias and the `sr` state compared after each; returns (program, the model before, the
+    Trainer's model after)."""
     model = strided_model()
     scheme = parse_scheme(scheme_text, model)
+    rule = UpdateRule(lr=0.5, rounding=rounding)
     rng = np.random.default_rng(9)
-    trainer = Trainer(model, scheme, "dynamic", UpdateRule(lr=0.5), seed=2)
+    trainer = Trainer(model, scheme, "dynamic", rule, seed=2)
     host_selector = ChannelSelector(model, scheme, "dynamic", seed=5)
-    program = compile_training(model, scheme, SMALL, UpdateRule(lr=0.5))
-    assert any("zero grid" in op for op in program.backward_ops)
+    program = compile_training(model, scheme, SMALL, rule)
     machine = Machine(SMALL, program.external)
     image0 = rng.integers(-128, 128, (4, 9, 9))
     machine.scratchpad[:] = program.initial_scratchpad(image0, trainer.sr_rng.state)
@@ -193,6 +222,33 @@ def test_strided_input_gradients_equal_the_trainer(scheme_text):
                     assert np.array_equal(machine.scratchpad[w_at:w_at + weights.size], weights), node.name
                 assert np.array_equal(machine.scratchpad[p_at:p_at + 4 * node.out_channels].view("<i4"),
                                       node.bias), node.name
-    moved = [n.name for n, m in zip(trainer.model.nodes, model.nodes)
+        assert int(machine.read(program.prng_addr, 1, np.uint32)[0]) == trainer.sr_rng.state
+    return program, model, trainer.model
+
+
+@pytest.mark.parametrize("scheme_text", ["bias=3", "bias=3;w=0:0.5,2:0.25"])
+def test_strided_input_gradients_equal_the_trainer(scheme_text):
+    program, model, trained = run_strided(scheme_text)
+    assert any("zero grid" in op for op in program.backward_ops)
+    moved = [n.name for n, m in zip(trained.nodes, model.nodes)
              if isinstance(n, Conv) and not np.array_equal(n.bias, m.bias)]
     assert "c0" in moved                      # the gradient crossed both strided convs
+
+
+@pytest.mark.parametrize("scheme_text,rounding", [("bias=3;w=1:1", "stochastic"), ("bias=3;w=1:1", "truncate"),
+                                                  ("bias=3;w=0:1,1:1,2:1", "stochastic")])
+def test_regular_3x3_strided_weight_updates_equal_the_trainer(scheme_text, rounding):
+    """c1 is a regular 3x3 stride-2 conv with padding 1 over 8 input channels: eight update
+    descriptors continue one `sr` stream in numerics 7.4's order."""
+    program, model, trained = run_strided(scheme_text, rounding)
+    assert program.backward_ops.count("c1 weight update") == 8
+    before, after = model.nodes[1].weight, trained.nodes[1].weight
+    assert not np.array_equal(before, after)
+    assert all(not np.array_equal(before[:, ci], after[:, ci]) for ci in range(8))
+
+
+def test_sparse_regular_3x3_weight_updates_are_refused_with_a_sentence():
+    model = strided_model()
+    with pytest.raises(CompileError, match=r"c1: weight updates of regular 3x3 convs run over all input channels "
+                                           r"\(ratio 1\), not 0.5"):
+        compile_training(model, parse_scheme("bias=3;w=1:0.5", model), SMALL)

@@ -22,8 +22,10 @@ depthwise conv's over the listed channels one lane at a time (list-chunk mode), 
 scale with the selected count. The input of a weight-updated conv stays whole in the scratchpad.
 
 Input gradients of every conv kind are engine operations: strided ones correlate a gradient
-spread onto a zeroed finer grid (no stride in the descriptor's reads). Limit (refused with a
-sentence): regular k x k weight updates (their draws would leave the layout order).
+spread onto a zeroed finer grid (no stride in the descriptor's reads). A regular k x k conv's
+weight update takes one descriptor per input channel (loops u, v, chunk of c), so the draws keep
+numerics 7.4's order. Limit (refused with a sentence): regular k x k weight updates at a ratio
+below 1 (the per-channel descriptors would need the channel from a list entry).
 """
 from __future__ import annotations
 
@@ -307,9 +309,14 @@ class BackwardLowering:
                                exp_addr=G.exponent_address, prng_addr=self.prng_addr)
             self._emit(d, f"{node.name} bias update", {"param_base": v_table})
 
-        if weight_ratio > 0:
-            if not node.depthwise and k != 1:
-                raise CompileError(f"{node.name}: weight updates of {k}x{k} convs are not engine operations yet")
+        if weight_ratio > 0 and not node.depthwise and k != 1:
+            if weight_ratio < 1.0:
+                raise CompileError(
+                    f"{node.name}: weight updates of regular {k}x{k} convs run over all input channels "
+                    f"(ratio 1), not {weight_ratio:g}: they take one descriptor per input channel, "
+                    f"and a descriptor cannot take that channel from a channel list entry")
+            self._regular_weight_update(node, G, U)
+        elif weight_ratio > 0:
             x_addr = self.forward.tensors[node.input][0]
             u_table = self._table(f"{node.name} weight multipliers", layout.param_bytes(np.zeros(c), U.M, U.n))
             d = isa.Descriptor(opcode=isa.MAC, epilogue=isa.UPDATE,
@@ -325,7 +332,7 @@ class BackwardLowering:
                 d.b_strides = [0, 0, L, 0, wo * c, c]
                 d.out_strides = [k * c, c, L]
             else:
-                # outputs (ci, chunk of c), reduced over the output positions (i, j)
+                # pointwise: outputs (ci, chunk of c), reduced over the output positions (i, j)
                 d.mode, d.chunk_loop, d.counts = isa.BROADCAST, 1, [c_in, _ceil_div(c, L), 1, 1, ho, wo]
                 d.a_base, d.a_strides = x_addr, [1, 0, 0, 0, 0, 0]
                 d.a_row_coefs, d.a_col_coefs = [0, 0, 0, 0, s, 0], [0, 0, 0, 0, 0, s]
@@ -336,6 +343,33 @@ class BackwardLowering:
             self._emit(d, f"{node.name} weight update", {"param_base": u_table})
             if node.name in self.forward.saved:
                 self.alloc.free(f"saved:{node.name}")
+
+    def _regular_weight_update(self, node: Conv, G: Gradient, U) -> None:
+        """Fused weight gradient + update of a regular k x k conv, all input channels: one
+        descriptor per input channel ci, ascending, each over the outputs (u, v, chunk of c) of
+        W[ci][u][v][c] and reduced over the output positions (i, j). A is the byte
+        x[ci][i*s+u-pad][j*s+v-pad] broadcast to the lanes (padding reads as the zero point,
+        contributing 0), B the gradient vector G[i][j][c..]. The draws of the `sr` stream thus
+        follow numerics 7.4's order: ci, then u, then v, then c; each descriptor continues the
+        stream where the previous one left it."""
+        L = self.L
+        c_in, h, w = self.shapes[node.input]
+        c, ho, wo = self.shapes[node.output]
+        k, s, pad = node.kernel, node.stride, node.kernel // 2
+        w_addr = self.forward.resident[node.name][0]
+        x_addr = self.forward.tensors[node.input][0]
+        u_table = self._table(f"{node.name} weight multipliers", layout.param_bytes(np.zeros(c), U.M, U.n))
+        for ci in range(c_in):
+            d = isa.Descriptor(opcode=isa.MAC, mode=isa.BROADCAST, epilogue=isa.UPDATE,
+                               flags=isa.FLAG_PARAMS_EXTERNAL | self.rounding, chunk_loop=2, lanes_total=c,
+                               counts=[k, k, _ceil_div(c, L), 1, ho, wo],
+                               a_base=x_addr + ci, a_zero=node.x.zero, a_row_stride=w * c_in, a_col_stride=c_in,
+                               a_row0=-pad, a_col0=-pad, a_row_coefs=[1, 0, 0, 0, s, 0],
+                               a_col_coefs=[0, 1, 0, 0, 0, s], a_rows=h, a_cols=w,
+                               b_base=G.address, b_strides=[0, 0, L, 0, wo * c, c],
+                               out_base=w_addr + ci * k * k * c, out_strides=[k * c, c, L],
+                               exp_addr=G.exponent_address, prng_addr=self.prng_addr)
+            self._emit(d, f"{node.name} weight update", {"param_base": u_table})
 
     def _through_list(self, node: Conv, index: int, d: isa.Descriptor, c_in: int, k: int) -> None:
         """Restrict a weight update to the channels listed at `lists[index]` (selected count)."""
