@@ -213,6 +213,20 @@ def test_weight_update_cycles_scale_with_the_selected_channels():
         assert c[0.5] - c[0.25] == 2 * (c[0.25] - c[0.125]), op          # linear in the selected count
 
 
+def test_full_update_of_the_builtin_cnn():
+    """Every conv's weights, the regular 3x3 conv0 included (one update descriptor per input
+    channel): bit-exact, equal to the Trainer, cycles and external reads as predicted."""
+    from sim.training_run import rtl_training_run
+    result = rtl_training_run(1, "default", scheme_name="full")
+    assert result["bit_exact"]
+    assert any(r["op"] == "conv0 weight update" for r in result["rows"])
+    for row in result["rows"]:
+        assert row["cycles_measured"] == row["cycles_predicted"], row["op"]
+    iteration = result["iterations"][0]
+    assert iteration["external_bytes_measured"] == iteration["external_bytes_predicted"]
+    assert 0 < iteration["peak_bytes_measured"] <= result["peak_scratchpad_bytes"]
+
+
 def test_mobilenetv2_iteration_with_mits_49kb_scheme(shared_file):
     """One training iteration of MobileNetV2-w0.35 at 128x128 (fresh 10-class head) with MIT's
     ~49 KB scheme on the RTL in the default configuration: striped forward, back-propagation
@@ -228,3 +242,6 @@ def test_mobilenetv2_iteration_with_mits_49kb_scheme(shared_file):
     iteration = result["iterations"][0]
     assert iteration["bit_exact"] and iteration["matches_trainer"]
     assert iteration["cycles"] > 1_000_000                 # the whole network ran
+    # the engine's monitor: external traffic as predicted, nothing touched outside the plan
+    assert iteration["external_bytes_measured"] == iteration["external_bytes_predicted"]
+    assert 0 < iteration["peak_bytes_measured"] <= result["peak_scratchpad_bytes"]
