@@ -129,6 +129,9 @@ def bench_row(spec: RowSpec, config_name: str, fmax_mhz: float) -> dict:
            "iteration_ms_at_fmax": round(mean_cycles / (fmax_mhz * 1e3), 3),
            "per_iteration": its}
     row["within_tolerance"] = row["cycle_model_error_max"] <= CYCLE_TOLERANCE
+    # wall time of the first iteration inside the simulator (host-port load, run, read back) per program
+    row["simulator_seconds"] = {r["phase"]: r["simulator_seconds"] for r in result["rows"]
+                                if r["iteration"] == 0 and r["layer"] is None}
     if key in MIT_STM32F746 and spec.label == "mit":
         ms, kb = MIT_STM32F746[key]
         row.update(mit_ms=ms, mit_peak_kb=kb, speedup_vs_mit=round(ms / row["iteration_ms_at_fmax"], 1))
