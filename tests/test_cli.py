@@ -42,7 +42,7 @@ def test_train_json_keys_and_saved_model(tmp_path):
     (["sim", "engine", "--model", "model.onnx"], "unknown model"),
     (["sim", "engine", "--scheme", "nonsense"], "unknown scheme"),
     # refused by the compiler before anything is simulated
-    (["sim", "engine", "--scheme", "bias=7;w=0:0.5"], "weight updates of 3x3 convs"),
+    (["sim", "engine", "--scheme", "bias=7;w=0:0.5"], "regular 3x3 convs run over all input channels"),
 ])
 def test_user_errors_are_one_line(argv, fragment, capsys, tmp_path):
     assert main(argv + ["--json", str(tmp_path / "x.json")]) == 1
