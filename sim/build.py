@@ -5,8 +5,10 @@ Contract:
   `name`), and builds it with cocotb's Verilator runner in `<cache>/<name>-<digest>`, where the
   digest covers the Verilog text, the build flags, the tool versions and `parameters_digest`.
   A directory whose build finished is reused as is (`BuiltDesign.reused`): identical designs
-  are compiled once per machine, across tests, runs and checkouts. Conversion itself is not
-  cached (about 0.5 s for a small design). Concurrent builds of one digest wait on a file lock.
+  are compiled once per machine, across tests, runs and checkouts. Conversion is cached only
+  when the caller passes `verilog_key`, a string that changes whenever the Verilog could
+  (`source_fingerprint` of the packages the design is made of, plus its parameters): the
+  default engine takes minutes to convert. Concurrent builds of one digest wait on a file lock.
 - `<cache>` is `$SPARSEBP_SIM_CACHE`, else `$XDG_CACHE_HOME/sparsebp/sim`, else
   `~/.cache/sparsebp/sim`; deleting it is always safe. Verilator's design-independent runtime
   objects (verilated*.o, ~15 s of g++) are kept in `<cache>/runtime-<digest>` and copied into
@@ -120,23 +122,49 @@ def _locked(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def source_fingerprint(*packages: str) -> str:
+    """A digest of every .py file under the named top-level folders of this repository, with
+    the Amaranth version: any edit there changes it (a `verilog_key` for `build_design`)."""
+    import amaranth
+    root = Path(__file__).resolve().parent.parent
+    hasher = hashlib.sha256(amaranth.__version__.encode())
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            hasher.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return hasher.hexdigest()
+
+
+def _convert(name: str, make_component, ports, verilog_key: str | None) -> str:
+    from amaranth.back import verilog
+    cached = cache_root() / f"verilog-{name}-{_digest(verilog_key)[:20]}.v" if verilog_key else None
+    if cached is not None and cached.is_file():
+        return cached.read_text()
+    # No source locations: they would change the digest whenever a line moves.
+    text = verilog.convert(make_component(), name=name, ports=ports, emit_src=False)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        temporary = cached.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(text)
+        temporary.replace(cached)
+    return text
+
+
 def build_design(name: str, make_component: Callable[[], object], ports=None,
                  build_dir: str | os.PathLike | None = None, parameters_digest: str = "",
-                 *, waves: bool = False) -> BuiltDesign:
+                 *, waves: bool = False, verilog_key: str | None = None) -> BuiltDesign:
     """Convert and build a design, or reuse the build of identical Verilog.
 
     `ports` is passed to `amaranth.back.verilog.convert` (None for a `wiring.Component`).
     `build_dir` replaces the cache root for the design (runtime objects stay in the cache).
     `parameters_digest` is folded into the digest, to keep apart builds whose Verilog is equal
     but whose meaning to the caller differs. `waves=True` builds with VCD tracing (then
-    `run_test(..., waves=True)` leaves dump.vcd in the build directory).
+    `run_test(..., waves=True)` leaves dump.vcd in the build directory). With `verilog_key`
+    the converted Verilog is kept in the cache under that key and reused.
     """
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"Design name must be a Verilog identifier, not {name!r}")
     began = time.perf_counter()
-    from amaranth.back import verilog
-    # No source locations: they would change the digest whenever a line moves.
-    verilog_text = verilog.convert(make_component(), name=name, ports=ports, emit_src=False)
+    verilog_text = _convert(name, make_component, ports, verilog_key)
     build_args = list(BUILD_ARGS) + (["--trace"] if waves else [])
     versions = _versions()
     digest = _digest(name, verilog_text, " ".join(build_args), MAKE_VARIABLES, VISIBILITY, versions,

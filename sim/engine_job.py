@@ -47,11 +47,13 @@ class RtlResult:
 
 @functools.lru_cache(maxsize=4)
 def build_engine(config: EngineConfig):
-    """Convert and build once per configuration and process (conversion of the default engine
-    takes minutes; sim.build caches the compiled simulator across processes)."""
+    """Convert and build once per configuration (conversion of the default engine takes
+    minutes; sim.build caches the Verilog under a digest of hw/ and golden/, and the compiled
+    simulator, across processes)."""
     from hw.engine import Engine
-    from sim.build import build_design
-    return build_design("engine", lambda: Engine(config), parameters_digest=repr(config))
+    from sim.build import build_design, source_fingerprint
+    return build_design("engine", lambda: Engine(config), parameters_digest=repr(config),
+                        verilog_key=source_fingerprint("hw", "golden") + repr(config))
 
 
 def run_on_rtl(config: EngineConfig, jobs: list[EngineJob], timeout: float = 3600.0) -> list[RtlResult]:

@@ -112,3 +112,22 @@ def test_only_the_top_level_ports_are_made_public():
         'public_flat_rw -module "top" -var "host_addr"']
     with pytest.raises(BuildError, match="module engine not found"):
         public_ports_control("engine", verilog)
+
+
+def test_conversion_is_cached_under_its_verilog_key(tmp_path, monkeypatch):
+    pytest.importorskip("amaranth", reason="amaranth is not installed (pip install -e '.[sim]')")
+    from sim.build import _convert, source_fingerprint
+    from sim.toy_dut import ToySummer
+    monkeypatch.setenv("SPARSEBP_SIM_CACHE", str(tmp_path))
+    calls = []
+
+    def make():
+        calls.append(1)
+        return ToySummer()
+    first = _convert("toy_summer", make, None, "key-1")
+    assert _convert("toy_summer", make, None, "key-1") == first and len(calls) == 1
+    _convert("toy_summer", make, None, "key-2")
+    _convert("toy_summer", make, None, None)          # no key: always converted
+    assert len(calls) == 3
+    assert source_fingerprint("hw") != source_fingerprint("hw", "golden")
+    assert source_fingerprint("hw") == source_fingerprint("hw")
