@@ -150,17 +150,23 @@ def _is_pointwise(node: Node) -> bool:
 
 def find_blocks(model: Model) -> list[tuple[Conv, Conv, Conv]]:
     """Inverted residual blocks pw1 -> dw -> pw2 that can be computed in stripes."""
+    return chain_blocks(model, _is_pointwise)
+
+
+def chain_blocks(model: Model, first_ok) -> list[tuple[Conv, Conv, Conv]]:
+    """Chains first -> dw -> pw2 of consecutive nodes where `first_ok(first)`, `dw` is a
+    depthwise conv fed only by `first`, and the pointwise `pw2` is fed only by `dw`."""
     consumers = model.consumers()
     nodes = model.nodes
     blocks = []
     p = 0
     while p + 2 < len(nodes):
-        pw1, dw, pw2 = nodes[p:p + 3]
-        if (_is_pointwise(pw1) and isinstance(dw, Conv) and dw.depthwise and not dw.is_classifier
+        first, dw, pw2 = nodes[p:p + 3]
+        if (first_ok(first) and isinstance(dw, Conv) and dw.depthwise and not dw.is_classifier
                 and _is_pointwise(pw2)
-                and consumers.get(pw1.output) == [dw] and dw.input == pw1.output
+                and consumers.get(first.output) == [dw] and dw.input == first.output
                 and consumers.get(dw.output) == [pw2] and pw2.input == dw.output):
-            blocks.append((pw1, dw, pw2))
+            blocks.append((first, dw, pw2))
             p += 3
         else:
             p += 1

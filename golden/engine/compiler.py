@@ -18,6 +18,7 @@ import numpy as np
 from ..conv import output_size
 from ..graph import Add, AvgPool, Conv, INPUT, Model, node_inputs
 from ..int_ops import avgpool_mult
+from ..memory import chain_blocks
 from . import layout
 from . import program as isa
 from .config import EngineConfig
@@ -285,23 +286,8 @@ def stripe_blocks(model: Model) -> list[tuple[Conv, Conv, Conv]]:
     feeding only the depthwise conv `dw`, which feeds only the pointwise conv `pw2`. These are
     the inverted residual blocks (golden/memory.py: find_blocks) and the stem of MobileNet-like
     models (first conv k x k / 2 -> b0.dw -> b0.pw2), whose block 0 has no expansion conv."""
-    consumers = model.consumers()
-    nodes = model.nodes
-    blocks = []
-    p = 0
-    while p + 2 < len(nodes):
-        first, dw, pw2 = nodes[p:p + 3]
-        if (isinstance(first, Conv) and not first.depthwise and not first.is_classifier
-                and isinstance(dw, Conv) and dw.depthwise and not dw.is_classifier
-                and isinstance(pw2, Conv) and not pw2.is_classifier and pw2.kernel == 1 and pw2.groups == 1
-                and pw2.stride == 1
-                and consumers.get(first.output) == [dw] and dw.input == first.output
-                and consumers.get(dw.output) == [pw2] and pw2.input == dw.output):
-            blocks.append((first, dw, pw2))
-            p += 3
-        else:
-            p += 1
-    return blocks
+    return chain_blocks(model, lambda first: isinstance(first, Conv) and not first.depthwise
+                        and not first.is_classifier)
 
 
 def _overwrite_lead(first: Conv, dw: Conv, pw2: Conv, shapes, rows: int) -> int:
