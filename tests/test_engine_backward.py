@@ -20,6 +20,7 @@ from golden.fixedpoint import add_gradients, quantize_gradient
 from golden.graph import INPUT, AvgPool, Conv, Model, QParams
 from golden.scheme import ChannelSelector, parse_scheme
 from golden.train import Trainer, UpdateRule
+from synthetic import conv_factory
 
 TINY = EngineConfig(lanes=8, scratchpad_bytes=8192, external_bytes=4096)
 
@@ -171,13 +172,7 @@ def test_what_the_engine_cannot_run_yet_is_refused_with_a_sentence():
 def strided_model() -> Model:
     """Pointwise -> regular 3x3 stride 2 -> depthwise 3x3 stride 2 -> pool -> classifier: the
     input gradients of both strided kinds lie on the backward path."""
-    rng = np.random.default_rng(5)
-
-    def conv(name, source, c_in, c_out, k, stride, groups, x, y, classifier=False):
-        w = rng.integers(-127, 128, size=(c_out, c_in // groups, k, k)).astype(np.int8)
-        b = rng.integers(-1000, 1000, size=c_out).astype(np.int32)
-        s = rng.uniform(0.002, 0.01, size=c_out)
-        return Conv(name, source, name, w, b, s, stride, groups, x, y, classifier)
+    conv = conv_factory(np.random.default_rng(5), bias_bound=1000, scale_range=(0.002, 0.01))
 
     q_in, q_a, q_b, q_c, q_p = (QParams(1 / 64, 0), QParams(0.05, -128), QParams(0.08, -20),
                                 QParams(0.1, 5), QParams(0.05, -3))

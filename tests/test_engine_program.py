@@ -15,9 +15,10 @@ from golden.engine.config import DEFAULT, SMALL, EngineConfig
 from golden.engine.cycles import descriptor_cycles
 from golden.engine.executor import EngineError, Machine
 from golden.engine.training import compile_training
-from golden.graph import INPUT, AvgPool, Conv, Model, QParams
+from golden.graph import INPUT, AvgPool, Model, QParams
 from golden.scheme import ChannelSelector, parse_scheme
 from golden.train import Trainer, UpdateRule
+from synthetic import conv_factory
 from sim.op_cases import CASE_CONFIG, bad_program_cases, random_op_case
 from sim.training_run import resident_equal_trainer
 
@@ -120,13 +121,7 @@ def stem_model() -> Model:
     """A MobileNet-like front: a regular 3x3 stride-2 stem -> depthwise -> pointwise (block 0,
     no expansion conv), an inverted residual block with a stride-2 depthwise conv, a pool and a
     classifier. Odd sizes so the last stripe is short."""
-    rng = np.random.default_rng(3)
-
-    def conv(name, source, c_in, c_out, k, stride, groups, x, y, classifier=False):
-        w = rng.integers(-127, 128, size=(c_out, c_in // groups, k, k)).astype(np.int8)
-        b = rng.integers(-2000, 2000, size=c_out).astype(np.int32)
-        s = rng.uniform(0.0005, 0.004, size=c_out)
-        return Conv(name, source, name, w, b, s, stride, groups, x, y, classifier)
+    conv = conv_factory(np.random.default_rng(3), bias_bound=2000, scale_range=(0.0005, 0.004))
 
     q = [QParams(1 / 64, 0), QParams(0.05, -128), QParams(0.08, -20), QParams(0.1, 5), QParams(0.07, -3),
          QParams(0.06, 2), QParams(0.09, -7), QParams(0.05, -3)]

@@ -20,15 +20,20 @@ pytestmark = pytest.mark.skipif(not ok, reason=reason)
 CASES = 3000
 
 
-@pytest.fixture(scope="module")
-def host_loss(tmp_path_factory):
-    out = tmp_path_factory.mktemp("host_loss") / "host_loss"
+def build_host_program(tmp_path_factory, name: str, header: str):
+    """Compile the firmware's host test program `name`.c (it includes `header`) for this machine."""
+    out = tmp_path_factory.mktemp(name) / name
     result = subprocess.run([sys.executable, "-m", "ziglang", "cc", "-O2", "-Wall", "-Werror",
-                             f"-I{SOURCE_DIR}", "-o", str(out), str(SOURCE_DIR / "host_loss.c")],
+                             f"-I{SOURCE_DIR}", "-o", str(out), str(SOURCE_DIR / f"{name}.c")],
                             capture_output=True, text=True)
     if result.returncode:
-        pytest.fail(f"host build of loss.h failed:\n{result.stderr}")
+        pytest.fail(f"host build of {header} failed:\n{result.stderr}")
     return out
+
+
+@pytest.fixture(scope="module")
+def host_loss(tmp_path_factory):
+    return build_host_program(tmp_path_factory, "host_loss", "loss.h")
 
 
 def random_cases(rng, count):
@@ -85,13 +90,7 @@ def test_firmware_loss_step_equals_the_golden_model(host_loss, logit_scale):
 
 @pytest.fixture(scope="module")
 def host_select(tmp_path_factory):
-    out = tmp_path_factory.mktemp("host_select") / "host_select"
-    result = subprocess.run([sys.executable, "-m", "ziglang", "cc", "-O2", "-Wall", "-Werror",
-                             f"-I{SOURCE_DIR}", "-o", str(out), str(SOURCE_DIR / "host_select.c")],
-                            capture_output=True, text=True)
-    if result.returncode:
-        pytest.fail(f"host build of select.h failed:\n{result.stderr}")
-    return out
+    return build_host_program(tmp_path_factory, "host_select", "select.h")
 
 
 def _builtin_selector(seed, scheme_name="builtin-sparse"):
