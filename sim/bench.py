@@ -24,13 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from golden.engine.compiler import CompileError
-from sim.training_run import CATEGORIES, rtl_training_run
+from sim.training_run import BUILTIN_SCHEME, CATEGORIES, rtl_training_run
 
 # MIT's Tiny Training Engine on the STM32F746 (216 MHz), batch 1, sparse update (BRIEF section 2,
 # from the PockEngine/TTE paper): milliseconds per iteration and peak memory in KB.
 MIT_STM32F746 = {"mbv2": (373, 141), "mcunet": (546, 173), "proxyless": (443, 135)}
 MIT_SCHEMES = {"mbv2": ("mbv2-49kb", "mbv2-99kb"), "mcunet": ("mcunet-50kb",), "proxyless": ("proxyless-50kb",)}
-BUILTIN_SPARSE = "builtin-sparse"
 BUILTIN_RATIO_SCHEME = "bias=4;w=4:{r},5:{r},6:{r}"       # block 2's three convs at ratio r
 RATIOS = (0.125, 0.25, 0.5)
 CYCLE_TOLERANCE = 0.02                                     # the issue's target: within 2%
@@ -62,9 +61,9 @@ def suite_rows(suite: str, iterations: int | None = None, shared=None) -> tuple[
     from golden.scheme import PRESETS
     if suite == "default":
         n = iterations or 2
-        rows = [RowSpec("builtin", BUILTIN_SPARSE, "dynamic", n, "sparse"),
-                RowSpec("builtin", BUILTIN_SPARSE, "static-first", n, "sparse"),
-                RowSpec("builtin", dense_scheme(PRESETS[BUILTIN_SPARSE]), "dynamic", n, "dense"),
+        rows = [RowSpec("builtin", BUILTIN_SCHEME, "dynamic", n, "sparse"),
+                RowSpec("builtin", BUILTIN_SCHEME, "static-first", n, "sparse"),
+                RowSpec("builtin", dense_scheme(PRESETS[BUILTIN_SCHEME]), "dynamic", n, "dense"),
                 RowSpec("builtin", "last-layer", "dynamic", n, "last-layer"),
                 RowSpec("builtin", "full", "dynamic", n, "full")]
         rows += [RowSpec("builtin", BUILTIN_RATIO_SCHEME.format(r=r), "dynamic", 1, "ratio") for r in RATIOS]

@@ -31,6 +31,7 @@ import numpy as np
 # Where a descriptor's cycles go. The weight gradient and the weight update are one fused
 # descriptor (the gradient is never stored), so they are one category.
 CATEGORIES = ("forward", "input gradient", "weight gradient + update", "bias update")
+BUILTIN_SCHEME = "builtin-sparse"          # the built-in CNN's default scheme
 
 
 def categorize(phase: str, op: str) -> tuple[str, str]:
@@ -52,11 +53,9 @@ def default_lr(builtin: bool) -> float:
 def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: int = 1,
                      scheme_name: str | None = None, model_spec: str = "builtin",
                      data_spec: str | None = None, lr: float | None = None,
-                     policy: str = "dynamic", default_scheme: str = "builtin-sparse",
-                     model=None) -> dict:
-    """`iterations` training iterations on the RTL; see the module docstring. `model` (a loaded
-    Model, fresh head already attached) overrides `model_spec`; a bad scheme, policy or count is
-    a ValueError before anything runs."""
+                     policy: str = "dynamic") -> dict:
+    """`iterations` training iterations on the RTL; see the module docstring. A bad scheme,
+    policy or count is a ValueError before anything runs."""
     from golden import int_ops
     from golden.data import load_digits
     from golden.engine import layout
@@ -79,13 +78,12 @@ def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: in
     if not ok:
         raise ValueError(f"cannot simulate: {reason}")
     config = PRESETS[config_name]
-    builtin = model is None and model_spec == "builtin"
-    if model is None:
-        model = load_model_spec(model_spec).with_new_head(10, seed=0)
+    builtin = model_spec == "builtin"
+    model = load_model_spec(model_spec).with_new_head(10, seed=0)
     if scheme_name is None:
         if not builtin:
             raise ValueError("--scheme is needed for a model file (for example mbv2-49kb)")
-        scheme_name = default_scheme
+        scheme_name = BUILTIN_SCHEME
     scheme = parse_scheme(scheme_name, model)             # a bad name is a ValueError with the choices
     rule = UpdateRule(lr=lr if lr is not None else default_lr(builtin))
     if data_spec is not None:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from golden.engine.config import PRESETS
 from golden.scheme import POLICIES
 
 from .args import positive_float, positive_int
-
-CONFIGS = ("default", "small")
 
 
 def add_parser(subparsers) -> None:
@@ -24,7 +23,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--model", help="one row: 'builtin', mbv2, mcunet, proxyless (from ../shared) or a .pkl path")
     p.add_argument("--scheme", help="one row's update scheme (default: builtin-sparse, or MIT's for its models)")
     p.add_argument("--policy", choices=POLICIES, default="dynamic", help="one row's channel selection")
-    p.add_argument("--config", choices=CONFIGS, default="default", help="engine configuration preset")
+    p.add_argument("--config", choices=sorted(PRESETS), default="default", help="engine configuration preset")
     p.add_argument("--iterations", type=positive_int, help="per row (default 2 for the built-in CNN, 1 for MIT's)")
     p.add_argument("--fmax-mhz", type=positive_float, help="clock for the iteration times")
     p.add_argument("--build-report", type=Path, help="a `sparsebp build --json` report: its Fmax for the times")
@@ -35,7 +34,8 @@ def add_parser(subparsers) -> None:
 
 def _specs(args):
     from golden.experiment import resolve_model
-    from sim.bench import BUILTIN_SPARSE, MIT_SCHEMES, RowSpec, model_key, suite_rows
+    from sim.bench import MIT_SCHEMES, RowSpec, model_key, suite_rows
+    from sim.training_run import BUILTIN_SCHEME
     if args.iterations is not None and args.iterations > 50:
         raise ValueError(f"--iterations must be between 1 and 50, not {args.iterations}")
     if args.model is None:
@@ -51,7 +51,7 @@ def _specs(args):
     if args.scheme is not None:
         scheme = args.scheme
     elif model == "builtin":
-        scheme = BUILTIN_SPARSE
+        scheme = BUILTIN_SCHEME
     elif key is not None:
         scheme = MIT_SCHEMES[key][0]
     else:

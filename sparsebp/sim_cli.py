@@ -13,12 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from golden.engine.config import PRESETS
 from golden.scheme import POLICIES
+from sim.training_run import BUILTIN_SCHEME
 
-CONFIGS = ("default", "small")
-# The built-in scheme: biases of the last four convs, block 2's weights at ratios 1/2, 1/4, 1/2
-# (dynamic channel selection), and the classifier.
-DEFAULT_SCHEME = "builtin-sparse"
 SWEEP_RATIOS = (0.125, 0.25, 0.5, 1.0)
 SWEEP_OPS = ("b2.pw1 weight update", "b2.dw weight update", "b2.pw2 weight update")
 
@@ -32,7 +30,7 @@ def add_parser(subparsers) -> None:
     e.add_argument("--data", default=None,
                    help="'digits' (builtin's default) or 'cifar10:PATH' (MIT models; default: random images)")
     e.add_argument("--scheme", default=None,
-                   help=f"update scheme, as for `sparsebp train` (builtin's default {DEFAULT_SCHEME}: biases "
+                   help=f"update scheme, as for `sparsebp train` (builtin's default {BUILTIN_SCHEME}: biases "
                         f"of the last four convs, block 2's weights on a random half/quarter/half of their "
                         f"channels, the classifier)")
     e.add_argument("--lr", type=float, default=None,
@@ -42,7 +40,7 @@ def add_parser(subparsers) -> None:
                         "selected channels")
     e.add_argument("--policy", choices=POLICIES, default="dynamic",
                    help="channel selection: a new random subset each iteration (dynamic) or a fixed one")
-    e.add_argument("--config", choices=CONFIGS, default="default", help="engine configuration preset")
+    e.add_argument("--config", choices=sorted(PRESETS), default="default", help="engine configuration preset")
     e.add_argument("--iterations", type=int, default=2, help="training iterations (1..50)")
     e.add_argument("--json", type=Path, help="write the rows as JSON")
     from sim.soc_cli import add_parser as add_soc_parser   # `sim soc`: the SoC (sim/soc_cli.py)
