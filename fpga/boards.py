@@ -54,9 +54,11 @@ class Board:
 # 192 bytes) and its parameters.
 ENGINE_ALONE_EXTERNAL_BYTES = 4096
 
-# ECP5-85F: 8 lanes is what the 156 MULT18X18D allow (about 18 per lane, measured); 128 KB is
-# the largest power-of-two scratchpad whose 3 copies (one per read port) fit 208 DP16KD.
-ECP5_85F_CONFIG = dataclasses.replace(DEFAULT, lanes=8, scratchpad_bytes=128 * 1024,
+# ECP5-85F: 8 lanes is what the 156 MULT18X18D allow (about 18 per lane, measured). The full
+# 256 KB scratchpad fits because its banks are pumped (one copy, 128 DP16KD, at twice the engine
+# clock); three plain copies would need 384 of the 208.
+ECP5_85F_CONFIG = dataclasses.replace(DEFAULT, lanes=8, scratchpad_bytes=256 * 1024,
+                                      scratchpad_pumped=True,
                                       external_bytes=ENGINE_ALONE_EXTERNAL_BYTES,
                                       param_channels=256, clock_hz=50e6)
 ICE40_CONFIG = dataclasses.replace(DEFAULT, lanes=8, scratchpad_bytes=1024,

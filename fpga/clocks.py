@@ -1,4 +1,6 @@
-"""The engine's clock: the board oscillator through the FPGA's PLL, as a `sync` domain.
+"""The engine's clock: the board oscillator through the FPGA's PLL, as a `sync` domain, and,
+for an engine with a pumped scratchpad (hw/banked_memory.py), a `fast` domain at twice the
+frequency with its rising edges on `sync`'s.
 
 PLL parameters are searched here in Python (the same rules as the `icepll` and `ecppll`
 tools) so that a target the PLL cannot make exactly is an error before any tool runs.
@@ -56,18 +58,39 @@ def pll_parameters(family: str, input_hz: float, output_hz: float) -> dict:
     return (ice40_pll_params if family == "ice40" else ecp5_pll_params)(input_hz, output_hz)
 
 
+def ecp5_pumped_pll_params(input_hz: float, output_hz: float) -> dict:
+    """EHXPLLL for a `fast` clock at 2 x output_hz on CLKOP (the feedback) and `sync` at
+    output_hz on CLKOS, divided from the same VCO by twice CLKOP's divider. Both outputs use the
+    divider/2 - 1 coarse phase of the CLKOP rule above (0 degrees each), so their rising edges
+    coincide. That alignment is what the tools document; no board here could measure it."""
+    try:
+        params = ecp5_pll_params(input_hz, 2 * output_hz)
+    except ClockError:
+        raise ClockError(f"the ECP5 PLL cannot make exactly {2 * output_hz / 1e6:g} MHz (twice the "
+                         f"{output_hz / 1e6:g} MHz engine clock, for the pumped scratchpad) from "
+                         f"{input_hz / 1e6:g} MHz") from None
+    clkos_div = 2 * params["CLKOP_DIV"]
+    if clkos_div > 128:
+        raise ClockError(f"the ECP5 PLL cannot divide its VCO down to {output_hz / 1e6:g} MHz")
+    return dict(params, CLKOS_DIV=clkos_div, CLKOS_CPHASE=clkos_div // 2 - 1)
+
+
 class PLLClock(Elaboratable):
     """Drives the `sync` domain's clock at `output_hz` from the platform's default clock pin,
-    and its reset until the PLL locks."""
+    and its reset until the PLL locks; with `fast`, also the `fast` domain at twice that (ECP5
+    only: the iCE40 carries no pumped scratchpad, its SPRAM has one port)."""
 
-    def __init__(self, family: str, input_hz: float, output_hz: float):
-        self.family, self.input_hz, self.output_hz = family, input_hz, output_hz
-        self.params = pll_parameters(family, input_hz, output_hz)
+    def __init__(self, family: str, input_hz: float, output_hz: float, fast: bool = False):
+        self.family, self.input_hz, self.output_hz, self.fast = family, input_hz, output_hz, fast
+        if fast and family != "ecp5":
+            raise ClockError(f"a pumped scratchpad's 2x clock is built for ECP5 only, not {family}")
+        self.params = (ecp5_pumped_pll_params(input_hz, output_hz) if fast
+                       else pll_parameters(family, input_hz, output_hz))
 
     def elaborate(self, platform):
         m = Module()       # the parent defines the `sync` domain (Amaranth 0.6 wants it there)
         locked = Signal()
-        pll_clk = Signal()
+        pll_clk, sync_clk = Signal(), Signal()
         pin = platform.request(platform.default_clk, dir="-")
         p = self.params
         if self.family == "ice40":
@@ -79,16 +102,27 @@ class PLLClock(Elaboratable):
         else:
             from amaranth.lib import io
             m.submodules.clk_buf = clk_buf = io.Buffer("i", pin)
+            clkop_hz = 2 * self.output_hz if self.fast else self.output_hz
+            secondary = {}
+            if self.fast:       # CLKOS: sync at half CLKOP, same VCO, 0 degrees
+                secondary = dict(a_FREQUENCY_PIN_CLKOS=f"{self.output_hz / 1e6:g}",
+                                 p_CLKOS_ENABLE="ENABLED", p_OUTDIVIDER_MUXB="DIVB",
+                                 p_CLKOS_DIV=p["CLKOS_DIV"], p_CLKOS_CPHASE=p["CLKOS_CPHASE"],
+                                 p_CLKOS_FPHASE=0, i_ENCLKOS=0, o_CLKOS=sync_clk)
             m.submodules.pll = Instance(
                 "EHXPLLL", a_FREQUENCY_PIN_CLKI=f"{self.input_hz / 1e6:g}",
-                a_FREQUENCY_PIN_CLKOP=f"{self.output_hz / 1e6:g}",
+                a_FREQUENCY_PIN_CLKOP=f"{clkop_hz / 1e6:g}",
                 p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
                 p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_CLKOP_ENABLE="ENABLED",
                 p_CLKI_DIV=p["CLKI_DIV"], p_CLKOP_DIV=p["CLKOP_DIV"], p_CLKOP_CPHASE=p["CLKOP_CPHASE"],
                 p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP", p_CLKFB_DIV=p["CLKFB_DIV"],
                 i_RST=0, i_STDBY=0, i_CLKI=clk_buf.i, i_CLKFB=pll_clk, i_PHASESEL0=0, i_PHASESEL1=0,
                 i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1, i_PLLWAKESYNC=0, i_ENCLKOP=0,
-                o_CLKOP=pll_clk, o_LOCK=locked)
-        m.d.comb += ClockSignal("sync").eq(pll_clk)
+                o_CLKOP=pll_clk, o_LOCK=locked, **secondary)
+        if self.fast:
+            m.d.comb += [ClockSignal("sync").eq(sync_clk), ClockSignal("fast").eq(pll_clk)]
+            m.submodules.fast_reset_sync = ResetSynchronizer(~locked, domain="fast")
+        else:
+            m.d.comb += ClockSignal("sync").eq(pll_clk)
         m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
         return m

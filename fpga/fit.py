@@ -4,7 +4,8 @@ a one-line error instead of a nextpnr failure twenty minutes later.
 Memories are counted as yosys maps them (measured, docs/fpga.md): a memory with one write
 port and R read ports becomes R copies, each with the write port and one read port, on
 blocks of the device's shapes; a memory that fits neither is left to LUTs (flagged). The
-engine's memories are the scratchpad (2 banks, 3 read ports), the external window (2 banks,
+engine's memories are the scratchpad (2 banks, 3 read ports: 3 copies, or 1 copy when
+pumped, `EngineConfig.scratchpad_pumped`), the external window (2 banks,
 2 read ports), the trace (1024 x 32 bits) and the three parameter memories (LUT RAM when
 shallow). SPRAM (one port in all) cannot hold a memory that reads and writes in one cycle, so
 the estimate never places the scratchpad there. Multipliers and logic are counted per lane
@@ -68,7 +69,8 @@ def estimate(board: Board, config) -> Estimate:
     family = board.device.family
     L = config.lanes
     bank_depth = config.scratchpad_rows // 2
-    scratchpad = 2 * SCRATCHPAD_READ_PORTS * memory_blocks(family, 8 * L, bank_depth)
+    copies = 1 if config.scratchpad_pumped else SCRATCHPAD_READ_PORTS
+    scratchpad = 2 * copies * memory_blocks(family, 8 * L, bank_depth)
     external = 2 * EXTERNAL_READ_PORTS * memory_blocks(family, 8 * L, config.external_rows // 2)
     trace = memory_blocks(family, TRACE_BITS, TRACE_DEPTH)
     param_rows = config.param_channels // L

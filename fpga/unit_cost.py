@@ -1,7 +1,7 @@
 """Per-lane resource cost: synthesize each per-lane unit alone (yosys only, no place and route)
 and count the cells, so the lane count a device allows can be reasoned about per unit.
 
-    python -m fpga.unit_cost {ecp5,ice40}
+    python -m fpga.unit_cost {ecp5,ice40} [UNIT ...]
 
 Each unit sits between registers (Amaranth's RTLIL with its ports as top-level ports), so the
 LUT counts include no I/O; the figures in docs/fpga.md came from this script.
@@ -18,6 +18,7 @@ from pathlib import Path
 from amaranth.back import rtlil
 from amaranth.hdl import Elaboratable, Module, Signal, signed
 
+from hw.banked_memory import BankedMemory
 from hw.requantizer import Requantizer
 from hw.weight_updater import BiasUpdater, WeightUpdater
 
@@ -54,10 +55,25 @@ class MacLane(Elaboratable):
         return m
 
 
+def _memory_ports(memory):
+    ports = [memory.write_addr, memory.write_data, memory.write_enable]
+    for i in range(memory.read_port_count):
+        port = memory.read_port(i)
+        ports += [port.addr, port.en, port.data]
+    return ports
+
+
+# A 16 KB scratchpad of 8-byte rows: block-RAM copies show at a size where each costs 8 DP16KD.
+def _scratchpad(pumped):
+    return lambda: BankedMemory(8, 2048, read_ports=3, pumped=pumped)
+
+
 UNITS = {"mac": (MacLane, lambda u: [u.a, u.b, u.first, u.acc]),
          "requantizer": (Requantizer, None), "weight_updater": (WeightUpdater, None),
          "bias_updater": (BiasUpdater, None),
-         "residual_add": (ResidualAddLane, lambda u: [u.x1, u.x2, u.m1, u.m2, u.total])}
+         "residual_add": (ResidualAddLane, lambda u: [u.x1, u.x2, u.m1, u.m2, u.total]),
+         "scratchpad_16k": (_scratchpad(False), _memory_ports),
+         "scratchpad_16k_pumped": (_scratchpad(True), _memory_ports)}
 SYNTH = {"ecp5": "synth_ecp5", "ice40": "synth_ice40 -dsp"}
 CELL = re.compile(r"^\s+(\d+)\s+(\S+)$")
 
@@ -82,8 +98,9 @@ def unit_cost(family: str, name: str) -> dict:
 
 
 def main(argv=None):
-    family = (argv or sys.argv[1:] or ["ecp5"])[0]
-    result = {name: unit_cost(family, name) for name in UNITS}
+    args = argv or sys.argv[1:] or ["ecp5"]
+    family, names = args[0], args[1:] or list(UNITS)
+    result = {name: unit_cost(family, name) for name in names}
     print(json.dumps(result, indent=1))
 
 

@@ -10,7 +10,7 @@ needs the SoC issue's CPU (or a UART bridge) in its place.
 
 Timing: one bit shifts in per cycle; the inputs are registered slices of the shift register.
 The clock is the `sync` domain the build gives it (the board oscillator through a PLL,
-fpga/clocks.py).
+fpga/clocks.py), with a `fast` domain beside it for an engine with a pumped scratchpad.
 """
 from amaranth.hdl import Cat, ClockDomain, Elaboratable, Module, Signal
 from amaranth.lib import io, wiring
@@ -26,12 +26,14 @@ def _ports(component, direction):
 class TestWrapper(Elaboratable):
     def __init__(self, component: wiring.Component, clocks=None):
         self.component = component
-        self.clocks = clocks      # an Elaboratable that defines the `sync` domain, or None
+        self.clocks = clocks      # an Elaboratable that drives `sync` (and `fast` if its .fast), or None
 
     def elaborate(self, platform):
         m = Module()
         if self.clocks is not None:
             m.domains.sync = ClockDomain("sync")
+            if getattr(self.clocks, "fast", False):
+                m.domains.fast = ClockDomain("fast")
             m.submodules.clocks = self.clocks
         m.submodules.dut = dut = self.component
 

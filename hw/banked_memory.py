@@ -7,12 +7,30 @@ whatever its alignment.
 Ports (all byte addresses; `rows * row_bytes` bytes in all, addresses wrap):
 - `read_ports` vector read ports `read[i]`: present `addr` with `en` high in cycle t; `data`
   holds bytes addr .. addr+row_bytes-1 (byte 0 = lowest address in bits 7:0) from cycle t+1
-  until the next enabled read (the memory's output register holds it).
+  until the next enabled read.
 - one vector write port: `write_addr`, `write_data` (row_bytes bytes, byte 0 goes to
   write_addr), `write_enable` (one bit per byte of write_data; 0 writes nothing).
 A read in the cycle of a write to the same bytes returns the old bytes.
+
+Two implementations of that one contract:
+- `pumped=False`: every read port is a read port of each bank. Block-RAM tools give each
+  read port its own copy of the bank (a block RAM has two ports), so 3 read ports cost 3 copies.
+- `pumped=True` (exactly 3 read ports): each bank is one block RAM with two ports, clocked by a
+  `fast` domain at twice the `sync` frequency with its rising edges on `sync`'s. A `sync` cycle
+  then has two block-RAM edges, four accesses in all:
+    * at the middle edge, port 1 reads for `read0` and port 2 for `read1`;
+    * at the closing edge (the next `sync` edge), port 1 reads for `read2` while port 2 writes,
+      reading the old word first (read-before-write).
+  `read2` asking for the bank row that is being written in the same cycle takes port 2's old
+  word instead of port 1's (a block RAM gives no defined data on such a collision), so the
+  contract's "old bytes" hold. Data read at an edge is captured in a register at the following
+  edge, because the port it came from is used again before `sync` samples it. Timing: `read0`
+  and `read1` data are registers loaded at the `sync` edge; `read2` data is loaded half a cycle
+  before the `sync` edge that samples it, so logic reading `read2` has half a cycle.
+  The contract, the program format and the cycle model are the same for both implementations;
+  tests/test_banked_memory.py runs both on the same random traffic and compares every read.
 """
-from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -21,11 +39,19 @@ def _read_signature(addr_bits: int, row_bytes: int):
     return wiring.Signature({"addr": Out(addr_bits), "en": Out(1), "data": In(8 * row_bytes)})
 
 
+def _bank_rows(row):
+    """(even bank row, odd bank row) holding memory row `row` and the row after it."""
+    return (row + 1)[1:], row[1:]
+
+
 class BankedMemory(wiring.Component):
-    def __init__(self, row_bytes: int, rows: int, read_ports: int):
+    def __init__(self, row_bytes: int, rows: int, read_ports: int, *, pumped: bool = False):
+        self._MustUse__silence = True     # an object that fails here is not an unused design
         if row_bytes & (row_bytes - 1) or rows & (rows - 1) or rows < 2:
             raise ValueError(f"row bytes and rows must be powers of two, not {row_bytes}, {rows}")
-        self.row_bytes, self.rows = row_bytes, rows
+        if pumped and read_ports != 3:
+            raise ValueError(f"a pumped memory has exactly 3 read ports, not {read_ports}")
+        self.row_bytes, self.rows, self.pumped = row_bytes, rows, pumped
         self.offset_bits = row_bytes.bit_length() - 1
         self.addr_bits = self.offset_bits + rows.bit_length() - 1
         ports = {f"read{i}": In(_read_signature(self.addr_bits, row_bytes).flip())
@@ -33,6 +59,7 @@ class BankedMemory(wiring.Component):
         ports.update(write_addr=In(self.addr_bits), write_data=In(8 * row_bytes),
                      write_enable=In(row_bytes))
         self.read_port_count = read_ports
+        self._MustUse__silence = False
         super().__init__(ports)
 
     def read_port(self, i: int):
@@ -40,43 +67,115 @@ class BankedMemory(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        L, depth = self.row_bytes, self.rows // 2
-        banks = [memory.Memory(shape=8 * L, depth=depth, init=[]) for _ in range(2)]
+        depth = self.rows // 2
+        banks = [memory.Memory(shape=8 * self.row_bytes, depth=depth, init=[]) for _ in range(2)]
         m.submodules.bank_even, m.submodules.bank_odd = banks
-
+        writes = self._write_banks(m)
+        if self.pumped:
+            bank_data = self._pumped_ports(m, banks, writes)
+        else:
+            bank_data = self._plain_ports(m, banks, writes)
         for i in range(self.read_port_count):
-            port = self.read_port(i)
-            row = port.addr[self.offset_bits:]
-            ports = [bank.read_port() for bank in banks]
-            # even bank holds row (row+1)/2 rounded down in row's pair; odd bank holds row>>1.
-            m.d.comb += [ports[0].addr.eq((row + 1)[1:]), ports[1].addr.eq(row[1:]),
-                         ports[0].en.eq(port.en), ports[1].en.eq(port.en)]
-            offset = Signal(self.offset_bits, name=f"read{i}_offset")
-            odd_first = Signal(name=f"read{i}_odd_first")
-            with m.If(port.en):
-                m.d.sync += [offset.eq(port.addr[:self.offset_bits]), odd_first.eq(row[0])]
-            pair = Signal(16 * L, name=f"read{i}_pair")
-            with m.If(odd_first):
-                m.d.comb += pair.eq(Cat(ports[1].data, ports[0].data))
-            with m.Else():
-                m.d.comb += pair.eq(Cat(ports[0].data, ports[1].data))
-            m.d.comb += port.data.eq((pair >> (offset * 8))[:8 * L])
+            self._align(m, i, bank_data[i])
+        return m
 
-        # Write: the row_bytes bytes shifted into a two-row window at the address's offset.
+    def _write_banks(self, m):
+        """Per bank (addr, data, byte enables) of the write port: the row_bytes bytes shifted
+        into a two-row window at the address's offset."""
+        L = self.row_bytes
         row = self.write_addr[self.offset_bits:]
         offset = self.write_addr[:self.offset_bits]
-        data2 = Signal(16 * L)
-        enable2 = Signal(2 * L)
+        data2, enable2 = Signal(16 * L), Signal(2 * L)
         m.d.comb += [data2.eq(self.write_data << (offset * 8)), enable2.eq(self.write_enable << offset)]
-        low_data, high_data = data2[:8 * L], data2[8 * L:]
-        low_en, high_en = enable2[:L], enable2[L:]
-        wports = [bank.write_port(granularity=8) for bank in banks]
+        low = (data2[:8 * L], enable2[:L])
+        high = (data2[8 * L:], enable2[L:])
+        writes = [(Signal(self.addr_bits - self.offset_bits - 1, name=f"write{k}_row"),
+                   Signal(8 * L, name=f"write{k}_data"), Signal(L, name=f"write{k}_en"))
+                  for k in range(2)]
+        even_row, odd_row = _bank_rows(row)
+        m.d.comb += [writes[0][0].eq(even_row), writes[1][0].eq(odd_row)]
         with m.If(row[0]):       # low row is odd: it goes to the odd bank, the high row to the even one
-            m.d.comb += [wports[1].addr.eq(row[1:]), wports[1].data.eq(low_data), wports[1].en.eq(low_en),
-                         wports[0].addr.eq((row + 1)[1:]), wports[0].data.eq(high_data),
-                         wports[0].en.eq(high_en)]
+            m.d.comb += [writes[1][1].eq(low[0]), writes[1][2].eq(low[1]),
+                         writes[0][1].eq(high[0]), writes[0][2].eq(high[1])]
         with m.Else():
-            m.d.comb += [wports[0].addr.eq(row[1:]), wports[0].data.eq(low_data), wports[0].en.eq(low_en),
-                         wports[1].addr.eq(row[1:]), wports[1].data.eq(high_data),
-                         wports[1].en.eq(high_en)]
-        return m
+            m.d.comb += [writes[0][1].eq(low[0]), writes[0][2].eq(low[1]),
+                         writes[1][1].eq(high[0]), writes[1][2].eq(high[1])]
+        return writes
+
+    def _plain_ports(self, m, banks, writes):
+        """One bank read port per read port (sync domain); returns [port][bank] data."""
+        for bank, (addr, data, en) in zip(banks, writes):
+            wport = bank.write_port(granularity=8)
+            m.d.comb += [wport.addr.eq(addr), wport.data.eq(data), wport.en.eq(en)]
+        result = []
+        for i in range(self.read_port_count):
+            port = self.read_port(i)
+            rows = _bank_rows(port.addr[self.offset_bits:])
+            bank_ports = [bank.read_port() for bank in banks]
+            for bank_port, row in zip(bank_ports, rows):
+                m.d.comb += [bank_port.addr.eq(row), bank_port.en.eq(port.en)]
+            result.append([bank_port.data for bank_port in bank_ports])
+        return result
+
+    def _pumped_ports(self, m, banks, writes):
+        """Two block-RAM ports per bank in the `fast` domain (module docstring); returns
+        [port][bank] data, all of it from capture registers."""
+        a, b, h = (self.read_port(i) for i in range(3))
+        # `toggle` flips at every sync edge; `seen` is its value at the last fast edge. They
+        # differ in the first half of a sync cycle: the next fast edge is the middle one.
+        toggle, seen, middle_next = Signal(), Signal(), Signal()
+        m.d.sync += toggle.eq(~toggle)
+        m.d.fast += seen.eq(toggle)
+        m.d.comb += middle_next.eq(toggle ^ seen)
+        a_issued, b_issued, h_issued = Signal(), Signal(), Signal()
+        with m.If(middle_next):
+            m.d.fast += [a_issued.eq(a.en), b_issued.eq(b.en)]
+        with m.Else():
+            m.d.fast += h_issued.eq(h.en)
+
+        result = [[], [], []]
+        for k, (bank, (w_row, w_data, w_en)) in enumerate(zip(banks, writes)):
+            a_row, b_row, h_row = (_bank_rows(p.addr[self.offset_bits:])[k] for p in (a, b, h))
+            port2_write = bank.write_port(domain="fast", granularity=8)
+            port2_read = bank.read_port(domain="fast", transparent_for=())    # read before write
+            # Port 1's word on a collision with port 2's write is never used (see docstring);
+            # declaring it transparent rather than read-before-write keeps yosys from
+            # emulating read-first by delaying the write, which would split port 2 in two.
+            port1 = bank.read_port(domain="fast", transparent_for=(port2_write,))
+            port2_addr = Signal.like(w_row, name=f"bank{k}_port2_addr")
+            m.d.comb += [port1.addr.eq(Mux(middle_next, a_row, h_row)),
+                         port1.en.eq(Mux(middle_next, a.en, h.en)),
+                         port2_addr.eq(Mux(middle_next, b_row, w_row)),
+                         port2_read.addr.eq(port2_addr), port2_write.addr.eq(port2_addr),
+                         port2_read.en.eq(Mux(middle_next, b.en, 1)),
+                         port2_write.data.eq(w_data),
+                         port2_write.en.eq(Mux(middle_next, 0, w_en))]
+            collided = Signal(name=f"bank{k}_collided")
+            a_data, b_data, h_data = (Signal.like(port1.data, name=f"bank{k}_{n}_data") for n in "abh")
+            with m.If(middle_next):
+                # port 1 holds the closing edge's read2 word, port 2 the old word it overwrote
+                with m.If(h_issued):
+                    m.d.fast += h_data.eq(Mux(collided, port2_read.data, port1.data))
+            with m.Else():
+                with m.If(a_issued):
+                    m.d.fast += a_data.eq(port1.data)
+                with m.If(b_issued):
+                    m.d.fast += b_data.eq(port2_read.data)
+                m.d.fast += collided.eq((h_row == w_row) & w_en.any())
+            for port_data, data in zip(result, (a_data, b_data, h_data)):
+                port_data.append(data)
+        return result
+
+    def _align(self, m, i, bank_data):
+        """Drive read port i's data: the two banks' rows rotated to the address's offset."""
+        L = self.row_bytes
+        port = self.read_port(i)
+        row = port.addr[self.offset_bits:]
+        offset = Signal(self.offset_bits, name=f"read{i}_offset")
+        odd_first = Signal(name=f"read{i}_odd_first")
+        with m.If(port.en):
+            m.d.sync += [offset.eq(port.addr[:self.offset_bits]), odd_first.eq(row[0])]
+        pair = Signal(16 * L, name=f"read{i}_pair")
+        m.d.comb += pair.eq(Mux(odd_first, Cat(bank_data[1], bank_data[0]),
+                                Cat(bank_data[0], bank_data[1])))
+        m.d.comb += port.data.eq((pair >> (offset * 8))[:8 * L])

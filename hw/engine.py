@@ -19,6 +19,10 @@ monitor (read only: word 0 `high_water`, one past the highest scratchpad byte th
 wrote in the last run, a read counting its whole L-byte row; word 1 `external_reads`, the L-byte
 reads of external memory in the last run); `host_addr` is a 32-bit word address; writes take effect at the clock edge with `host_we`; `host_rdata` is valid
 the cycle after `host_addr`. The host port is for use while the engine is idle.
+
+Clocks: `sync`; with `config.scratchpad_pumped` also `fast`, at twice `sync`'s frequency with
+rising edges on `sync`'s, for the scratchpad's block RAMs (hw/banked_memory.py). The engine's
+logic that reads the host read port's data (old values, masks) then has half a cycle.
 """
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, wiring
@@ -60,7 +64,8 @@ class Engine(wiring.Component):
         D = cfg.external_latency_cycles
         m = Module()
 
-        spad = m.submodules.scratchpad = BankedMemory(L, cfg.scratchpad_rows, read_ports=3)
+        spad = m.submodules.scratchpad = BankedMemory(L, cfg.scratchpad_rows, read_ports=3,
+                                                         pumped=cfg.scratchpad_pumped)
         ext = m.submodules.external = BankedMemory(L, cfg.external_rows, read_ports=2)
         spad_a, spad_b, spad_host = spad.read_port(0), spad.read_port(1), spad.read_port(2)
         ext_b, ext_host = ext.read_port(0), ext.read_port(1)

@@ -14,7 +14,7 @@ import pytest
 
 from fpga import report
 from fpga.boards import BOARDS, BoardError, get_board
-from fpga.clocks import ClockError, ecp5_pll_params, ice40_pll_params
+from fpga.clocks import ClockError, ecp5_pll_params, ecp5_pumped_pll_params, ice40_pll_params
 from fpga.fit import check_fit, estimate
 from sparsebp.cli import main
 
@@ -41,12 +41,12 @@ def test_unknown_board_is_a_one_line_error(capsys, tmp_path):
 
 
 def test_configuration_that_cannot_fit_is_an_error_before_any_tool(capsys, tmp_path):
-    # A 256 KB scratchpad needs 3 copies per bank (one per read port) with today's BankedMemory.
+    # 512 KB is one pumped copy of 128 DP16KD per bank: past the device's 208 before any tool runs.
     build_dir = tmp_path / "b"
-    assert main(["build", "--board", "ulx3s-85f", "--scratchpad-kb", "256", "--build-dir", str(build_dir)]) == 1
+    assert main(["build", "--board", "ulx3s-85f", "--scratchpad-kb", "512", "--build-dir", str(build_dir)]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == ("sparsebp: error: 8 lanes with a 256 KB scratchpad do not fit ulx3s-85f (LFE5U-85F): "
-                   "needs 394 block RAMs (scratchpad 384, external window 8) of 208")
+    assert err == ("sparsebp: error: 8 lanes with a 512 KB scratchpad do not fit ulx3s-85f (LFE5U-85F): "
+                   "needs 266 block RAMs (scratchpad 256, external window 8) of 208")
     assert not build_dir.exists()
 
 
@@ -67,9 +67,15 @@ def test_icebreaker_preset_is_refused_with_its_reasons(capsys):
 
 def test_a_clock_the_pll_cannot_make_is_an_error_before_any_tool(capsys, tmp_path):
     build_dir = tmp_path / "b"
-    assert main(["build", "--board", "orangecrab-85f", "--clock-mhz", "50", "--build-dir", str(build_dir)]) == 1
+    # the requantizer alone needs the engine clock only; the engine also needs twice it
+    assert main(["build", "--board", "orangecrab-85f", "--design", "requantizer", "--clock-mhz", "50",
+                 "--build-dir", str(build_dir)]) == 1
     err = capsys.readouterr().err.strip()
     assert err == "sparsebp: error: the ECP5 PLL cannot make exactly 50 MHz from 48 MHz"
+    assert main(["build", "--board", "orangecrab-85f", "--clock-mhz", "47", "--build-dir", str(build_dir)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("sparsebp: error: the ECP5 PLL cannot make exactly 94 MHz (twice the 47 MHz engine clock, "
+                   "for the pumped scratchpad) from 48 MHz")
     assert not build_dir.exists()
 
 
@@ -77,13 +83,16 @@ def test_ecp5_presets_fit_their_boards():
     for name in ("ulx3s-85f", "orangecrab-85f"):
         board = get_board(name)
         found = check_fit(board, board.config)
-        assert (found.block_rams, found.dsps) == (202, 153)
-        assert board.config.scratchpad_bytes == 128 * 1024 and board.config.lanes == 8
+        # one pumped copy of the 256 KB scratchpad (128) + external window (8) + trace (2)
+        assert (found.block_rams, found.scratchpad_blocks, found.dsps) == (138, 128, 153)
+        assert board.config.scratchpad_bytes == 256 * 1024 and board.config.lanes == 8
+        assert board.config.scratchpad_pumped
 
 
 def test_memory_estimate_matches_what_yosys_inferred():
     board = get_board("ulx3s-85f")
-    config = dataclasses.replace(board.config, lanes=16, scratchpad_bytes=256 * 1024, param_channels=512)
+    config = dataclasses.replace(board.config, lanes=16, scratchpad_bytes=256 * 1024, param_channels=512,
+                                 scratchpad_pumped=False)
     found = estimate(board, config)
     # measured: yosys maps the default engine (16 lanes, 256 KB) to 402 DP16KD: 3 copies of
     # 64 blocks per bank, 4 PDPW16KD per external bank and read port, 2 for the trace
@@ -95,6 +104,9 @@ def test_pll_parameters_match_the_vendor_tools():
     assert ice40_pll_params(12e6, 24e6) == dict(DIVR=0, DIVF=63, DIVQ=5, FILTER_RANGE=1)
     assert ecp5_pll_params(25e6, 50e6) == dict(CLKI_DIV=1, CLKFB_DIV=2, CLKOP_DIV=12, CLKOP_CPHASE=5)
     assert ecp5_pll_params(48e6, 60e6) == dict(CLKI_DIV=4, CLKFB_DIV=5, CLKOP_DIV=10, CLKOP_CPHASE=4)
+    # pumped: fast = 100 MHz on CLKOP (the feedback), sync = 50 MHz on CLKOS from the same VCO
+    assert ecp5_pumped_pll_params(25e6, 50e6) == dict(CLKI_DIV=1, CLKFB_DIV=4, CLKOP_DIV=6, CLKOP_CPHASE=2,
+                                                      CLKOS_DIV=12, CLKOS_CPHASE=5)
     with pytest.raises(ClockError, match="cannot make exactly 50 MHz from 48 MHz"):
         ecp5_pll_params(48e6, 50e6)
 
@@ -149,6 +161,17 @@ def test_table_lists_every_resource_and_the_verdict():
 
 
 # ---------------------------------------------------------------- real builds
+
+def test_pumped_scratchpad_is_one_block_ram_copy_on_ecp5():
+    """yosys maps the plain scratchpad to one copy per read port and the pumped one to a single
+    copy (hw/banked_memory.py; a 16 KB memory is 8 DP16KD per copy)."""
+    reason = tools_missing()
+    if reason:
+        pytest.skip(reason)
+    from fpga.unit_cost import unit_cost
+    assert unit_cost("ecp5", "scratchpad_16k")["DP16KD"] == 24
+    assert unit_cost("ecp5", "scratchpad_16k_pumped")["DP16KD"] == 8
+
 
 def _build(board, design, tmp_path, clock_mhz=None, **changes):
     reason = tools_missing()

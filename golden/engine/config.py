@@ -24,6 +24,10 @@ class EngineConfig:
     external_latency_cycles: int = 4
     clock_hz: float = 100e6
     param_channels: int = 2048            # channels whose requantization parameters fit on chip
+    # RTL only: the scratchpad's banks run at twice the clock, two block-RAM ports each, so one
+    # copy serves its 3 read ports and write port (hw/banked_memory.py). Needs a `fast` clock
+    # domain; the program format, the compiler and the cycle model do not change.
+    scratchpad_pumped: bool = False
 
     def __post_init__(self):
         if not _is_pow2(self.lanes) or not 8 <= self.lanes <= 64:
