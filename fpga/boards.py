@@ -56,11 +56,11 @@ ENGINE_ALONE_EXTERNAL_BYTES = 4096
 
 # ECP5-85F: 8 lanes is what the 156 MULT18X18D allow (about 18 per lane, measured). The full
 # 256 KB scratchpad fits because its banks are pumped (one copy, 128 DP16KD, at twice the engine
-# clock); three plain copies would need 384 of the 208.
+# clock); three plain copies would need 384 of the 208. The parameter memories keep the default's
+# 2048 channels (18 DP16KD), enough for every conv of MIT's models.
 ECP5_85F_CONFIG = dataclasses.replace(DEFAULT, lanes=8, scratchpad_bytes=256 * 1024,
                                       scratchpad_pumped=True,
-                                      external_bytes=ENGINE_ALONE_EXTERNAL_BYTES,
-                                      param_channels=256, clock_hz=50e6)
+                                      external_bytes=ENGINE_ALONE_EXTERNAL_BYTES, clock_hz=50e6)
 ICE40_CONFIG = dataclasses.replace(DEFAULT, lanes=8, scratchpad_bytes=1024,
                                    external_bytes=256, param_channels=8, clock_hz=24e6)
 

@@ -26,7 +26,9 @@ Two implementations of that one contract:
   contract's "old bytes" hold. Data read at an edge is captured in a register at the following
   edge, because the port it came from is used again before `sync` samples it. Timing: `read0`
   and `read1` data are registers loaded at the `sync` edge; `read2` data is loaded half a cycle
-  before the `sync` edge that samples it, so logic reading `read2` has half a cycle.
+  before the `sync` edge that samples it, so logic reading `read2` has half a cycle (in the
+  first half of the cycle `read2` shows the same word straight from the ports, so a testbench
+  sampling at the falling `sync` edge, the middle edge, sees one value on both sides of it).
   The contract, the program format and the cycle model are the same for both implementations;
   tests/test_banked_memory.py runs both on the same random traffic and compares every read.
 """
@@ -40,8 +42,9 @@ def _read_signature(addr_bits: int, row_bytes: int):
 
 
 def _bank_rows(row):
-    """(even bank row, odd bank row) holding memory row `row` and the row after it."""
-    return (row + 1)[1:], row[1:]
+    """(even bank row, odd bank row) holding memory row `row` and the row after it (which wraps
+    to row 0 after the last: the sum is cut to the bank's address width)."""
+    return (row + 1)[1:len(row)], row[1:]
 
 
 class BankedMemory(wiring.Component):
@@ -162,7 +165,13 @@ class BankedMemory(wiring.Component):
                 with m.If(b_issued):
                     m.d.fast += b_data.eq(port2_read.data)
                 m.d.fast += collided.eq((h_row == w_row) & w_en.any())
-            for port_data, data in zip(result, (a_data, b_data, h_data)):
+            # read2's word straight from the ports until the middle edge captures it: the host
+            # (a testbench reads at the falling sync edge, which is the middle edge) then sees
+            # the same value on both sides of that edge.
+            h_word = Signal.like(h_data, name=f"bank{k}_h_word")
+            m.d.comb += h_word.eq(Mux(middle_next & h_issued,
+                                      Mux(collided, port2_read.data, port1.data), h_data))
+            for port_data, data in zip(result, (a_data, b_data, h_word)):
                 port_data.append(data)
         return result
 

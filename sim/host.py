@@ -57,6 +57,12 @@ class HostDriver:
     def __init__(self, dut, clock_period_ns: int = CLOCK_PERIOD_NS):
         self.dut = dut
         self.clock = Clock(dut.clk, clock_period_ns, unit="ns")
+        # An engine with a pumped scratchpad (hw/banked_memory.py) has a `fast` domain at twice
+        # the clock, rising edges on clk's; both clocks start high at the same instant.
+        self.fast_clock = None
+        if _has(dut, "fast_clk"):
+            self.fast_clock = Clock(dut.fast_clk, clock_period_ns // 2, unit="ns")
+            self.fast_clock.start()
         self.clock.start()
         self.period_steps = get_sim_steps(clock_period_ns, "ns")
         self.address_words = 1 << len(dut.host_addr)
@@ -65,10 +71,13 @@ class HostDriver:
             port.value = 0
 
     async def reset(self, cycles: int = 2) -> None:
-        self.dut.rst.value = 1
+        resets = [self.dut.rst] + ([self.dut.fast_rst] if self.fast_clock else [])
+        for rst in resets:
+            rst.value = 1
         for _ in range(cycles):
             await self._falling
-        self.dut.rst.value = 0
+        for rst in resets:
+            rst.value = 0
         await self._falling
 
     def _check_range(self, base_word: int, count: int) -> None:
@@ -158,6 +167,14 @@ class HostDriver:
             raise EngineError(dut.error_code.value.to_unsigned(),
                               dut.error_index.value.to_unsigned(), cycles)
         return cycles
+
+
+def _has(dut, name: str) -> bool:
+    try:
+        getattr(dut, name)
+    except AttributeError:
+        return False
+    return True
 
 
 def report(**values) -> None:

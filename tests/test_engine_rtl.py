@@ -4,6 +4,7 @@ One simulator process runs every job of a configuration (module fixtures), then 
 look at the results: random operations of every kind, programs that must fault, and the
 built-in CNN's forward pass. The number of random cases is SPARSEBP_ENGINE_CASES (default 300).
 """
+import dataclasses
 import os
 
 import numpy as np
@@ -39,13 +40,15 @@ def measured_op_cycles(result, count):
     return np.diff(np.concatenate([[0], ends]))
 
 
-@pytest.fixture(scope="module")
-def case_results():
+@pytest.fixture(scope="module", params=[False, True], ids=["plain-scratchpad", "pumped-scratchpad"])
+def case_results(request):
+    """The random cases on the engine with either scratchpad implementation (hw/banked_memory.py):
+    the pumped one is what the ECP5 builds carry, with its `fast` clock driven by sim.host."""
     from sim.engine_job import EngineJob, run_on_rtl
     rng = np.random.default_rng(2026)
     cases = [random_op_case(rng, CASE_CONFIG) for _ in range(CASES)] + bad_program_cases(CASE_CONFIG)
     jobs = [EngineJob(c.scratchpad, c.external) for c in cases]
-    return cases, run_on_rtl(CASE_CONFIG, jobs)
+    return cases, run_on_rtl(dataclasses.replace(CASE_CONFIG, scratchpad_pumped=request.param), jobs)
 
 
 def test_random_operations_bit_exact_and_cycle_exact(case_results):

@@ -84,7 +84,8 @@ def test_ecp5_presets_fit_their_boards():
         board = get_board(name)
         found = check_fit(board, board.config)
         # one pumped copy of the 256 KB scratchpad (128) + external window (8) + trace (2)
-        assert (found.block_rams, found.scratchpad_blocks, found.dsps) == (138, 128, 153)
+        # + parameter memories for 2048 channels (18)
+        assert (found.block_rams, found.scratchpad_blocks, found.dsps) == (156, 128, 153)
         assert board.config.scratchpad_bytes == 256 * 1024 and board.config.lanes == 8
         assert board.config.scratchpad_pumped
 
