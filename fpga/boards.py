@@ -61,7 +61,7 @@ ENGINE_ALONE_EXTERNAL_BYTES = 4096
 ECP5_85F_CONFIG = dataclasses.replace(DEFAULT, lanes=8, scratchpad_bytes=256 * 1024,
                                       scratchpad_pumped=True,
                                       external_bytes=ENGINE_ALONE_EXTERNAL_BYTES, clock_hz=50e6)
-ICE40_CONFIG = dataclasses.replace(DEFAULT, lanes=8, scratchpad_bytes=1024,
+ICE40_CONFIG = dataclasses.replace(DEFAULT, lanes=8, scratchpad_bytes=1024, scratchpad_pumped=False,
                                    external_bytes=256, param_channels=8, clock_hz=24e6)
 
 BOARDS = {

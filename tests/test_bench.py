@@ -5,6 +5,7 @@ import json
 import pytest
 
 from golden.builtin import builtin_model
+from golden.engine.config import DEFAULT
 from golden.scheme import PRESETS, parse_scheme
 from sim.bench import RowSpec, dense_scheme, fmax_from, layer_table, model_key, suite_rows
 from sim.toolchain import verilator_available
@@ -101,7 +102,7 @@ def test_bench_builtin_row_on_rtl(tmp_path):
         plots = None
     assert main(argv) == 0
     result = json.loads(out.read_text())
-    assert result["git_revision"] and result["toolchain"]["verilator"] and result["config"]["lanes"] == 16
+    assert result["git_revision"] and result["toolchain"]["verilator"] and result["config"]["lanes"] == DEFAULT.lanes
     (row,) = result["rows"]
     for key in ("model", "scheme", "policy", "cycles_measured", "cycles_predicted", "peak_bytes_measured",
                 "peak_bytes_planned", "bit_exact", "mac_utilization", "iteration_ms_at_fmax"):

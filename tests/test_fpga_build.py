@@ -46,7 +46,7 @@ def test_configuration_that_cannot_fit_is_an_error_before_any_tool(capsys, tmp_p
     assert main(["build", "--board", "ulx3s-85f", "--scratchpad-kb", "512", "--build-dir", str(build_dir)]) == 1
     err = capsys.readouterr().err.strip()
     assert err == ("sparsebp: error: 8 lanes with a 512 KB scratchpad do not fit ulx3s-85f (LFE5U-85F): "
-                   "needs 266 block RAMs (scratchpad 256, external window 8) of 208")
+                   "needs 284 block RAMs (scratchpad 256, external window 8) of 208")
     assert not build_dir.exists()
 
 

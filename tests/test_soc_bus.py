@@ -226,7 +226,8 @@ def test_engine_windows_merge_partial_writes_and_report_an_idle_engine():
     scratchpad and external windows read back; the status says idle; idle_cycles counts."""
     from golden.engine.config import EngineConfig
     from hw.soc.engine_bus import EngineOnBus
-    config = EngineConfig(lanes=8, scratchpad_bytes=256, external_bytes=256, param_channels=8)
+    config = EngineConfig(lanes=8, scratchpad_bytes=256, external_bytes=256, param_channels=8,
+                          scratchpad_pumped=False)     # one clock in this simulation
     dut = EngineOnBus(config)
     seen = {}
 

@@ -18,7 +18,10 @@ def _is_pow2(value: int) -> bool:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    lanes: int = 16                       # MAC lanes = bytes per scratchpad row
+    # The default is the engine the ECP5-85F carries (docs/fpga.md): 8 lanes is what its 156
+    # MULT18X18D allow (about 18 per lane), and the 256 KiB scratchpad fits its 208 DP16KD as
+    # one pumped copy (128). `WIDE16` below is the 16-lane engine of a larger device.
+    lanes: int = 8                        # MAC lanes = bytes per scratchpad row
     scratchpad_bytes: int = 256 * 1024
     external_bytes: int = 4 * 1024 * 1024  # external (flash) window the engine may read
     external_latency_cycles: int = 4
@@ -27,7 +30,7 @@ class EngineConfig:
     # RTL only: the scratchpad's banks run at twice the clock, two block-RAM ports each, so one
     # copy serves its 3 read ports and write port (hw/banked_memory.py). Needs a `fast` clock
     # domain; the program format, the compiler and the cycle model do not change.
-    scratchpad_pumped: bool = False
+    scratchpad_pumped: bool = True
 
     def __post_init__(self):
         if not _is_pow2(self.lanes) or not 8 <= self.lanes <= 64:
@@ -60,6 +63,10 @@ class EngineConfig:
 
 
 DEFAULT = EngineConfig()
-# A small configuration for fast simulation tests of the control logic.
-SMALL = dataclasses.replace(DEFAULT, lanes=8, scratchpad_bytes=64 * 1024, external_bytes=256 * 1024)
-PRESETS = {"default": DEFAULT, "small": SMALL}
+# A small configuration for fast simulation tests of the control logic (and the SoC's
+# simulation), with the plain one-clock scratchpad.
+SMALL = dataclasses.replace(DEFAULT, lanes=8, scratchpad_bytes=64 * 1024, external_bytes=256 * 1024,
+                            scratchpad_pumped=False)
+# 16 lanes: twice the default's MACs; more multipliers and logic than the ECP5-85F has.
+WIDE16 = dataclasses.replace(DEFAULT, lanes=16)
+PRESETS = {"default": DEFAULT, "small": SMALL, "wide16": WIDE16}
