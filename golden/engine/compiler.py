@@ -233,7 +233,7 @@ def conv_descriptor(node: Conv, config: EngineConfig, in_shape, x_addr: int, y_a
 def gather_descriptor(config: EngineConfig, x_addr: int, shape, list_addr: int, count: int, out_addr: int,
                       identity_params: int) -> isa.Descriptor:
     """out[p][j] = x[p][list[j]]: the listed channels of an HWC tensor, compactly, one byte per
-    step through a one-lane identity requantization (bias 0, M = 2^30, n = 30)."""
+    step through a one-lane identity requantization (`IDENTITY`)."""
     c, h, w = shape
     _check_counts("gather", count, h * w)
     return isa.Descriptor(opcode=isa.MAC, mode=isa.BROADCAST, epilogue=isa.REQUANT,
@@ -242,6 +242,32 @@ def gather_descriptor(config: EngineConfig, x_addr: int, shape, list_addr: int, 
                           chunk_loop=1, lanes_total=1, counts=[count, 1, h * w, 1, 1, 1], a_base=x_addr,
                           a_strides=[1, 0, c, 0, 0, 0], out_base=out_addr, out_strides=[1, 0, count],
                           param_base=identity_params, list_addr=list_addr, list_limit=c)
+
+
+IDENTITY = ([0], [2 ** 30], [30])     # requantization that passes an int8 value through: bias 0, M = 2^30, n = 30
+
+
+def copy_descriptors(config: EngineConfig, src: int, dst: int, nbytes: int, ones_addr: int,
+                     identity_params, src_external: bool) -> list[isa.Descriptor]:
+    """dst[i] = src[i] for i < nbytes (src in external memory or the scratchpad, dst in the
+    scratchpad, not overlapping). Bytes travel as operand B, the one operand external memory
+    can feed: broadcast MACs of B times the byte 1 at `ones_addr` (a scratchpad constant the
+    host writes once) through an identity requantization (`identity_params(C)`: the external
+    address of `IDENTITY` for C channels), L bytes per step. A tail shorter than L is copied
+    as the last L bytes (again, unchanged), so only the L-channel table is needed unless
+    nbytes < L. Bit patterns pass unchanged, so int32 data copies byte by byte too."""
+    L = config.lanes
+    width = min(L, nbytes)
+    pieces = [(0, nbytes // width)] + ([(nbytes - width, 1)] if nbytes % width else [])
+    out = []
+    for at, vectors in pieces:
+        _check_counts("copy", vectors)
+        out.append(isa.Descriptor(opcode=isa.MAC, mode=isa.BROADCAST, epilogue=isa.REQUANT,
+                                  flags=isa.FLAG_PARAMS_EXTERNAL | (isa.FLAG_B_EXTERNAL if src_external else 0),
+                                  chunk_loop=0, lanes_total=width, counts=[1, vectors, 1, 1, 1, 1],
+                                  a_base=ones_addr, b_base=src + at, b_strides=[0, L, 0, 0, 0, 0],
+                                  out_base=dst + at, out_strides=[0, L, 0], param_base=identity_params(width)))
+    return out
 
 
 def avgpool_descriptor(node: AvgPool, config: EngineConfig, in_shape, x_addr, y_addr,
@@ -383,19 +409,55 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
             last_reader[name] = i
     alloc = alloc or Allocator(config.scratchpad_bytes, slack=config.lanes)
     ext = ExternalImage(config)
-    resident_at: dict[str, tuple[int, int]] = {}
+    resident_at: dict[str, tuple[int | None, int]] = {}
     preload: list[tuple[int, np.ndarray]] = []
     for node in model.nodes:
-        if isinstance(node, Conv) and node.name in resident:
-            w = layout.weight_bytes(node.weight, node.depthwise)
-            p = layout.param_bytes(node.bias, node.requant.M, node.requant.n)
-            resident_at[node.name] = (alloc.alloc("weight:" + node.name, w.size),
-                                      alloc.alloc("params:" + node.name, p.size))
-            preload += [(resident_at[node.name][0], w), (resident_at[node.name][1], p)]
-        elif isinstance(node, Conv) and node.name in resident_params:
-            p = layout.param_bytes(node.bias, node.requant.M, node.requant.n)
-            resident_at[node.name] = (None, alloc.alloc("params:" + node.name, p.size))
-            preload.append((resident_at[node.name][1], p))
+        if isinstance(node, Conv) and (node.name in resident or node.name in resident_params):
+            w_at = None
+            if node.name in resident:
+                w = layout.weight_bytes(node.weight, node.depthwise)
+                w_at = alloc.alloc("weight:" + node.name, w.size)
+                preload.append((w_at, w))
+            # Training changes only the bias of the parameter table: the bias stays resident, the
+            # conv's forward step reads a table assembled beside it (`_parameter_table`).
+            bias = layout.param_bytes(node.bias, node.requant.M, node.requant.n)[:4 * node.out_channels]
+            resident_at[node.name] = (w_at, alloc.alloc("params:" + node.name, bias.size))
+            preload.append((resident_at[node.name][1], bias))
+    constants: dict[str, int] = {}
+    if resident_at:
+        # for `copy_descriptors`: the byte 1, which the host writes once with the other preloads
+        # (placed before anything else, so no buffer ever lies over it)
+        constants["ones"] = alloc.alloc("ones", ALIGN)
+        preload.append((constants["ones"], np.ones(ALIGN, np.uint8)))
+    identities: dict[int, int] = {}
+
+    def identity_table(channels: int) -> int:
+        """External address of an identity parameter table of `channels` channels."""
+        if channels not in identities:
+            identities[channels] = ext.add(layout.param_bytes(*(np.repeat(v, channels) for v in IDENTITY)))
+        return identities[channels]
+
+    def copy_constants():
+        return constants["ones"], identity_table
+
+    def emit_copy(src: int, dst: int, nbytes: int, src_external: bool, label: str) -> None:
+        for d in copy_descriptors(config, src, dst, nbytes, *copy_constants(), src_external):
+            code = isa.check(d, config)
+            if code != isa.OK:
+                raise CompileError(f"{label}: descriptor fails the engine's check ({isa.ERROR_NAMES[code]})")
+            descriptors.append(d)
+            ops.append(label)
+
+    def parameter_table(node: Conv) -> int:
+        """A whole parameter table of a conv whose bias is resident, for its forward step: the
+        bias copied from its resident place, the multipliers and shifts from external memory.
+        Freed after the step (`table:` + name)."""
+        c = node.out_channels
+        table = alloc.alloc("table:" + node.name, isa.PARAM_BYTES_PER_CHANNEL * c)
+        emit_copy(resident_at[node.name][1], table, 4 * c, False, f"{node.name} parameter table: bias")
+        fixed = ext.add(layout.param_bytes(node.bias, node.requant.M, node.requant.n)[4 * c:])
+        emit_copy(fixed, table + 4 * c, 5 * c, True, f"{node.name} parameter table: multipliers, shifts")
+        return table
     tensors: dict[str, tuple[int, tuple[int, int, int]]] = {}
     masks: dict[str, int] = {}
     saved: dict[str, int] = {}
@@ -479,7 +541,9 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
             w_resident, p_resident = w_addr is not None, p_addr is not None
             if not w_resident:
                 w_addr = ext.add(layout.weight_bytes(node.weight, node.depthwise))
-            if not p_resident:
+            if p_resident:
+                p_addr = parameter_table(node)
+            else:
                 p_addr = ext.add(layout.param_bytes(node.bias, node.requant.M, node.requant.n))
             d = conv_descriptor(node, config, shapes[node.input], tensors[node.input][0], out,
                                 w_addr, p_addr, mask_for(node.output))
@@ -491,9 +555,8 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
                 list_addr, count = gathers[node.name]
                 c_in, h, w = shapes[node.input]
                 saved[node.name] = alloc.alloc(f"saved:{node.name}", count * h * w)
-                identity = ext.add(layout.param_bytes([0], [2 ** 30], [30]))
                 gather = gather_descriptor(config, tensors[node.input][0], (c_in, h, w), list_addr, count,
-                                           saved[node.name], identity)
+                                           saved[node.name], identity_table(1))
                 if isa.check(gather, config) != isa.OK:
                     raise CompileError(f"{node.name}: the gather of its selected input channels fails the "
                                        f"engine's check ({isa.ERROR_NAMES[isa.check(gather, config)]})")
@@ -514,6 +577,8 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
                                f"({isa.ERROR_NAMES[code]})")
         descriptors.append(d)
         ops.append(f"{node.name} forward")
+        if "table:" + node.name in alloc.blocks:
+            alloc.free("table:" + node.name)
         release_inputs(node, i)
     # The program sits at external address 0; shift every external address past it.
     program_bytes = (len(descriptors) + 1) * isa.DESCRIPTOR_WORDS * 4
