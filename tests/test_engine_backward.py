@@ -84,9 +84,10 @@ def test_scaled_gradient_and_dot_match_numerics(seed):
     assert m.read(4008, 1, np.int32)[0] == e2
 
 
-def run_iterations(scheme_text, iterations, config=SMALL, rounding="stochastic"):
+def run_iterations(scheme_text, iterations, config=SMALL, rounding="stochastic", image_external=False):
     """Compiled iterations on the golden executor beside the Trainer; yields per-iteration
-    (loss from the program, loss from the Trainer, names of mismatching tensors, prng equal)."""
+    (loss from the program, loss from the Trainer, names of mismatching tensors, prng equal).
+    With `image_external` the host writes each image into external memory."""
     model = builtin_model().with_new_head(10, seed=0)
     scheme = parse_scheme(scheme_text, model)
     rule = UpdateRule(rounding=rounding)
@@ -94,13 +95,12 @@ def run_iterations(scheme_text, iterations, config=SMALL, rounding="stochastic")
     images = int_ops.quantize_images(data.images[:iterations], model)
     trainer = Trainer(model, scheme, "dynamic", rule, seed=1)
     host_selector = ChannelSelector(model, scheme, "dynamic", seed=2 * 1 + 1)   # the Trainer's draws
-    program = compile_training(model, scheme, config, rule)
+    program = compile_training(model, scheme, config, rule, image_external=image_external)
     machine = Machine(config, program.external)
     machine.scratchpad[:] = program.initial_scratchpad(images[0], trainer.sr_rng.state)
-    x_at = program.forward.tensors["input"][0]
     for it in range(iterations):
-        x = layout.activation_bytes(images[it])
-        machine.scratchpad[x_at:x_at + x.size] = x
+        program.write_image(machine.scratchpad, images[it])
+        machine.load_external(0, program.external)
         program.write_selection(machine.scratchpad, host_selector.select())
         _run(machine, program.forward.descriptors)
         loss = program.loss_step(machine.scratchpad, model, int(data.labels[it]))
@@ -149,6 +149,16 @@ def test_full_scheme_equals_the_trainer(rounding):
         assert same_prng
         losses.append(loss)
     assert len(set(losses)) == 3
+
+
+def test_an_external_image_read_whole_equals_the_trainer():
+    """Under the full scheme conv0 (not striped) is updated and reads its input in the backward
+    pass: the image, written into external memory, is copied whole into the scratchpad."""
+    model = builtin_model().with_new_head(10, seed=0)
+    program = compile_training(model, parse_scheme("full", model), SMALL, UpdateRule(), image_external=True)
+    assert "input from external memory" in program.forward.ops and "input" in program.forward.tensors
+    for loss, trainer_loss, wrong, same_prng in run_iterations("full", 2, image_external=True):
+        assert loss == trainer_loss and wrong == [] and same_prng
 
 
 def test_conv0_weights_move_under_the_full_scheme():
