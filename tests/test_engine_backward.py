@@ -4,6 +4,8 @@ The gradient epilogue is checked against numerics 5's definitions (golden/fixedp
 whole compiled training iterations against the golden Trainer: every resident weight and bias
 and the `sr` stream's state, byte for byte, after every iteration.
 """
+import re
+
 import numpy as np
 import pytest
 
@@ -12,10 +14,10 @@ from golden.builtin import builtin_model
 from golden.data import load_digits
 from golden.engine import layout
 from golden.engine import program as isa
-from golden.engine.compiler import CompileError
+from golden.engine.compiler import Allocator, CompileError
 from golden.engine.config import EngineConfig, SMALL
 from golden.engine.executor import Machine
-from golden.engine.training import compile_training
+from golden.engine.training import _lowering, compile_training
 from golden.fixedpoint import add_gradients, quantize_gradient
 from golden.graph import INPUT, AvgPool, Conv, Model, QParams
 from golden.scheme import ChannelSelector, parse_scheme
@@ -149,6 +151,25 @@ def test_full_scheme_equals_the_trainer(rounding):
         assert same_prng
         losses.append(loss)
     assert len(set(losses)) == 3
+
+
+def test_buffers_are_freed_after_their_last_reader():
+    """Bias-only convs update the bias before their input gradient, so G is dead once
+    prescaled; clamp masks and saved inputs leave the scratchpad after their last reader; of a
+    resident parameter table only the bias stays (the forward step copies the rest in)."""
+    model = builtin_model().with_new_head(10, seed=0)
+    program = compile_training(model, parse_scheme("bias-4", model), SMALL, UpdateRule())
+    ops = program.backward_ops
+    for name in ("b2.pw2", "b2.dw", "b2.pw1"):
+        assert ops.index(f"{name} bias update") < ops.index(f"{name} input-gradient prescale")
+    sizes = {address: data.size for address, data in program.forward.preload}
+    for name, (_, p_at) in program.forward.resident.items():
+        node = next(n for n in model.nodes if n.name == name)
+        assert sizes[p_at] == 4 * node.out_channels
+        assert f"{name} parameter table: bias" in program.forward.ops
+    alloc = Allocator(SMALL.scratchpad_bytes, slack=SMALL.lanes)        # the compile again, to see its buffers
+    _lowering(model, parse_scheme("bias-4", model), UpdateRule(), program.stripe_rows)(alloc, SMALL)
+    assert [name for name in alloc.blocks if re.match(r"mask:|grad\d", name)] == ["mask:" + model.output]
 
 
 def test_an_external_image_read_whole_equals_the_trainer():
