@@ -176,8 +176,9 @@ class Compiled:
     masks: dict[str, int] = field(default_factory=dict)       # tensor name -> mask address
     ops: list[str] = field(default_factory=list)              # one label per descriptor
     peak_bytes: int = 0
-    # conv name -> (weight address or None, parameter address) of what is resident in the
-    # scratchpad (None: the weights stay in external memory, only the parameters are resident)
+    # conv name -> (weight address or None, bias address) of what is resident in the scratchpad
+    # (None: the weights stay in external memory, only the bias is resident); the int32 biases
+    # are the first 4*C bytes of the parameter table the conv's forward step assembles
     resident: dict[str, tuple[int | None, int]] = field(default_factory=dict)
     preload: list[tuple[int, np.ndarray]] = field(default_factory=list)   # host writes before a run
     saved: dict[str, int] = field(default_factory=dict)   # conv name -> its selected input channels' copy
@@ -418,9 +419,10 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
     `tensors[model.output]`. With keep_masks True every node's clamp mask is written and kept
     (a collection of tensor names: those tensors' masks); with
     keep_tensors no tensor is freed, so each descriptor's output can be inspected afterwards.
-    Convs named in `resident` keep weights and parameters in the scratchpad (they are updated
+    Convs named in `resident` keep weights and biases in the scratchpad (they are updated
     in training; `preload` says what the host writes there), those in `resident_params` only
-    their parameters (bias-only updates); `gathers` (conv name -> (channel list address, count))
+    their biases (bias-only updates); each of their forward steps first copies its bias and its
+    constant multipliers and shifts into a temporary parameter table (`copy_descriptors`); `gathers` (conv name -> (channel list address, count))
     makes the conv's step also copy the listed channels of its input, compactly, into a buffer
     that outlives the forward pass (`saved`: what a sparse weight update reads); tensors in `keep_alive` are never
     freed (the backward pass reads them).

@@ -134,7 +134,7 @@ def _lowering(model: Model, scheme: UpdateScheme, rule: UpdateRule, stripe_rows,
         raise CompileError("the classifier must be a 1x1 conv")
     start = backward_start(model, scheme)
     on_path = path_nodes(model, start)
-    # weight-updated convs keep weights and parameters in the scratchpad, bias-only ones the parameters
+    # weight-updated convs keep weights and biases in the scratchpad, bias-only ones the biases
     updated = {model.convs[i].name for i in scheme.weight_convs()}
     if scheme.classifier:
         updated.add(head.name)
@@ -180,8 +180,8 @@ def compile_one(model: Model, scheme: UpdateScheme, config: EngineConfig, rule: 
     Buffers are placed in two passes (the first learns sizes and lifetimes, `plan_offsets`
     packs them); `ScratchpadTooSmall` if the packing exceeds the scratchpad.
 
-    The weight-updated convs keep their weights and parameters resident in the scratchpad, the
-    bias-only ones their parameters; the inputs of weight-updated convs and the clamp masks of every node on the
+    The weight-updated convs keep their weights and biases resident in the scratchpad, the
+    bias-only ones their biases; the inputs of weight-updated convs and the clamp masks of every node on the
     backward path stay alive after the forward pass. Inverted residual blocks before the
     backward path (and the stem) are computed in stripes of `stripe_rows` rows (None: whole tensors; a dict:
     rows per block, named by its first conv). The backward program's descriptors and
