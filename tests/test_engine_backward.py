@@ -4,6 +4,8 @@ The gradient epilogue is checked against numerics 5's definitions (golden/fixedp
 whole compiled training iterations against the golden Trainer: every resident weight and bias
 and the `sr` stream's state, byte for byte, after every iteration.
 """
+import re
+
 import numpy as np
 import pytest
 
@@ -12,10 +14,10 @@ from golden.builtin import builtin_model
 from golden.data import load_digits
 from golden.engine import layout
 from golden.engine import program as isa
-from golden.engine.compiler import CompileError
+from golden.engine.compiler import Allocator, CompileError
 from golden.engine.config import EngineConfig, SMALL
 from golden.engine.executor import Machine
-from golden.engine.training import compile_training
+from golden.engine.training import _lowering, compile_training
 from golden.fixedpoint import add_gradients, quantize_gradient
 from golden.graph import INPUT, AvgPool, Conv, Model, QParams
 from golden.scheme import ChannelSelector, parse_scheme
@@ -84,9 +86,10 @@ def test_scaled_gradient_and_dot_match_numerics(seed):
     assert m.read(4008, 1, np.int32)[0] == e2
 
 
-def run_iterations(scheme_text, iterations, config=SMALL, rounding="stochastic"):
+def run_iterations(scheme_text, iterations, config=SMALL, rounding="stochastic", image_external=False):
     """Compiled iterations on the golden executor beside the Trainer; yields per-iteration
-    (loss from the program, loss from the Trainer, names of mismatching tensors, prng equal)."""
+    (loss from the program, loss from the Trainer, names of mismatching tensors, prng equal).
+    With `image_external` the host writes each image into external memory."""
     model = builtin_model().with_new_head(10, seed=0)
     scheme = parse_scheme(scheme_text, model)
     rule = UpdateRule(rounding=rounding)
@@ -94,13 +97,12 @@ def run_iterations(scheme_text, iterations, config=SMALL, rounding="stochastic")
     images = int_ops.quantize_images(data.images[:iterations], model)
     trainer = Trainer(model, scheme, "dynamic", rule, seed=1)
     host_selector = ChannelSelector(model, scheme, "dynamic", seed=2 * 1 + 1)   # the Trainer's draws
-    program = compile_training(model, scheme, config, rule)
+    program = compile_training(model, scheme, config, rule, image_external=image_external)
     machine = Machine(config, program.external)
     machine.scratchpad[:] = program.initial_scratchpad(images[0], trainer.sr_rng.state)
-    x_at = program.forward.tensors["input"][0]
     for it in range(iterations):
-        x = layout.activation_bytes(images[it])
-        machine.scratchpad[x_at:x_at + x.size] = x
+        program.write_image(machine.scratchpad, images[it])
+        machine.load_external(0, program.external)
         program.write_selection(machine.scratchpad, host_selector.select())
         _run(machine, program.forward.descriptors)
         loss = program.loss_step(machine.scratchpad, model, int(data.labels[it]))
@@ -149,6 +151,35 @@ def test_full_scheme_equals_the_trainer(rounding):
         assert same_prng
         losses.append(loss)
     assert len(set(losses)) == 3
+
+
+def test_buffers_are_freed_after_their_last_reader():
+    """Bias-only convs update the bias before their input gradient, so G is dead once
+    prescaled; clamp masks and saved inputs leave the scratchpad after their last reader; of a
+    resident parameter table only the bias stays (the forward step copies the rest in)."""
+    model = builtin_model().with_new_head(10, seed=0)
+    program = compile_training(model, parse_scheme("bias-4", model), SMALL, UpdateRule())
+    ops = program.backward_ops
+    for name in ("b2.pw2", "b2.dw", "b2.pw1"):
+        assert ops.index(f"{name} bias update") < ops.index(f"{name} input-gradient prescale")
+    sizes = {address: data.size for address, data in program.forward.preload}
+    for name, (_, p_at) in program.forward.resident.items():
+        node = next(n for n in model.nodes if n.name == name)
+        assert sizes[p_at] == 4 * node.out_channels
+        assert f"{name} parameter table: bias" in program.forward.ops
+    alloc = Allocator(SMALL.scratchpad_bytes, slack=SMALL.lanes)        # the compile again, to see its buffers
+    _lowering(model, parse_scheme("bias-4", model), UpdateRule(), program.stripe_rows)(alloc, SMALL)
+    assert [name for name in alloc.blocks if re.match(r"mask:|grad\d", name)] == ["mask:" + model.output]
+
+
+def test_an_external_image_read_whole_equals_the_trainer():
+    """Under the full scheme conv0 (not striped) is updated and reads its input in the backward
+    pass: the image, written into external memory, is copied whole into the scratchpad."""
+    model = builtin_model().with_new_head(10, seed=0)
+    program = compile_training(model, parse_scheme("full", model), SMALL, UpdateRule(), image_external=True)
+    assert "input from external memory" in program.forward.ops and "input" in program.forward.tensors
+    for loss, trainer_loss, wrong, same_prng in run_iterations("full", 2, image_external=True):
+        assert loss == trainer_loss and wrong == [] and same_prng
 
 
 def test_conv0_weights_move_under_the_full_scheme():

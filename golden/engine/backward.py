@@ -81,6 +81,13 @@ class BackwardLowering:
         self.finished = {model.output: logits_gradient}
         self.counter = 0
         self.lists = lists                                     # conv index -> list address
+        # forward activations the backward pass reads (inputs of ratio-1 weight updates) -> how
+        # many updates still read them: the last one frees the tensor
+        self.activation_readers: dict[str, int] = {}
+        for p in self.on_path:
+            node = model.nodes[p]
+            if isinstance(node, Conv) and self._weight_ratio(node) == 1.0:
+                self.activation_readers[node.input] = self.activation_readers.get(node.input, 0) + 1
         alloc.clock = lambda: len(forward.descriptors) + len(self.out.descriptors)   # occupancy timeline
 
     # ---------------------------------------------------------------- helpers
@@ -132,6 +139,23 @@ class BackwardLowering:
             self.alloc.free(g.buffer)
             self.alloc.free(g.buffer + ":e")
 
+    def _free_if_live(self, name: str) -> None:
+        """Free a forward buffer (a mask, a saved activation) after its last backward reader."""
+        if name in self.alloc.blocks:
+            self.alloc.free(name)
+
+    def _activation_read(self, tensor: str) -> None:
+        """A weight update has read the forward activation `tensor`; free it after the last one."""
+        self.activation_readers[tensor] -= 1
+        if not self.activation_readers[tensor]:
+            self._free_if_live(tensor)
+
+    def _weight_ratio(self, node: Conv) -> float:
+        """Share of `node`'s input channels whose weights the scheme updates (0: none)."""
+        if node.is_classifier:
+            return 1.0 if self.scheme.classifier else 0.0
+        return self.scheme.weight_convs().get(self.model.convs.index(node), 0.0)
+
     def _mask_of(self, tensor: str) -> int:
         return self.forward.masks[tensor]
 
@@ -154,6 +178,7 @@ class BackwardLowering:
         if last:
             self.pending.pop(tensor, None)
             self.finished[tensor] = result
+            self._free_if_live("mask:" + tensor)       # the finished gradient has it applied: no other reader
         else:
             self.pending[tensor] = (result, count + 1)
 
@@ -238,8 +263,7 @@ class BackwardLowering:
         L = self.L
         model = self.model
         index = model.convs.index(node) if not node.is_classifier else None
-        weight_ratio = 1.0 if node.is_classifier and self.scheme.classifier else \
-            self.scheme.weight_convs().get(index, 0.0)
+        weight_ratio = self._weight_ratio(node)
         bias_updated = (node.is_classifier and self.scheme.classifier) or \
             (index is not None and index in self.scheme.bias_convs(model))
         c_in, h, w = self.shapes[node.input]
@@ -261,7 +285,14 @@ class BackwardLowering:
             prescaled = self._new_buffer(f"{node.name}:g'", c * rows * cols)
             if s > 1:
                 self._zero_fill(prescaled, c, rows * cols, f"{node.name} input-gradient zero grid")
+            if bias_updated and not weight_ratio:
+                # The bias update reads only G and the bias, which the input gradient does not
+                # read: done first, G is dead once prescaled and its buffer is free for dX.
+                self._bias_update(node, G, p_addr, V)
+                bias_updated = False
             self._prescale(G, prescaled, node, scale, (c, ho, wo), s, cols, tables_label=node.name)
+            if not weight_ratio:
+                self._release(G)
 
             def produce(target, mask, prescaled=prescaled):
                 if node.depthwise:
@@ -299,15 +330,7 @@ class BackwardLowering:
             self._release(prescaled)
 
         if bias_updated:
-            v_table = self._table(f"{node.name} bias multipliers", layout.param_bytes(np.zeros(c), V.M, V.n))
-            d = isa.Descriptor(opcode=isa.MAC, mode=isa.ELEMENTWISE, epilogue=isa.BIAS_UPDATE,
-                               flags=isa.FLAG_B_ONES | isa.FLAG_PARAMS_EXTERNAL, chunk_loop=0, lanes_total=c,
-                               counts=[_ceil_div(c, L), 1, 1, 1, ho, wo], a_base=G.address,
-                               a_strides=[L, 0, 0, 0, 0, 0], a_row_stride=wo * c, a_col_stride=c,
-                               a_row_coefs=[0, 0, 0, 0, 1, 0], a_col_coefs=[0, 0, 0, 0, 0, 1],
-                               a_rows=ho, a_cols=wo, out_base=p_addr, out_strides=[4 * L, 0, 0],
-                               exp_addr=G.exponent_address, prng_addr=self.prng_addr)
-            self._emit(d, f"{node.name} bias update", {"param_base": v_table})
+            self._bias_update(node, G, p_addr, V)
 
         if weight_ratio > 0 and not node.depthwise and k != 1:
             if weight_ratio < 1.0:
@@ -316,6 +339,7 @@ class BackwardLowering:
                     f"(ratio 1), not {weight_ratio:g}: they take one descriptor per input channel, "
                     f"and a descriptor cannot take that channel from a channel list entry")
             self._regular_weight_update(node, G, U)
+            self._activation_read(node.input)
         elif weight_ratio > 0:
             x_addr = self.forward.tensors[node.input][0]
             u_table = self._table(f"{node.name} weight multipliers", layout.param_bytes(np.zeros(c), U.M, U.n))
@@ -343,6 +367,23 @@ class BackwardLowering:
             self._emit(d, f"{node.name} weight update", {"param_base": u_table})
             if node.name in self.forward.saved:
                 self.alloc.free(f"saved:{node.name}")
+            else:
+                self._activation_read(node.input)
+
+    def _bias_update(self, node: Conv, G: Gradient, p_addr: int, V) -> None:
+        """b -= V * db (numerics 7.3), db the sum of G over the output positions; the resident
+        bias at `p_addr` is read and written in place."""
+        L = self.L
+        c, ho, wo = self.shapes[node.output]
+        v_table = self._table(f"{node.name} bias multipliers", layout.param_bytes(np.zeros(c), V.M, V.n))
+        d = isa.Descriptor(opcode=isa.MAC, mode=isa.ELEMENTWISE, epilogue=isa.BIAS_UPDATE,
+                           flags=isa.FLAG_B_ONES | isa.FLAG_PARAMS_EXTERNAL, chunk_loop=0, lanes_total=c,
+                           counts=[_ceil_div(c, L), 1, 1, 1, ho, wo], a_base=G.address,
+                           a_strides=[L, 0, 0, 0, 0, 0], a_row_stride=wo * c, a_col_stride=c,
+                           a_row_coefs=[0, 0, 0, 0, 1, 0], a_col_coefs=[0, 0, 0, 0, 0, 1],
+                           a_rows=ho, a_cols=wo, out_base=p_addr, out_strides=[4 * L, 0, 0],
+                           exp_addr=G.exponent_address, prng_addr=self.prng_addr)
+        self._emit(d, f"{node.name} bias update", {"param_base": v_table})
 
     def _regular_weight_update(self, node: Conv, G: Gradient, U) -> None:
         """Fused weight gradient + update of a regular k x k conv, all input channels: one

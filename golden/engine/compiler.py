@@ -176,11 +176,14 @@ class Compiled:
     masks: dict[str, int] = field(default_factory=dict)       # tensor name -> mask address
     ops: list[str] = field(default_factory=list)              # one label per descriptor
     peak_bytes: int = 0
-    # conv name -> (weight address or None, parameter address) of what is resident in the
-    # scratchpad (None: the weights stay in external memory, only the parameters are resident)
+    # conv name -> (weight address or None, bias address) of what is resident in the scratchpad
+    # (None: the weights stay in external memory, only the bias is resident); the int32 biases
+    # are the first 4*C bytes of the parameter table the conv's forward step assembles
     resident: dict[str, tuple[int | None, int]] = field(default_factory=dict)
     preload: list[tuple[int, np.ndarray]] = field(default_factory=list)   # host writes before a run
     saved: dict[str, int] = field(default_factory=dict)   # conv name -> its selected input channels' copy
+    # with the image in external memory: where the host writes it (HWC), else None (tensors[INPUT])
+    input_external: int | None = None
 
     @property
     def program_words(self) -> np.ndarray:
@@ -233,7 +236,7 @@ def conv_descriptor(node: Conv, config: EngineConfig, in_shape, x_addr: int, y_a
 def gather_descriptor(config: EngineConfig, x_addr: int, shape, list_addr: int, count: int, out_addr: int,
                       identity_params: int) -> isa.Descriptor:
     """out[p][j] = x[p][list[j]]: the listed channels of an HWC tensor, compactly, one byte per
-    step through a one-lane identity requantization (bias 0, M = 2^30, n = 30)."""
+    step through a one-lane identity requantization (`IDENTITY`)."""
     c, h, w = shape
     _check_counts("gather", count, h * w)
     return isa.Descriptor(opcode=isa.MAC, mode=isa.BROADCAST, epilogue=isa.REQUANT,
@@ -242,6 +245,32 @@ def gather_descriptor(config: EngineConfig, x_addr: int, shape, list_addr: int, 
                           chunk_loop=1, lanes_total=1, counts=[count, 1, h * w, 1, 1, 1], a_base=x_addr,
                           a_strides=[1, 0, c, 0, 0, 0], out_base=out_addr, out_strides=[1, 0, count],
                           param_base=identity_params, list_addr=list_addr, list_limit=c)
+
+
+IDENTITY = ([0], [2 ** 30], [30])     # requantization that passes an int8 value through: bias 0, M = 2^30, n = 30
+
+
+def copy_descriptors(config: EngineConfig, src: int, dst: int, nbytes: int, ones_addr: int,
+                     identity_params, src_external: bool) -> list[isa.Descriptor]:
+    """dst[i] = src[i] for i < nbytes (src in external memory or the scratchpad, dst in the
+    scratchpad, not overlapping). Bytes travel as operand B, the one operand external memory
+    can feed: broadcast MACs of B times the byte 1 at `ones_addr` (a scratchpad constant the
+    host writes once) through an identity requantization (`identity_params(C)`: the external
+    address of `IDENTITY` for C channels), L bytes per step. A tail shorter than L is copied
+    as the last L bytes (again, unchanged), so only the L-channel table is needed unless
+    nbytes < L. Bit patterns pass unchanged, so int32 data copies byte by byte too."""
+    L = config.lanes
+    width = min(L, nbytes)
+    pieces = [(0, nbytes // width)] + ([(nbytes - width, 1)] if nbytes % width else [])
+    out = []
+    for at, vectors in pieces:
+        _check_counts("copy", vectors)
+        out.append(isa.Descriptor(opcode=isa.MAC, mode=isa.BROADCAST, epilogue=isa.REQUANT,
+                                  flags=isa.FLAG_PARAMS_EXTERNAL | (isa.FLAG_B_EXTERNAL if src_external else 0),
+                                  chunk_loop=0, lanes_total=width, counts=[1, vectors, 1, 1, 1, 1],
+                                  a_base=ones_addr, b_base=src + at, b_strides=[0, L, 0, 0, 0, 0],
+                                  out_base=dst + at, out_strides=[0, L, 0], param_base=identity_params(width)))
+    return out
 
 
 def avgpool_descriptor(node: AvgPool, config: EngineConfig, in_shape, x_addr, y_addr,
@@ -306,36 +335,63 @@ def _overwrite_lead(first: Conv, dw: Conv, pw2: Conv, shapes, rows: int) -> int:
     return -(-lead // ALIGN) * ALIGN
 
 
+def _first_rows(first: Conv, a0: int, a1: int, h_in: int) -> tuple[int, int]:
+    """Rows [x0, x1) of `first`'s input that its output rows [a0, a1) read (padding excluded)."""
+    x0 = max(0, a0 * first.stride - first.kernel // 2)
+    x1 = min(h_in, (a1 - 1) * first.stride - first.kernel // 2 + first.kernel)
+    return x0, x1
+
+
 def _striped_block(first: Conv, dw: Conv, pw2: Conv, shapes, config: EngineConfig, tensors, alloc: Allocator,
-                   ext: ExternalImage, rows: int) -> list[tuple[isa.Descriptor, str]]:
+                   ext: ExternalImage, rows: int, streamed: "tuple[int, object] | None" = None
+                   ) -> list[tuple[isa.Descriptor, str]]:
     """Descriptors of one chain first -> dw -> pw2 (`stripe_blocks`) computed in stripes of `rows`
     dw-output rows. Per stripe, `first` computes the rows of its output the stripe's dw rows read
-    (halo included, so rows shared by two stripes are computed twice) into a stripe buffer."""
+    (halo included, so rows shared by two stripes are computed twice) into a stripe buffer.
+
+    With `streamed` = (external address, copy), the block input is not in the scratchpad but
+    in external memory (the image): each stripe first copies the input rows it reads into a
+    third stripe buffer (`copy(src, dst, nbytes)` -> descriptors), so the input never exists
+    whole in the scratchpad."""
     c_in, h_in, w_in = shapes[first.input]
     c_exp, h, w = shapes[first.output]
     _, ho, wo = shapes[dw.output]
     k, s, pad = dw.kernel, dw.stride, dw.kernel // 2
-    halo_rows = min(h, (rows - 1) * s + k)
-    expanded = alloc.alloc(f"stripe:{first.output}", c_exp * halo_rows * w)
-    depthwise = alloc.alloc(f"stripe:{dw.output}", c_exp * rows * wo)
-    weights = {}
-    for conv in (first, dw, pw2):
-        weights[conv.name] = (ext.add(layout.weight_bytes(conv.weight, conv.depthwise)),
-                              ext.add(layout.param_bytes(conv.bias, conv.requant.M, conv.requant.n)))
-    x_addr, y_addr = tensors[first.input][0], tensors[pw2.output][0]
-    pointwise = first.kernel == 1 and first.stride == 1
-    out = []
+    stripes = []
     for r0 in range(0, ho, rows):
         r1 = min(ho, r0 + rows)
         a0 = max(0, r0 * s - pad)                      # input rows of dw (rows of first's output) this stripe reads
         a1 = min(h, (r1 - 1) * s - pad + k)
+        stripes.append((r0, r1, a0, a1) + _first_rows(first, a0, a1, h_in))
+    halo_rows = min(h, (rows - 1) * s + k)
+    expanded = alloc.alloc(f"stripe:{first.output}", c_exp * halo_rows * w)
+    depthwise = alloc.alloc(f"stripe:{dw.output}", c_exp * rows * wo)
+    if streamed is not None:
+        source, copy = streamed
+        row_bytes = w_in * c_in
+        x_addr = alloc.alloc(f"stripe:{first.input}", row_bytes * max(x1 - x0 for *_, x0, x1 in stripes))
+    else:
+        x_addr = tensors[first.input][0]
+    weights = {}
+    for conv in (first, dw, pw2):
+        weights[conv.name] = (ext.add(layout.weight_bytes(conv.weight, conv.depthwise)),
+                              ext.add(layout.param_bytes(conv.bias, conv.requant.M, conv.requant.n)))
+    y_addr = tensors[pw2.output][0]
+    pointwise = first.kernel == 1 and first.stride == 1
+    out = []
+    for r0, r1, a0, a1, x0, x1 in stripes:
+        top, rows_in = 0, h_in                         # input row at x_addr, input rows there
+        if streamed is not None:                       # input rows x0..x1 into the stripe buffer
+            out += [(d, f"{first.input} rows {x0}-{x1 - 1} from external memory")
+                    for d in copy(source + x0 * row_bytes, x_addr, (x1 - x0) * row_bytes)]
+            top, rows_in = x0, x1 - x0
         if pointwise:                                  # rows a0..a1 of first's input, no halo of its own
-            d1 = conv_descriptor(first, config, (c_in, a1 - a0, w_in), x_addr + a0 * w_in * c_in, expanded,
-                                 *weights[first.name], None)
-        else:                                          # output rows a0..a1 over the whole input (its padding)
-            d1 = conv_descriptor(first, config, (c_in, h_in, w_in), x_addr, expanded, *weights[first.name], None)
+            d1 = conv_descriptor(first, config, (c_in, a1 - a0, w_in), x_addr + (a0 - top) * w_in * c_in,
+                                 expanded, *weights[first.name], None)
+        else:                                          # output rows a0..a1 over the input rows (and padding)
+            d1 = conv_descriptor(first, config, (c_in, rows_in, w_in), x_addr, expanded, *weights[first.name], None)
             d1.counts[1] = a1 - a0
-            d1.a_row0 = a0 * first.stride - first.kernel // 2
+            d1.a_row0 = a0 * first.stride - first.kernel // 2 - top
         d2 = conv_descriptor(dw, config, (c_exp, a1 - a0, w), expanded, depthwise, *weights[dw.name], None)
         # rows of the stripe buffer: buffer row 0 is image row a0; dw's rows r0..r1
         d2.counts[1] = r1 - r0
@@ -346,6 +402,8 @@ def _striped_block(first: Conv, dw: Conv, pw2: Conv, shapes, config: EngineConfi
                 (d3, f"{pw2.name} forward rows {r0}-{r1 - 1}")]
     alloc.free(f"stripe:{first.output}")
     alloc.free(f"stripe:{dw.output}")
+    if streamed is not None:
+        alloc.free(f"stripe:{first.input}")
     return out
 
 
@@ -354,16 +412,17 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
                     resident: tuple[str, ...] = (), keep_alive: tuple[str, ...] = (),
                     alloc: "Allocator | None" = None, stripe_rows: "int | dict[str, int] | None" = None,
                     resident_params: tuple[str, ...] = (),
-                    gathers: dict[str, tuple[int, int]] | None = None) -> Compiled:
+                    gathers: dict[str, tuple[int, int]] | None = None, image_external: bool = False) -> Compiled:
     """The forward pass of `model` as one program (whole tensors, no striping).
 
     The input image is expected HWC at `tensors[INPUT]`; the logits end at
     `tensors[model.output]`. With keep_masks True every node's clamp mask is written and kept
     (a collection of tensor names: those tensors' masks); with
     keep_tensors no tensor is freed, so each descriptor's output can be inspected afterwards.
-    Convs named in `resident` keep weights and parameters in the scratchpad (they are updated
+    Convs named in `resident` keep weights and biases in the scratchpad (they are updated
     in training; `preload` says what the host writes there), those in `resident_params` only
-    their parameters (bias-only updates); `gathers` (conv name -> (channel list address, count))
+    their biases (bias-only updates); each of their forward steps first copies its bias and its
+    constant multipliers and shifts into a temporary parameter table (`copy_descriptors`); `gathers` (conv name -> (channel list address, count))
     makes the conv's step also copy the listed channels of its input, compactly, into a buffer
     that outlives the forward pass (`saved`: what a sparse weight update reads); tensors in `keep_alive` are never
     freed (the backward pass reads them).
@@ -375,6 +434,11 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
     one, pw2 into the stripe's rows of the block output. The expanded tensors never exist whole.
     `stripe_rows` may also map a block's first conv to its own rows (a block not named stays
     whole). A striped block that is its input's last reader writes its output over the input.
+
+    With `image_external`, the host writes the image into external memory at `input_external`,
+    not into the scratchpad. A striped block whose first conv is the image's only reader (the
+    stem) copies each stripe's input rows from there into a stripe buffer, so the image never
+    exists whole in the scratchpad; any other reader gets a whole copy first.
     """
     shapes = model.tensor_shapes(resolution)
     last_reader: dict[str, int] = {}
@@ -383,19 +447,57 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
             last_reader[name] = i
     alloc = alloc or Allocator(config.scratchpad_bytes, slack=config.lanes)
     ext = ExternalImage(config)
-    resident_at: dict[str, tuple[int, int]] = {}
+    resident_at: dict[str, tuple[int | None, int]] = {}
     preload: list[tuple[int, np.ndarray]] = []
     for node in model.nodes:
-        if isinstance(node, Conv) and node.name in resident:
-            w = layout.weight_bytes(node.weight, node.depthwise)
-            p = layout.param_bytes(node.bias, node.requant.M, node.requant.n)
-            resident_at[node.name] = (alloc.alloc("weight:" + node.name, w.size),
-                                      alloc.alloc("params:" + node.name, p.size))
-            preload += [(resident_at[node.name][0], w), (resident_at[node.name][1], p)]
-        elif isinstance(node, Conv) and node.name in resident_params:
-            p = layout.param_bytes(node.bias, node.requant.M, node.requant.n)
-            resident_at[node.name] = (None, alloc.alloc("params:" + node.name, p.size))
-            preload.append((resident_at[node.name][1], p))
+        if isinstance(node, Conv) and (node.name in resident or node.name in resident_params):
+            w_at = None
+            if node.name in resident:
+                w = layout.weight_bytes(node.weight, node.depthwise)
+                w_at = alloc.alloc("weight:" + node.name, w.size)
+                preload.append((w_at, w))
+            # Training changes only the bias of the parameter table: the bias stays resident, the
+            # conv's forward step reads a table assembled beside it (`parameter_table`).
+            bias = layout.param_bytes(node.bias, node.requant.M, node.requant.n)[:4 * node.out_channels]
+            resident_at[node.name] = (w_at, alloc.alloc("params:" + node.name, bias.size))
+            preload.append((resident_at[node.name][1], bias))
+    constants: dict[str, int] = {}
+    image_at = ext.add(np.zeros(int(np.prod(shapes[INPUT])), np.uint8)) if image_external else None
+    if resident_at or image_external:
+        # for `copy_descriptors`: the byte 1, which the host writes once with the other preloads
+        # (placed before anything else, so no buffer ever lies over it)
+        constants["ones"] = alloc.alloc("ones", ALIGN)
+        preload.append((constants["ones"], np.ones(ALIGN, np.uint8)))
+    identities: dict[int, int] = {}
+
+    def identity_table(channels: int) -> int:
+        """External address of an identity parameter table of `channels` channels."""
+        if channels not in identities:
+            identities[channels] = ext.add(layout.param_bytes(*(np.repeat(v, channels) for v in IDENTITY)))
+        return identities[channels]
+
+    def copy_constants():
+        return constants["ones"], identity_table
+
+    def emit_copy(src: int, dst: int, nbytes: int, src_external: bool, label: str) -> None:
+        for d in copy_descriptors(config, src, dst, nbytes, *copy_constants(), src_external):
+            code = isa.check(d, config)
+            if code != isa.OK:
+                raise CompileError(f"{label}: descriptor fails the engine's check ({isa.ERROR_NAMES[code]})")
+            descriptors.append(d)
+            ops.append(label)
+
+    def parameter_table(node: Conv) -> int:
+        """A whole parameter table of a conv whose bias is resident, for its forward step: the
+        bias copied from its resident place, the multipliers and shifts from external memory.
+        Freed after the step (`table:` + name)."""
+        c = node.out_channels
+        table = alloc.alloc("table:" + node.name, isa.PARAM_BYTES_PER_CHANNEL * c)
+        emit_copy(resident_at[node.name][1], table, 4 * c, False, f"{node.name} parameter table: bias")
+        fixed = ext.add(layout.param_bytes(node.bias, node.requant.M, node.requant.n)[4 * c:])
+        emit_copy(fixed, table + 4 * c, 5 * c, True, f"{node.name} parameter table: multipliers, shifts")
+        return table
+
     tensors: dict[str, tuple[int, tuple[int, int, int]]] = {}
     masks: dict[str, int] = {}
     saved: dict[str, int] = {}
@@ -439,6 +541,12 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
                     if np.prod(shapes[pw2.output]) <= lead + np.prod(shapes[x]):
                         overwrite[x] = (lead, pw2.output)
 
+    # the image stays in external memory when only striped blocks read it, their rows copied per stripe
+    streamed = image_external and INPUT not in keep_alive and not keep_tensors and \
+        all(id(n) in striped for n in model.nodes if INPUT in node_inputs(n))
+    if streamed:
+        overwrite.pop(INPUT, None)
+
     def release_inputs(node, i):
         """Free the inputs node i reads last (the input image too: the host writes the next one
         before the next forward pass). A striped block's inner tensors were never placed."""
@@ -446,7 +554,10 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
             if last_reader[name] == i and not keep_tensors and name not in keep_alive and name in alloc.blocks:
                 alloc.free(name)
 
-    place(INPUT)
+    if not streamed:
+        place(INPUT)
+        if image_external:
+            emit_copy(image_at, tensors[INPUT][0], int(np.prod(shapes[INPUT])), True, "input from external memory")
     skip = 0
     for i, node in enumerate(model.nodes):
         if skip:
@@ -460,7 +571,10 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
                 tensors[pw2.output] = (at, shapes[pw2.output])
             else:
                 place(pw2.output)
-            emitted = _striped_block(pw1, dw, pw2, shapes, config, tensors, alloc, ext, rows)
+            source = None
+            if streamed and pw1.input == INPUT:
+                source = (image_at, lambda src, dst, n: copy_descriptors(config, src, dst, n, *copy_constants(), True))
+            emitted = _striped_block(pw1, dw, pw2, shapes, config, tensors, alloc, ext, rows, source)
             for d, label in emitted:
                 code = isa.check(d, config)
                 if code != isa.OK:
@@ -479,7 +593,9 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
             w_resident, p_resident = w_addr is not None, p_addr is not None
             if not w_resident:
                 w_addr = ext.add(layout.weight_bytes(node.weight, node.depthwise))
-            if not p_resident:
+            if p_resident:
+                p_addr = parameter_table(node)
+            else:
                 p_addr = ext.add(layout.param_bytes(node.bias, node.requant.M, node.requant.n))
             d = conv_descriptor(node, config, shapes[node.input], tensors[node.input][0], out,
                                 w_addr, p_addr, mask_for(node.output))
@@ -491,9 +607,8 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
                 list_addr, count = gathers[node.name]
                 c_in, h, w = shapes[node.input]
                 saved[node.name] = alloc.alloc(f"saved:{node.name}", count * h * w)
-                identity = ext.add(layout.param_bytes([0], [2 ** 30], [30]))
                 gather = gather_descriptor(config, tensors[node.input][0], (c_in, h, w), list_addr, count,
-                                           saved[node.name], identity)
+                                           saved[node.name], identity_table(1))
                 if isa.check(gather, config) != isa.OK:
                     raise CompileError(f"{node.name}: the gather of its selected input channels fails the "
                                        f"engine's check ({isa.ERROR_NAMES[isa.check(gather, config)]})")
@@ -514,6 +629,8 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
                                f"({isa.ERROR_NAMES[code]})")
         descriptors.append(d)
         ops.append(f"{node.name} forward")
+        if "table:" + node.name in alloc.blocks:
+            alloc.free("table:" + node.name)
         release_inputs(node, i)
     # The program sits at external address 0; shift every external address past it.
     program_bytes = (len(descriptors) + 1) * isa.DESCRIPTOR_WORDS * 4
@@ -531,4 +648,5 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
     if image.size > config.external_bytes:
         raise CompileError(f"program and weights need {image.size:,} bytes of external memory, "
                            f"the configuration has {config.external_bytes:,}")
-    return Compiled(config, descriptors, image, tensors, masks, ops, alloc.peak, resident_at, preload, saved)
+    return Compiled(config, descriptors, image, tensors, masks, ops, alloc.peak, resident_at, preload, saved,
+                    None if image_at is None else image_at + shift)

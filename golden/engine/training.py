@@ -51,13 +51,24 @@ class TrainingProgram:
             entries = np.asarray(selection[index], dtype="<u2")
             scratchpad[at:at + 2 * entries.size] = entries.view(np.uint8)
 
+    def write_image(self, scratchpad: np.ndarray, image_chw: np.ndarray) -> None:
+        """The host's part before each forward program: the sample, HWC int8, into the scratchpad
+        at `forward.tensors["input"]`, or (compiled with `image_external`) into `external` at
+        `forward.input_external`, the image that the engine's external memory is loaded from."""
+        x = layout.activation_bytes(image_chw)
+        if self.forward.input_external is not None:
+            self.external[self.forward.input_external:self.forward.input_external + x.size] = x
+        else:
+            x_at = self.forward.tensors["input"][0]
+            scratchpad[x_at:x_at + x.size] = x
+
     def initial_scratchpad(self, image_chw: np.ndarray, sr_state: int) -> np.ndarray:
+        """The scratchpad before the first iteration: the preloads, the PRNG state, the first
+        image (`write_image`, which may write `external` instead)."""
         spad = np.zeros(self.config.scratchpad_bytes, np.uint8)
         for address, data in self.forward.preload:
             spad[address:address + data.size] = data
-        x_at = self.forward.tensors["input"][0]
-        x = layout.activation_bytes(image_chw)
-        spad[x_at:x_at + x.size] = x
+        self.write_image(spad, image_chw)
         spad[self.prng_addr:self.prng_addr + 4] = np.array([sr_state], "<u4").view(np.uint8)
         return spad
 
@@ -80,20 +91,25 @@ STRIPE_CHOICES = (64, 32, 16, 8, 4, 2)   # rows per stripe tried per block, most
 
 def compile_training(model: Model, scheme: UpdateScheme, config: EngineConfig,
                      rule: UpdateRule = UpdateRule(),
-                     stripe_rows: "int | dict[str, int] | None" = None) -> TrainingProgram:
+                     stripe_rows: "int | dict[str, int] | None" = None,
+                     image_external: bool = False, peak_budget: int | None = None) -> TrainingProgram:
     """`compile_one` with the smallest planned peak, then the fewest halo rows (or the rows given).
+    With `image_external` the host writes each sample into external memory (`write_image`) and
+    the striped stem reads it from there a stripe at a time (compiler.compile_forward).
 
     Every striped block (compiler.stripe_blocks) first runs one row per stripe, which gives the
     smallest peak striping can reach (small maps may do better whole); then each block in turn
     takes the most rows of `STRIPE_CHOICES` that keep the peak at or below the best so far (a
     block whose rows cover its whole output stays whole). The peak is set by one or two blocks; the others run wide stripes and spend little
-    on recomputed halo rows."""
+    on recomputed halo rows. With `peak_budget` (bytes), a block takes the most rows that keep the
+    peak at or below the budget instead (or the smallest peak, if that is above the budget):
+    fewer cycles for a peak that is not the smallest."""
     if stripe_rows is not None:
-        return compile_one(model, scheme, config, rule, stripe_rows)
+        return compile_one(model, scheme, config, rule, stripe_rows, image_external)
     rows = {block[0].name: 1 for block in stripe_blocks(model)}
 
     def peak(rows):
-        return _plan(_lowering(model, scheme, rule, rows), config)[1]
+        return _plan(_lowering(model, scheme, rule, rows, image_external), config)[1]
 
     best = peak(rows)
     if best <= config.scratchpad_bytes:
@@ -101,24 +117,24 @@ def compile_training(model: Model, scheme: UpdateScheme, config: EngineConfig,
             for choice in STRIPE_CHOICES:
                 trial = dict(rows, **{name: choice})
                 trial_peak = peak(trial)
-                if trial_peak <= best:
-                    rows, best = trial, trial_peak
+                if trial_peak <= max(best, min(peak_budget or 0, config.scratchpad_bytes)):
+                    rows, best = trial, min(best, trial_peak)
                     break
-    return compile_one(model, scheme, config, rule, rows)
+    return compile_one(model, scheme, config, rule, rows, image_external)
 
 
 class ScratchpadTooSmall(CompileError):
     """The iteration's buffers do not fit the scratchpad."""
 
 
-def _lowering(model: Model, scheme: UpdateScheme, rule: UpdateRule, stripe_rows):
+def _lowering(model: Model, scheme: UpdateScheme, rule: UpdateRule, stripe_rows, image_external: bool = False):
     """lower(alloc, config) -> the iteration's buffers in `alloc` and its descriptors."""
     head = model.classifier
     if head.depthwise or head.kernel != 1:
         raise CompileError("the classifier must be a 1x1 conv")
     start = backward_start(model, scheme)
     on_path = path_nodes(model, start)
-    # weight-updated convs keep weights and parameters in the scratchpad, bias-only ones the parameters
+    # weight-updated convs keep weights and biases in the scratchpad, bias-only ones the biases
     updated = {model.convs[i].name for i in scheme.weight_convs()}
     if scheme.classifier:
         updated.add(head.name)
@@ -138,7 +154,8 @@ def _lowering(model: Model, scheme: UpdateScheme, rule: UpdateRule, stripe_rows)
                    for i, ratio in scheme.weight_convs().items() if ratio < 1.0}
         forward = compile_forward(model, config, keep_masks=masks, resident=tuple(sorted(updated)),
                                   resident_params=tuple(sorted(bias_only)), keep_alive=keep_alive,
-                                  alloc=alloc, stripe_rows=stripe_rows, gathers=gathers)
+                                  alloc=alloc, stripe_rows=stripe_rows, gathers=gathers,
+                                  image_external=image_external)
         lowering = BackwardLowering(model, scheme, config, rule, forward, alloc,
                                     Gradient(g_addr, e_addr), prng_addr, lists)
         return g_addr, e_addr, prng_addr, forward, lowering, lowering.lower()
@@ -157,14 +174,14 @@ def _plan(lower, config: EngineConfig) -> tuple[dict[str, int], int]:
 
 
 def compile_one(model: Model, scheme: UpdateScheme, config: EngineConfig, rule: UpdateRule,
-                stripe_rows: "int | dict[str, int] | None") -> TrainingProgram:
+                stripe_rows: "int | dict[str, int] | None", image_external: bool = False) -> TrainingProgram:
     """Forward program, host loss step and backward program of one iteration (batch 1).
 
     Buffers are placed in two passes (the first learns sizes and lifetimes, `plan_offsets`
     packs them); `ScratchpadTooSmall` if the packing exceeds the scratchpad.
 
-    The weight-updated convs keep their weights and parameters resident in the scratchpad, the
-    bias-only ones their parameters; the inputs of weight-updated convs and the clamp masks of every node on the
+    The weight-updated convs keep their weights and biases resident in the scratchpad, the
+    bias-only ones their biases; the inputs of weight-updated convs and the clamp masks of every node on the
     backward path stay alive after the forward pass. Inverted residual blocks before the
     backward path (and the stem) are computed in stripes of `stripe_rows` rows (None: whole tensors; a dict:
     rows per block, named by its first conv). The backward program's descriptors and
@@ -173,7 +190,7 @@ def compile_one(model: Model, scheme: UpdateScheme, config: EngineConfig, rule: 
     """
     L = config.lanes
     head = model.classifier
-    lower = _lowering(model, scheme, rule, stripe_rows)
+    lower = _lowering(model, scheme, rule, stripe_rows, image_external)
     # Twice: first to learn every buffer's size and lifetime, then with them packed (plan_offsets).
     offsets, peak = _plan(lower, config)
     if peak > config.scratchpad_bytes:
