@@ -53,12 +53,14 @@ def default_lr(builtin: bool) -> float:
 def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: int = 1,
                      scheme_name: str | None = None, model_spec: str = "builtin",
                      data_spec: str | None = None, lr: float | None = None,
-                     policy: str = "dynamic") -> dict:
-    """`iterations` training iterations on the RTL; see the module docstring. A bad scheme,
+                     policy: str = "dynamic", image_external: bool = False,
+                     peak_budget: int | None = None) -> dict:
+    """`iterations` training iterations on the RTL; see the module docstring. `image_external`
+    and `peak_budget` go to the compiler (golden/engine/training.py: the sample in external
+    memory, read a stripe at a time; the widest stripes within the budget). A bad scheme,
     policy or count is a ValueError before anything runs."""
     from golden import int_ops
     from golden.data import load_digits
-    from golden.engine import layout
     from golden.engine import program as isa
     from golden.engine.config import PRESETS
     from golden.engine.cycles import descriptor_cycles, end_cycles, external_reads, program_external_reads
@@ -98,7 +100,8 @@ def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: in
         labels = rng.integers(0, 10, iterations)
     trainer = Trainer(model, scheme, policy, rule, seed=seed)
     host_selector = ChannelSelector(model, scheme, policy, seed=2 * seed + 1)   # draws as the Trainer's
-    program = compile_training(model, scheme, config, rule)
+    program = compile_training(model, scheme, config, rule, image_external=image_external,
+                               peak_budget=peak_budget)
     scratchpad = program.initial_scratchpad(images[0], trainer.sr_rng.state)
     phases = (("forward", program.forward.descriptors, 0, program.forward.ops),
               ("backward", program.backward, program.backward_base, program.backward_ops))
@@ -108,8 +111,7 @@ def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: in
           f"engine RTL, {config.lanes} lanes, {config.scratchpad_bytes // 1024} KiB scratchpad "
           f"(the first run builds the simulator: a few minutes)", flush=True)
     for k, (image, label) in enumerate(zip(images, labels[:iterations])):
-        x_at = program.forward.tensors["input"][0]
-        scratchpad[x_at:x_at + image.size] = layout.activation_bytes(image)
+        program.write_image(scratchpad, image)       # into the scratchpad or the external image
         program.write_selection(scratchpad, host_selector.select())     # the CPU draws the channels first
         began = time.perf_counter()
         totals = {"cycles": 0, "cycles_predicted": 0, "peak_bytes_measured": 0,
@@ -165,6 +167,7 @@ def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: in
         print(f"iteration {k}: loss {loss:.3f}, {totals['cycles']:,} engine cycles, bit-exact {exact}, "
               f"updated weights, biases and PRNG equal the golden Trainer's {matches_trainer}", flush=True)
     return {"model": model.name, "scheme": scheme_name, "policy": policy, "config": dict(config.__dict__),
+            "image_external": image_external, "peak_budget": peak_budget,
             "peak_scratchpad_bytes": program.forward.peak_bytes, "rows": rows,
             "iterations": iterations_out, "occupancy": occupancy,
             "bit_exact": all(i["bit_exact"] and i["matches_trainer"] for i in iterations_out)}

@@ -24,6 +24,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--scheme", help="one row's update scheme (default: builtin-sparse, or MIT's for its models)")
     p.add_argument("--policy", choices=POLICIES, default="dynamic", help="one row's channel selection")
     p.add_argument("--config", choices=sorted(PRESETS), default="default", help="engine configuration preset")
+    p.add_argument("--image-external", action="store_true",
+                   help="one row: keep the sample in external memory, read a stem stripe at a time")
+    p.add_argument("--peak-budget", type=positive_int,
+                   help="one row: the widest stripes whose planned peak stays within this many bytes")
     p.add_argument("--iterations", type=positive_int, help="per row (default 2 for the built-in CNN, 1 for MIT's)")
     p.add_argument("--fmax-mhz", type=positive_float, help="clock for the iteration times")
     p.add_argument("--build-report", type=Path, help="a `sparsebp build --json` report: its Fmax for the times")
@@ -41,6 +45,9 @@ def _specs(args):
     if args.model is None:
         if args.scheme is not None:
             raise ValueError("--scheme needs --model")
+        if args.image_external or args.peak_budget is not None:
+            raise ValueError("--image-external and --peak-budget are for one row (--model); "
+                             "the suites set their own")
         return suite_rows(args.suite or "default", args.iterations, args.shared)
     if args.suite is not None:
         raise ValueError("give either --suite or --model, not both")
@@ -58,7 +65,7 @@ def _specs(args):
         raise ValueError("--scheme is needed for this model")
     n = args.iterations or (2 if model == "builtin" else 1)
     label = "mit" if key is not None and scheme in MIT_SCHEMES[key] else "custom"
-    return [RowSpec(model, scheme, args.policy, n, label)], []
+    return [RowSpec(model, scheme, args.policy, n, label, args.image_external, args.peak_budget)], []
 
 
 def run(args) -> dict:

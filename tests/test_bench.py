@@ -78,6 +78,7 @@ def test_fmax_sources(tmp_path):
     (["--model", "nothing.pkl"], "no such model file"),
     (["--iterations", "51"], "between 1 and 50"),
     (["--build-report", "/nonexistent.json"], "not a `sparsebp build --json` report"),
+    (["--suite", "paper", "--peak-budget", "141000"], "for one row (--model)"),
 ])
 def test_bench_errors_are_one_line(capsys, argv, message):
     assert main(["bench"] + argv) == 1
