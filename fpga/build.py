@@ -87,8 +87,8 @@ NARROW_MULTIPLIERS = ("t:$mul r:A_WIDTH<=4 %i t:$mul r:B_WIDTH<=4 %i %u "
                       "t:$mul r:A_WIDTH<=16 %i r:B_WIDTH<=8 %i %u t:$mul r:B_WIDTH<=16 %i r:A_WIDTH<=8 %i %u")
 
 
-def toolchain_options(board: Board, seed: int) -> dict:
-    nextpnr = [f"--report {NAME}.report.json", "--timing-allow-fail", f"--seed {seed}"]
+def toolchain_options(board: Board, seed: int, router: str = "router1") -> dict:
+    nextpnr = [f"--report {NAME}.report.json", "--timing-allow-fail", f"--seed {seed}", f"--router {router}"]
     options = {"nextpnr_opts": " ".join(nextpnr)}
     if board.device.family == "ice40":
         options["synth_opts"] = "-dsp"
@@ -110,7 +110,8 @@ def source_revision() -> str:
     return head + ("+dirty" if dirty else "")
 
 
-def prepare(board: Board, config, build_dir: Path, seed: int = 1, design: str = "engine"):
+def prepare(board: Board, config, build_dir: Path, seed: int = 1, design: str = "engine",
+            router: str = "router1"):
     """Checks that need no tool, then the build plan written into build_dir."""
     if design not in DESIGNS:
         raise BoardError(f"unknown design {design!r}; choose one of {', '.join(DESIGNS)}")
@@ -122,13 +123,14 @@ def prepare(board: Board, config, build_dir: Path, seed: int = 1, design: str = 
     except ClockError as e:
         raise BoardError(str(e)) from None
     platform = board.platform()
-    plan = platform.prepare(TestWrapper(DESIGNS[design](config), clocks), name=NAME, **toolchain_options(board, seed))
+    plan = platform.prepare(TestWrapper(DESIGNS[design](config), clocks), name=NAME, **toolchain_options(board, seed, router))
     plan.extract(str(build_dir))
     return plan
 
 
 def build(board_name: str, build_dir: Path | None = None, config=None, seed: int = 1,
-          design: str = "engine", clock_hz: float | None = None, log=print) -> dict:
+          design: str = "engine", clock_hz: float | None = None, log=print,
+          router: str = "router1") -> dict:
     board = get_board(board_name)
     if clock_hz is not None:
         if not 1e6 <= clock_hz <= 400e6:
@@ -152,7 +154,7 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
     log(f"{board.name}: {what}, target {board.target_hz / 1e6:g} MHz; building in {build_dir} "
         f"(yosys, nextpnr, pack)")
     revision = source_revision()
-    prepare(board, config, build_dir, seed, design)
+    prepare(board, config, build_dir, seed, design, router)
     script = "build_top.sh"
     start = time.monotonic()
     with open(build_dir / "build.log", "w") as out:

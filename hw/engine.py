@@ -33,6 +33,7 @@ from golden.engine.config import EngineConfig
 
 from .banked_memory import BankedMemory
 from .requantizer import Requantizer, round_shift, saturate
+from .shared_product import SharedProduct
 from .weight_updater import BiasUpdater, WeightUpdater
 from .xorshift_vector import jump_outputs
 
@@ -457,9 +458,11 @@ class Engine(wiring.Component):
         rq_y = Signal(8 * L)
         rq_mask = Signal(L)
         rq_valid = Signal()
+        requantizers = []
         for l in range(L):
-            rq = Requantizer()
+            rq = Requantizer(shared_product=True)
             m.submodules[f"requantizer{l}"] = rq
+            requantizers.append(rq)
             m.d.comb += [rq.valid.eq(e_valid & ~is_add), rq.acc.eq(acc[l]),
                          rq.bias.eq(param_r[0].data[32 * l: 32 * l + 32].as_signed()),
                          rq.multiplier.eq(param_r[1].data[32 * l: 32 * l + 32]),
@@ -503,11 +506,17 @@ class Engine(wiring.Component):
         g1_valid = Signal(); g1_active = Signal.like(x_active); g1_out = Signal(32)
         g1_v = [Signal(signed(48), name=f"g1_v{l}") for l in range(L)]
         m.d.sync += [g1_valid.eq(e_valid & gradient), g1_active.eq(Mux(dot, 1, e_active)), g1_out.eq(e_out)]
+        # The scaled accumulators come from the lane's shared product (below), registered like g1.
+        g1_scaled = Signal()
+        m.d.sync += g1_scaled.eq(scale & ~is_add)
+        scale_requests = []
         for l in range(L):
             factor = param_r[1].data[32 * l: 32 * l + 16]
             x1 = round_shift(e_x1[l], Mux(swap, 0, round_low)) << Mux(swap, left, 0)
             x2 = round_shift(e_x2[l], Mux(swap, round_low, 0)) << Mux(swap, 0, left)
-            m.d.sync += g1_v[l].eq(Mux(is_add, x1 + x2, Mux(scale, acc[l] * factor, acc[l])))
+            unscaled = Signal(signed(48), name=f"g1_unscaled{l}")
+            m.d.sync += unscaled.eq(Mux(is_add, x1 + x2, acc[l]))
+            scale_requests.append((e_valid & gradient & scale & ~is_add, acc[l], factor, unscaled))
         mask_offset = e_out - fs("out_base")
         g1_mask_shift = Signal(3)
         m.d.sync += g1_mask_shift.eq(Mux(dot, mask_offset[:3], 0))
@@ -549,13 +558,15 @@ class Engine(wiring.Component):
                     with m.Case(k):
                         m.d.sync += sr_state.eq(draws[k - 1])
         upd_new = Signal(8 * L)
+        weight_updaters, bias_updaters = [], []
 
         def fraction_bits(shift_byte):
             return saturate(shift_byte[:6].as_unsigned() - exponent, -128, 127)[:8].as_signed()
 
         for l in range(L):
-            wu = WeightUpdater()
+            wu = WeightUpdater(shared_product=True)
             m.submodules[f"weight_updater{l}"] = wu
+            weight_updaters.append(wu)
             m.d.comb += [wu.valid.eq(u1_valid), wu.weight.eq(spad_host.data[8 * l: 8 * l + 8].as_signed()),
                          wu.grad.eq(u1_acc[l]), wu.multiplier.eq(u1_mult[32 * l: 32 * l + 32]),
                          wu.fraction_bits.eq(fraction_bits(u1_shift[8 * l: 8 * l + 8])),
@@ -596,13 +607,28 @@ class Engine(wiring.Component):
         m.d.sync += b_go.eq(row_valid & (row_arriving == 3))
         bias_new = Signal(32 * L)
         for l in range(L):
-            bu = BiasUpdater()
+            bu = BiasUpdater(shared_product=True)
             m.submodules[f"bias_updater{l}"] = bu
+            bias_updaters.append(bu)
             m.d.comb += [bu.valid.eq(b_go), bu.bias.eq(old_bias[32 * l: 32 * l + 32].as_signed()),
                          bu.grad.eq(bias_acc[32 * l: 32 * l + 32].as_signed()),
                          bu.multiplier.eq(bias_mult[32 * l: 32 * l + 32]),
                          bu.shift.eq(fraction_bits(bias_shift[8 * l: 8 * l + 8])),
                          bias_new[32 * l: 32 * l + 32].eq(bu.new_bias)]
+        # One product per lane for the four epilogue products (hw/shared_product.py): a
+        # descriptor runs one epilogue, and an update or a scaled gradient leaves the
+        # requantizer's result unused, so the requantizer's request is the default.
+        for l in range(L):
+            wu, bu, rq = weight_updaters[l], bias_updaters[l], requantizers[l]
+            scale_valid, scale_a, scale_b, unscaled = scale_requests[l]
+            shared = m.submodules[f"shared_product{l}"] = SharedProduct([
+                (wu.product_valid, wu.product_a, wu.product_b),
+                (bu.product_valid, bu.product_a, bu.product_b),
+                (scale_valid, scale_a, scale_b),
+                (rq.product_valid, rq.product_a, rq.product_b)])
+            m.d.comb += [wu.product.eq(shared.product), bu.product.eq(shared.product),
+                         rq.product.eq(shared.product),
+                         g1_v[l].eq(Mux(g1_scaled, shared.product[:48], unscaled))]
         bias_valid = delayed(b_go, BiasUpdater.LATENCY, "bias_valid")
         bias_w_active = delayed(e_active, BiasUpdater.LATENCY + 5, "bias_w_active")
         bias_w_out = delayed(e_out, BiasUpdater.LATENCY + 5, "bias_w_out")

@@ -21,6 +21,8 @@ from amaranth.hdl import Module, Mux, Signal, Value, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .shared_product import registered_product, unit_members
+
 __all__ = ["Requantizer", "round_shift", "saturate"]
 
 INT32_MIN, INT32_MAX = -2 ** 31, 2 ** 31 - 1
@@ -44,20 +46,19 @@ def saturate(value, low, high):
 
 
 class Requantizer(wiring.Component):
-    """Requantizer of numerics 4.2; see the module docstring for timing and widths."""
+    """Requantizer of numerics 4.2; see the module docstring for timing and widths. With
+    `shared_product` its s3 product comes from the lane's shared multiplier (hw/shared_product.py)."""
 
     LATENCY = 5
 
-    valid: In(1)
-    acc: In(signed(32))
-    bias: In(signed(32))
-    multiplier: In(32)
-    shift: In(6)
-    zero_out: In(signed(8))
+    PORTS = {
+        "valid": In(1), "acc": In(signed(32)), "bias": In(signed(32)), "multiplier": In(32),
+        "shift": In(6), "zero_out": In(signed(8)),
+        "out_valid": Out(1), "y": Out(signed(8)), "in_range": Out(1)}
 
-    out_valid: Out(1)
-    y: Out(signed(8))
-    in_range: Out(1)
+    def __init__(self, shared_product: bool = False):
+        self.shared_product = shared_product
+        super().__init__(unit_members(Requantizer.PORTS, shared_product))
 
     def elaborate(self, platform):
         m = Module()
@@ -94,12 +95,11 @@ class Requantizer(wiring.Component):
 
         # s3: the product. |acc'| <= 2^31 and M < 2^32, so |acc' * M| < 2^63 fits signed 64.
         s3_valid = Signal()
-        s3_product = Signal(signed(64), reset_less=True)
+        s3_product = registered_product(self, m, s2_valid, s2_acc, s2_multiplier, "s3_product")
         s3_shift = Signal(6, reset_less=True)
         s3_zero = Signal(signed(8), reset_less=True)
         m.d.sync += [
             s3_valid.eq(s2_valid),
-            s3_product.eq(s2_acc * s2_multiplier),
             s3_shift.eq(s2_shift),
             s3_zero.eq(s2_zero),
         ]

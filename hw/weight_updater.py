@@ -44,6 +44,7 @@ from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
 
 from .requantizer import INT32_MAX, INT32_MIN, round_shift, saturate
+from .shared_product import registered_product, unit_members
 
 __all__ = ["Rounding", "WeightUpdater", "BiasUpdater"]
 
@@ -66,16 +67,14 @@ class WeightUpdater(wiring.Component):
 
     LATENCY = 5
 
-    valid: In(1)
-    weight: In(signed(8))
-    grad: In(signed(32))
-    multiplier: In(32)
-    fraction_bits: In(signed(8))
-    rounding: In(Rounding)
-    random: In(32)
+    PORTS = {
+        "valid": In(1), "weight": In(signed(8)), "grad": In(signed(32)), "multiplier": In(32),
+        "fraction_bits": In(signed(8)), "rounding": In(Rounding), "random": In(32),
+        "out_valid": Out(1), "new_weight": Out(signed(8))}
 
-    out_valid: Out(1)
-    new_weight: Out(signed(8))
+    def __init__(self, shared_product: bool = False):
+        self.shared_product = shared_product    # s2's D from the lane's shared multiplier
+        super().__init__(unit_members(WeightUpdater.PORTS, shared_product))
 
     def elaborate(self, platform):
         m = Module()
@@ -118,7 +117,7 @@ class WeightUpdater(wiring.Component):
             with m.Default():
                 m.d.comb += addend_at_62.eq(1 << 61)
         s2_valid = Signal()
-        s2_product = Signal(signed(64), reset_less=True)
+        s2_product = registered_product(self, m, s1_valid, s1_grad, s1_multiplier, "s2_product")
         s2_excess = Signal(range(128 - MAX_FRACTION_BITS), reset_less=True)
         s2_fraction = Signal(range(MAX_FRACTION_BITS + 1), reset_less=True)
         s2_left = Signal(range(LEFT_SHIFT_LIMIT + 1), reset_less=True)
@@ -128,7 +127,6 @@ class WeightUpdater(wiring.Component):
         s2_truncate = Signal(reset_less=True)
         m.d.sync += [
             s2_valid.eq(s1_valid),
-            s2_product.eq(s1_grad * s1_multiplier),
             s2_excess.eq(Mux(r > MAX_FRACTION_BITS, r - MAX_FRACTION_BITS, 0)),
             s2_fraction.eq(fraction),
             s2_left.eq(Mux(r < -LEFT_SHIFT_LIMIT, LEFT_SHIFT_LIMIT, Mux(r < 0, -r, 0))),
@@ -191,14 +189,14 @@ class BiasUpdater(wiring.Component):
 
     LATENCY = 5
 
-    valid: In(1)
-    bias: In(signed(32))
-    grad: In(signed(32))
-    multiplier: In(32)
-    shift: In(signed(8))
+    PORTS = {
+        "valid": In(1), "bias": In(signed(32)), "grad": In(signed(32)), "multiplier": In(32),
+        "shift": In(signed(8)),
+        "out_valid": Out(1), "new_bias": Out(signed(32))}
 
-    out_valid: Out(1)
-    new_bias: Out(signed(32))
+    def __init__(self, shared_product: bool = False):
+        self.shared_product = shared_product    # s2's p from the lane's shared multiplier
+        super().__init__(unit_members(BiasUpdater.PORTS, shared_product))
 
     def elaborate(self, platform):
         m = Module()
@@ -219,14 +217,13 @@ class BiasUpdater(wiring.Component):
         # s2: p = db * V (signed 64 always suffices) and the decoded shifts. A right shift
         # past 64 gives the same 0 as 64 does, so the amount is capped there.
         s2_valid = Signal()
-        s2_product = Signal(signed(64), reset_less=True)
+        s2_product = registered_product(self, m, s1_valid, s1_grad, s1_multiplier, "s2_product")
         s2_right = Signal(range(65), reset_less=True)
         s2_left = Signal(range(BIAS_LEFT_SHIFT_LIMIT + 1), reset_less=True)
         s2_bias = Signal(signed(32), reset_less=True)
         shift = s1_shift
         m.d.sync += [
             s2_valid.eq(s1_valid),
-            s2_product.eq(s1_grad * s1_multiplier),
             s2_right.eq(Mux(shift > 64, 64, Mux(shift > 0, shift, 0))),
             s2_left.eq(Mux(shift < -BIAS_LEFT_SHIFT_LIMIT, BIAS_LEFT_SHIFT_LIMIT,
                            Mux(shift < 0, -shift, 0))),

@@ -11,6 +11,7 @@ against the unbounded-integer formula of docs/numerics.md instead.
 import numpy as np
 import pytest
 from amaranth.back import verilog
+from amaranth.hdl import Elaboratable, Module
 from amaranth.sim import Simulator
 
 from golden.fixedpoint import MultiplierVector, bitlen, quantize_gradient, round_shift
@@ -19,10 +20,35 @@ from golden.prng import Xorshift32 as GoldenXorshift32
 from golden.train import apply_bias_update, apply_weight_update
 from hw.gradient_quantizer import AbsMaxTracker, GradientNarrower
 from hw.requantizer import Requantizer
+from hw.shared_product import SharedProduct
 from hw.weight_updater import BiasUpdater, Rounding, WeightUpdater
 from hw.xorshift import Xorshift32
 
 INT32_MIN, INT32_MAX = -2 ** 31, 2 ** 31 - 1
+
+
+class WithSharedProduct(Elaboratable):
+    """A unit built with `shared_product=True` and a `SharedProduct` serving it alone, as the
+    engine's lanes wire them: the same ports and latency as the unit with its own multiplier."""
+
+    def __init__(self, unit_class):
+        self.unit = unit_class(shared_product=True)
+        self.LATENCY = self.unit.LATENCY
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["unit"], name)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.unit = unit = self.unit
+        m.submodules.shared = shared = SharedProduct([(unit.product_valid, unit.product_a, unit.product_b)])
+        m.d.comb += unit.product.eq(shared.product)
+        return m
+
+
+# Each unit is checked with its own multiplier and with the lane's shared one (hw/shared_product.py).
+UNIT_BUILDS = pytest.mark.parametrize("build", [lambda cls: cls(), WithSharedProduct],
+                                      ids=["own-product", "shared-product"])
 MODES = {"stochastic": Rounding.STOCHASTIC, "truncate": Rounding.TRUNCATE,
          "nearest": Rounding.NEAREST}
 
@@ -131,9 +157,10 @@ def requantizer_cases(seed=1, count=4000):
     return dict(zip(("acc", "bias", "multiplier", "shift", "zero_out"), columns))
 
 
-def test_requantizer_matches_golden():
+@UNIT_BUILDS
+def test_requantizer_matches_golden(build):
     operands = requantizer_cases()
-    got = run_pipeline(Requantizer(), operands, ["y", "in_range"])
+    got = run_pipeline(build(Requantizer), operands, ["y", "in_range"])
     y, in_range = golden_requantize(*operands.values())
     np.testing.assert_array_equal(got["y"], y)
     np.testing.assert_array_equal(got["in_range"], in_range)
@@ -206,13 +233,14 @@ def golden_weight_updates(weight, grad, U, r, modes, seed=7):
     return new, random
 
 
-def test_weight_updater_matches_golden_in_every_rounding_mode():
+@UNIT_BUILDS
+def test_weight_updater_matches_golden_in_every_rounding_mode(build):
     base = weight_update_cases()
     count = len(base[0])
     weight, grad, U, r = (np.tile(a, 3) for a in base)
     modes = np.repeat(np.array(list(MODES)), count)
     expected, random = golden_weight_updates(weight, grad, U, r, modes)
-    got = run_pipeline(WeightUpdater(), {
+    got = run_pipeline(build(WeightUpdater), {
         "weight": weight, "grad": grad, "multiplier": U, "fraction_bits": r,
         "rounding": [MODES[m] for m in modes], "random": random}, ["new_weight"])
     np.testing.assert_array_equal(got["new_weight"], expected)
@@ -241,12 +269,13 @@ def contract_weight_update(weight, grad, U, r, mode, x):
     return max(-127, min(127, new))
 
 
-def test_weight_updater_left_shifts_beyond_int64_follow_the_contract():
+@UNIT_BUILDS
+def test_weight_updater_left_shifts_beyond_int64_follow_the_contract(build):
     cases = [(w, g, 2 ** 30, r, m) for w in (-127, 0, 126) for g in (1, -1, 2 ** 31 - 1, -2 ** 31)
              for r in (-33, -63, -64, -100, -128) for m in MODES]
     weight, grad, U, r, modes = (list(c) for c in zip(*cases))
     expected = [contract_weight_update(*c, 0x12345678) for c in cases]
-    got = run_pipeline(WeightUpdater(), {
+    got = run_pipeline(build(WeightUpdater), {
         "weight": weight, "grad": grad, "multiplier": U, "fraction_bits": r,
         "rounding": [MODES[m] for m in modes], "random": [0x12345678] * len(cases)}, ["new_weight"])
     np.testing.assert_array_equal(got["new_weight"], expected)
@@ -282,22 +311,24 @@ def bias_update_cases(seed=3, count=4000):
     return tuple(np.concatenate([a, edge[:, i]]) for i, a in enumerate((bias, grad, V, shift)))
 
 
-def test_bias_updater_matches_golden():
+@UNIT_BUILDS
+def test_bias_updater_matches_golden(build):
     bias, grad, V, shift = bias_update_cases()
     expected = apply_bias_update(bias, grad, 0, MultiplierVector(V, shift)).astype(np.int64)
-    got = run_pipeline(BiasUpdater(), {"bias": bias, "grad": grad, "multiplier": V, "shift": shift},
+    got = run_pipeline(build(BiasUpdater), {"bias": bias, "grad": grad, "multiplier": V, "shift": shift},
                        ["new_bias"])
     np.testing.assert_array_equal(got["new_bias"], expected)
     assert (expected == INT32_MAX).sum() > 20 and (expected == INT32_MIN).sum() > 20
     assert ((expected != bias) & (expected > INT32_MIN) & (expected < INT32_MAX)).sum() > 1000
 
 
-def test_bias_updater_left_shifts_beyond_int64_follow_the_contract():
+@UNIT_BUILDS
+def test_bias_updater_left_shifts_beyond_int64_follow_the_contract(build):
     cases = [(b, g, V, s) for b in (INT32_MIN, 0, INT32_MAX) for g in (1, -1, 2 ** 31 - 1, -2 ** 31 + 1)
              for V in (2 ** 30, 2 ** 31) for s in (-2, -31, -33, -40, -128)]
     bias, grad, V, shift = (list(c) for c in zip(*cases))
     expected = [max(INT32_MIN, min(INT32_MAX, b - ((g * v) << -s))) for b, g, v, s in cases]
-    got = run_pipeline(BiasUpdater(), {"bias": bias, "grad": grad, "multiplier": V, "shift": shift},
+    got = run_pipeline(build(BiasUpdater), {"bias": bias, "grad": grad, "multiplier": V, "shift": shift},
                        ["new_bias"])
     np.testing.assert_array_equal(got["new_bias"], expected)
 
