@@ -30,12 +30,14 @@ LUTRAM_DEPTH = {"ice40": 0, "ecp5": 64}
 
 # Measured per-lane and fixed costs (LUT4, DSP blocks), by family: see docs/fpga.md.
 # LUTs are nextpnr's TRELLIS_COMB (LUT4s, carry halves, LUT RAM logic): 74,953 measured for
-# the 8-lane preset. ECP5 DSPs: per lane the requantizer, weight updater, bias updater and
-# residual add take 4 MULT18X18D each and the gradient scale 2 (the lane's 9x8 product is built
-# from LUTs, fpga/build.py); 152 measured for 8 lanes. The iCE40 has no estimate of its own:
-# the ECP5 figures, a lower bound for 4-input LUTs without DSP help, already rule it out.
-PER_LANE = {"ice40": {"luts": 4600, "dsps": 0}, "ecp5": {"luts": 4600, "dsps": 18}}
-FIXED = {"ice40": {"luts": 38000, "dsps": 0}, "ecp5": {"luts": 38000, "dsps": 9}}
+# the 8-lane preset. ECP5 DSPs: per lane the shared epilogue product (hw/shared_product.py) and
+# the residual add take 4 MULT18X18D each (the lane's 9x8 product is built from LUTs,
+# fpga/build.py); outside the lanes the list-address, range-check span and A-origin products
+# take 14. Before the epilogues shared one product a lane took 18 (158 measured for 8 lanes).
+# The iCE40 has no estimate of its own: the ECP5 figures, a lower bound for 4-input LUTs
+# without DSP help, already rule it out.
+PER_LANE = {"ice40": {"luts": 4600, "dsps": 0}, "ecp5": {"luts": 4600, "dsps": 8}}
+FIXED = {"ice40": {"luts": 38000, "dsps": 0}, "ecp5": {"luts": 38000, "dsps": 14}}
 
 
 def memory_blocks(family: str, width_bits: int, depth: int) -> int:
