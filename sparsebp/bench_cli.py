@@ -76,6 +76,7 @@ def run(args) -> dict:
         require_matplotlib()                        # before hours of simulation, not after
     specs, missing = _specs(args)
     fmax = fmax_from(args.fmax_mhz, args.build_report, args.config)
+    setting = environment(args.config)        # the revision the simulator is built from, not the one at the end
     ok, reason = verilator_available()
     if not ok:
         raise ValueError(f"cannot simulate: {reason}")
@@ -93,7 +94,7 @@ def run(args) -> dict:
             continue
         print_layers(row)
         rows.append(row)
-    result = {**environment(args.config), "fmax": fmax, "rows": rows, "not_run": refused, "missing": missing}
+    result = {**setting, "fmax": fmax, "rows": rows, "not_run": refused, "missing": missing}
     print_summary(result)
     if args.plots is not None:
         from .bench_plots import write_plots
