@@ -29,15 +29,16 @@ BLOCK_SHAPES = {"ice40": [(256, 16), (512, 8)],
 LUTRAM_DEPTH = {"ice40": 0, "ecp5": 64}
 
 # Measured per-lane and fixed costs (LUT4, DSP blocks), by family: see docs/fpga.md.
-# LUTs are nextpnr's TRELLIS_COMB (LUT4s, carry halves, LUT RAM logic): 74,953 measured for
-# the 8-lane preset. ECP5 DSPs: per lane the shared epilogue product (hw/shared_product.py) and
+# LUTs are nextpnr's TRELLIS_COMB (LUT4s, carry halves, LUT RAM logic): 79,559 measured for
+# the 8-lane preset with the pumped 256 KB scratchpad and the shared product (74,953 for the
+# older 128 KB preset). ECP5 DSPs: per lane the shared epilogue product (hw/shared_product.py) and
 # the residual add take 4 MULT18X18D each (the lane's 9x8 product is built from LUTs,
 # fpga/build.py); outside the lanes the list-address, range-check span and A-origin products
 # take 14. Before the epilogues shared one product a lane took 18 (158 measured for 8 lanes).
 # The iCE40 has no estimate of its own: the ECP5 figures, a lower bound for 4-input LUTs
 # without DSP help, already rule it out.
 PER_LANE = {"ice40": {"luts": 4600, "dsps": 0}, "ecp5": {"luts": 4600, "dsps": 8}}
-FIXED = {"ice40": {"luts": 38000, "dsps": 0}, "ecp5": {"luts": 38000, "dsps": 14}}
+FIXED = {"ice40": {"luts": 42800, "dsps": 0}, "ecp5": {"luts": 42800, "dsps": 14}}
 
 
 def memory_blocks(family: str, width_bits: int, depth: int) -> int:
