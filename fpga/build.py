@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import report as nextpnr_report
 from .boards import Board, BoardError, get_board
-from .clocks import ClockError, PLLClock
+from .clocks import ClockError, PLLClock, pll_parameters
 from .fit import check_fit, estimate
 from .wrapper import TestWrapper
 
@@ -142,8 +142,8 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
     if design == "engine":
         check_fit(board, config)
     try:
-        PLLClock(board.device.family, board.oscillator_hz, board.target_hz,
-                 fast=design == "engine" and config.scratchpad_pumped)
+        pll_parameters(board.device.family, board.oscillator_hz, board.target_hz,
+                       fast=design == "engine" and config.scratchpad_pumped)
     except ClockError as e:
         raise BoardError(str(e)) from None
     env = tool_environment()

@@ -54,7 +54,13 @@ def ecp5_pll_params(input_hz: float, output_hz: float) -> dict:
                      f"{input_hz / 1e6:g} MHz")
 
 
-def pll_parameters(family: str, input_hz: float, output_hz: float) -> dict:
+def pll_parameters(family: str, input_hz: float, output_hz: float, fast: bool = False) -> dict:
+    """The PLL's parameters for `sync` at output_hz (and `fast` at twice it, ECP5 only), or a
+    ClockError saying why the PLL cannot make them."""
+    if fast and family != "ecp5":
+        raise ClockError(f"a pumped scratchpad's 2x clock is built for ECP5 only, not {family}")
+    if fast:
+        return ecp5_pumped_pll_params(input_hz, output_hz)
     return (ice40_pll_params if family == "ice40" else ecp5_pll_params)(input_hz, output_hz)
 
 
@@ -82,10 +88,7 @@ class PLLClock(Elaboratable):
 
     def __init__(self, family: str, input_hz: float, output_hz: float, fast: bool = False):
         self.family, self.input_hz, self.output_hz, self.fast = family, input_hz, output_hz, fast
-        if fast and family != "ecp5":
-            raise ClockError(f"a pumped scratchpad's 2x clock is built for ECP5 only, not {family}")
-        self.params = (ecp5_pumped_pll_params(input_hz, output_hz) if fast
-                       else pll_parameters(family, input_hz, output_hz))
+        self.params = pll_parameters(family, input_hz, output_hz, fast)
 
     def elaborate(self, platform):
         m = Module()       # the parent defines the `sync` domain (Amaranth 0.6 wants it there)
