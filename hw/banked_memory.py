@@ -49,7 +49,6 @@ def _bank_rows(row):
 
 class BankedMemory(wiring.Component):
     def __init__(self, row_bytes: int, rows: int, read_ports: int, *, pumped: bool = False):
-        self._MustUse__silence = True     # an object that fails here is not an unused design
         if row_bytes & (row_bytes - 1) or rows & (rows - 1) or rows < 2:
             raise ValueError(f"row bytes and rows must be powers of two, not {row_bytes}, {rows}")
         if pumped and read_ports != 3:
@@ -62,7 +61,6 @@ class BankedMemory(wiring.Component):
         ports.update(write_addr=In(self.addr_bits), write_data=In(8 * row_bytes),
                      write_enable=In(row_bytes))
         self.read_port_count = read_ports
-        self._MustUse__silence = False
         super().__init__(ports)
 
     def read_port(self, i: int):

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """hw/banked_memory.py: the pumped scratchpad (two block-RAM ports at twice the clock) against
 the plain one (one bank port per read port), on the same random traffic, in Amaranth's simulator.
 

@@ -199,49 +199,10 @@ def test_striped_stem_and_blocks_equal_the_whole_forward_pass(rows, image_extern
             assert np.array_equal(got, reference[name][0]), (rows, name)
 
 
-@pytest.mark.parametrize("rows", [1, 2, 5])
-def test_striped_stem_training_equals_the_trainer(rows):
-    """Training iterations with the stem striped and its output written over the input image
-    (the host writes the next image there): every updated weight and bias equals the Trainer's."""
-    model = stem_model()
-    scheme = parse_scheme("bias=2;w=5:0.5", model)
-    rule = UpdateRule(lr=0.5)
-    program = compile_training(model, scheme, SMALL, rule, stripe_rows=rows)
-    x_at, out_at = program.forward.tensors["input"][0], program.forward.tensors["b0.pw2"][0]
-    assert out_at <= x_at < out_at + 8 * 11 * 11         # b0.pw2 lies over the image
-    assert any(op.startswith("stem forward rows") for op in program.forward.ops)
-    trainer = Trainer(model, scheme, "dynamic", rule, seed=4)
-    host_selector = ChannelSelector(model, scheme, "dynamic", seed=9)
-    rng = np.random.default_rng(7)
-    images = rng.integers(-128, 128, (3,) + model.input_shape).astype(np.int8)
-    scratchpad = program.initial_scratchpad(images[0], trainer.sr_rng.state)
-    for image in images:
-        label = int(rng.integers(0, 3))
-        scratchpad[x_at:x_at + image.size] = layout.activation_bytes(image)
-        program.write_selection(scratchpad, host_selector.select())
-        machine = Machine(SMALL, program.external)
-        machine.scratchpad[:] = scratchpad
-        machine.run_or_raise(program.forward.descriptors + [isa.Descriptor()])
-        loss = program.loss_step(machine.scratchpad, model, label)
-        machine.run_or_raise(program.backward + [isa.Descriptor()])
-        scratchpad = machine.scratchpad.copy()
-        assert loss == trainer.step(image[None], label).loss
-        assert resident_equal_trainer(program, trainer, scratchpad)
-
-
-@pytest.mark.parametrize("rows", [1, 3])
-def test_training_with_the_image_in_external_memory_equals_the_trainer(rows):
-    """The host writes each image into external memory (`write_image`); the striped stem copies
-    a stripe's rows at a time. Every updated weight and bias equals the Trainer's, and the
-    planned peak is below the one with the image in the scratchpad."""
-    model = stem_model()
-    scheme = parse_scheme("bias=2;w=5:0.5", model)
-    rule = UpdateRule(lr=0.5)
-    program = compile_training(model, scheme, SMALL, rule, stripe_rows=rows, image_external=True)
-    in_scratchpad = compile_training(model, scheme, SMALL, rule, stripe_rows=rows)
-    assert "input" not in program.forward.tensors
-    assert program.forward.peak_bytes < in_scratchpad.forward.peak_bytes
-    assert any(op.startswith("input rows") for op in program.forward.ops)
+def assert_three_iterations_equal_the_trainer(program, model, scheme, rule):
+    """Three iterations of `program` on the golden executor (SMALL), the host writing each image
+    (`write_image`: scratchpad or external memory) and the channel lists: after each, the loss
+    and every updated weight, bias and the PRNG state equal the golden Trainer's."""
     trainer = Trainer(model, scheme, "dynamic", rule, seed=4)
     host_selector = ChannelSelector(model, scheme, "dynamic", seed=9)
     rng = np.random.default_rng(7)
@@ -259,6 +220,36 @@ def test_training_with_the_image_in_external_memory_equals_the_trainer(rows):
         scratchpad = machine.scratchpad.copy()
         assert loss == trainer.step(image[None], label).loss
         assert resident_equal_trainer(program, trainer, scratchpad)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5])
+def test_striped_stem_training_equals_the_trainer(rows):
+    """Training iterations with the stem striped and its output written over the input image
+    (the host writes the next image there): every updated weight and bias equals the Trainer's."""
+    model = stem_model()
+    scheme = parse_scheme("bias=2;w=5:0.5", model)
+    rule = UpdateRule(lr=0.5)
+    program = compile_training(model, scheme, SMALL, rule, stripe_rows=rows)
+    x_at, out_at = program.forward.tensors["input"][0], program.forward.tensors["b0.pw2"][0]
+    assert out_at <= x_at < out_at + 8 * 11 * 11         # b0.pw2 lies over the image
+    assert any(op.startswith("stem forward rows") for op in program.forward.ops)
+    assert_three_iterations_equal_the_trainer(program, model, scheme, rule)
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_training_with_the_image_in_external_memory_equals_the_trainer(rows):
+    """The host writes each image into external memory (`write_image`); the striped stem copies
+    a stripe's rows at a time. Every updated weight and bias equals the Trainer's, and the
+    planned peak is below the one with the image in the scratchpad."""
+    model = stem_model()
+    scheme = parse_scheme("bias=2;w=5:0.5", model)
+    rule = UpdateRule(lr=0.5)
+    program = compile_training(model, scheme, SMALL, rule, stripe_rows=rows, image_external=True)
+    in_scratchpad = compile_training(model, scheme, SMALL, rule, stripe_rows=rows)
+    assert "input" not in program.forward.tensors
+    assert program.forward.peak_bytes < in_scratchpad.forward.peak_bytes
+    assert any(op.startswith("input rows") for op in program.forward.ops)
+    assert_three_iterations_equal_the_trainer(program, model, scheme, rule)
 
 
 def test_a_block_allocated_inside_another_is_packed_with_it():
