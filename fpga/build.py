@@ -87,13 +87,26 @@ NARROW_MULTIPLIERS = ("t:$mul r:A_WIDTH<=4 %i t:$mul r:B_WIDTH<=4 %i %u "
                       "t:$mul r:A_WIDTH<=16 %i r:B_WIDTH<=8 %i %u t:$mul r:B_WIDTH<=16 %i r:A_WIDTH<=8 %i %u")
 
 
-def toolchain_options(board: Board, seed: int, router: str = "router1") -> dict:
+# "flat" synthesizes the design as one module (the fewest LUTs); "hierarchical" maps each
+# Amaranth submodule on its own and flattens the mapped netlist for nextpnr: ABC9 on one module
+# of the whole engine was 2,606 of yosys's 3,349 s, on 46 modules it is 416 s in all, at the
+# price of no optimization across module boundaries (docs/fpga.md, "Build times").
+SYNTHESIS = ("flat", "hierarchical")
+
+
+def toolchain_options(board: Board, seed: int, router: str = "router1", synthesis: str = "flat") -> dict:
+    if synthesis not in SYNTHESIS:
+        raise BoardError(f"unknown synthesis {synthesis!r}; choose one of {', '.join(SYNTHESIS)}")
     nextpnr = [f"--report {NAME}.report.json", "--timing-allow-fail", f"--seed {seed}", f"--router {router}"]
     options = {"nextpnr_opts": " ".join(nextpnr)}
-    if board.device.family == "ice40":
-        options["synth_opts"] = "-dsp"
-    else:
+    synth = ["-dsp"] if board.device.family == "ice40" else []
+    if board.device.family == "ecp5":
         options["script_after_read"] = f"proc\nbooth {NARROW_MULTIPLIERS}"
+    if synthesis == "hierarchical":
+        synth.append("-noflatten")
+        options["script_after_synth"] = "flatten\nopt_clean"
+    if synth:
+        options["synth_opts"] = " ".join(synth)
     return options
 
 
@@ -111,7 +124,7 @@ def source_revision() -> str:
 
 
 def prepare(board: Board, config, build_dir: Path, seed: int = 1, design: str = "engine",
-            router: str = "router1"):
+            router: str = "router1", synthesis: str = "flat"):
     """Checks that need no tool, then the build plan written into build_dir."""
     if design not in DESIGNS:
         raise BoardError(f"unknown design {design!r}; choose one of {', '.join(DESIGNS)}")
@@ -123,20 +136,22 @@ def prepare(board: Board, config, build_dir: Path, seed: int = 1, design: str = 
     except ClockError as e:
         raise BoardError(str(e)) from None
     platform = board.platform()
-    plan = platform.prepare(TestWrapper(DESIGNS[design](config), clocks), name=NAME, **toolchain_options(board, seed, router))
+    plan = platform.prepare(TestWrapper(DESIGNS[design](config), clocks), name=NAME, **toolchain_options(board, seed, router, synthesis))
     plan.extract(str(build_dir))
     return plan
 
 
 def build(board_name: str, build_dir: Path | None = None, config=None, seed: int = 1,
           design: str = "engine", clock_hz: float | None = None, log=print,
-          router: str = "router1") -> dict:
+          router: str = "router1", synthesis: str = "flat") -> dict:
     board = get_board(board_name)
     if clock_hz is not None:
         if not 1e6 <= clock_hz <= 400e6:
             raise BoardError(f"the clock must be between 1 and 400 MHz, not {clock_hz / 1e6:g} MHz")
         board = dataclasses.replace(board, target_hz=clock_hz)
     config = config or board.config
+    if synthesis not in SYNTHESIS:
+        raise BoardError(f"unknown synthesis {synthesis!r}; choose one of {', '.join(SYNTHESIS)}")
     if design not in DESIGNS:
         raise BoardError(f"unknown design {design!r}; choose one of {', '.join(DESIGNS)}")
     if design == "engine":
@@ -154,7 +169,7 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
     log(f"{board.name}: {what}, target {board.target_hz / 1e6:g} MHz; building in {build_dir} "
         f"(yosys, nextpnr, pack)")
     revision = source_revision()
-    prepare(board, config, build_dir, seed, design, router)
+    prepare(board, config, build_dir, seed, design, router, synthesis)
     script = "build_top.sh"
     start = time.monotonic()
     with open(build_dir / "build.log", "w") as out:
@@ -174,5 +189,5 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
               "param_channels": config.param_channels if engine else 0,
               **figures, "build_seconds": round(seconds, 1), "bitstream": str(bitstream),
               "estimate": dataclasses.asdict(estimate(board, config)) if engine else None,
-              "source": revision}
+              "synthesis": synthesis, "router": router, "source": revision}
     return result

@@ -544,7 +544,7 @@ class Engine(wiring.Component):
         # ---------------------------------------------------------------- update epilogues
         # Weight update: read the old weight row at e, update at u1 (+1), new row WeightUpdater
         # .LATENCY later. Bias update: read the four rows of old int32 biases at e..e+3, update
-        # all lanes at e+5, new vector BiasUpdater.LATENCY later.
+        # each row as it arrives; the new vector goes to the writer at e+5+BiasUpdater.LATENCY.
         u1_valid = Signal(); u1_active = Signal.like(x_active); u1_out = Signal(32)
         u1_acc = [Signal(signed(32), name=f"u1_acc{l}") for l in range(L)]
         u1_mult = Signal(32 * L); u1_shift = Signal(8 * L)
@@ -558,7 +558,7 @@ class Engine(wiring.Component):
                     with m.Case(k):
                         m.d.sync += sr_state.eq(draws[k - 1])
         upd_new = Signal(8 * L)
-        weight_updaters, bias_updaters = [], []
+        weight_updaters = []
 
         def fraction_bits(shift_byte):
             return saturate(shift_byte[:6].as_unsigned() - exponent, -128, 127)[:8].as_signed()
@@ -576,15 +576,18 @@ class Engine(wiring.Component):
         upd_active = delayed(u1_active, WeightUpdater.LATENCY, "upd_active")
         upd_out = delayed(u1_out, WeightUpdater.LATENCY, "upd_out")
 
+        # Bias update, streamed by rows: a scratchpad row holds L/4 old int32 biases, so L/4
+        # updaters take row q's lanes q*L/4.. as it arrives on the host port (read at e+q, there
+        # at e+q+1) and their results are collected into `bias_new`, complete at e+5+LATENCY as
+        # if L units had started together at e+5. Vectors start at least 4 cycles apart (four
+        # write cycles), so the operands captured at e stay until row 3 has used them at e+4.
+        per_row = L // 4
         bias_phase = Signal(3)         # rows still to read
         bias_out = Signal(32)
-        old_bias = Signal(32 * L)
-        # vectors may start every 4 cycles and the update begins 5 after e: delay lines, not holds
-        bias_acc = delayed(Cat(*acc), 5, "bias_acc")
-        bias_mult = delayed(param_r[1].data, 5, "bias_mult")
-        bias_shift = delayed(param_r[2].data, 5, "bias_shift")
+        job_acc = Signal(32 * L); job_mult = Signal(32 * L); job_shift = Signal(8 * L)
         with m.If(e_valid & bias_update):
-            m.d.sync += [bias_phase.eq(3), bias_out.eq(e_out)]
+            m.d.sync += [bias_phase.eq(3), bias_out.eq(e_out),
+                         job_acc.eq(Cat(*acc)), job_mult.eq(param_r[1].data), job_shift.eq(param_r[2].data)]
         with m.Elif(bias_phase != 0):
             m.d.sync += bias_phase.eq(bias_phase - 1)
         with m.If(e_valid & gradient):
@@ -594,40 +597,48 @@ class Engine(wiring.Component):
         with m.Else():
             m.d.comb += old_read_addr.eq(bias_out + ((4 - bias_phase) * L))
         # row q is read at e+q and arrives one cycle later
-        row_arriving = Signal(3)
+        row_arriving = Signal(2)
         row_valid = Signal()
         m.d.sync += [row_valid.eq((e_valid & bias_update) | (bias_phase != 0)),
                      row_arriving.eq(Mux(e_valid & bias_update, 0, 4 - bias_phase))]
-        with m.If(row_valid):
-            with m.Switch(row_arriving):
-                for q in range(4):
-                    with m.Case(q):
-                        m.d.sync += old_bias.word_select(q, 8 * L).eq(spad_host.data)
         b_go = Signal()
         m.d.sync += b_go.eq(row_valid & (row_arriving == 3))
-        bias_new = Signal(32 * L)
-        for l in range(L):
+        bias_updaters = []
+        for j in range(per_row):
             bu = BiasUpdater(shared_product=True)
-            m.submodules[f"bias_updater{l}"] = bu
+            m.submodules[f"bias_updater{j}"] = bu
             bias_updaters.append(bu)
-            m.d.comb += [bu.valid.eq(b_go), bu.bias.eq(old_bias[32 * l: 32 * l + 32].as_signed()),
-                         bu.grad.eq(bias_acc[32 * l: 32 * l + 32].as_signed()),
-                         bu.multiplier.eq(bias_mult[32 * l: 32 * l + 32]),
-                         bu.shift.eq(fraction_bits(bias_shift[8 * l: 8 * l + 8])),
-                         bias_new[32 * l: 32 * l + 32].eq(bu.new_bias)]
+            m.d.comb += [bu.valid.eq(row_valid), bu.bias.eq(spad_host.data[32 * j: 32 * j + 32].as_signed())]
+            with m.Switch(row_arriving):
+                for q in range(4):
+                    lane = q * per_row + j
+                    with m.Case(q):
+                        m.d.comb += [bu.grad.eq(job_acc[32 * lane: 32 * lane + 32].as_signed()),
+                                     bu.multiplier.eq(job_mult[32 * lane: 32 * lane + 32]),
+                                     bu.shift.eq(fraction_bits(job_shift[8 * lane: 8 * lane + 8]))]
+        bias_new = Signal(32 * L)
+        row_done = delayed(row_arriving, BiasUpdater.LATENCY, "bias_row_done")
+        with m.If(bias_updaters[0].out_valid):
+            with m.Switch(row_done):
+                for q in range(4):
+                    with m.Case(q):
+                        m.d.sync += bias_new.word_select(q, 8 * L).eq(Cat(*[bu.new_bias for bu in bias_updaters]))
         # One product per lane for the four epilogue products (hw/shared_product.py): a
         # descriptor runs one epilogue, and an update or a scaled gradient leaves the
         # requantizer's result unused, so the requantizer's request is the default.
         for l in range(L):
-            wu, bu, rq = weight_updaters[l], bias_updaters[l], requantizers[l]
+            wu, rq = weight_updaters[l], requantizers[l]
             scale_valid, scale_a, scale_b, unscaled = scale_requests[l]
-            shared = m.submodules[f"shared_product{l}"] = SharedProduct([
-                (wu.product_valid, wu.product_a, wu.product_b),
-                (bu.product_valid, bu.product_a, bu.product_b),
-                (scale_valid, scale_a, scale_b),
-                (rq.product_valid, rq.product_a, rq.product_b)])
-            m.d.comb += [wu.product.eq(shared.product), bu.product.eq(shared.product),
-                         rq.product.eq(shared.product),
+            bias_request = []
+            if l < per_row:       # lane l's product also serves bias updater l
+                bu = bias_updaters[l]
+                bias_request = [(bu.product_valid, bu.product_a, bu.product_b)]
+            shared = m.submodules[f"shared_product{l}"] = SharedProduct(
+                [(wu.product_valid, wu.product_a, wu.product_b)] + bias_request
+                + [(scale_valid, scale_a, scale_b), (rq.product_valid, rq.product_a, rq.product_b)])
+            if l < per_row:
+                m.d.comb += bias_updaters[l].product.eq(shared.product)
+            m.d.comb += [wu.product.eq(shared.product), rq.product.eq(shared.product),
                          g1_v[l].eq(Mux(g1_scaled, shared.product[:48], unscaled))]
         bias_valid = delayed(b_go, BiasUpdater.LATENCY, "bias_valid")
         bias_w_active = delayed(e_active, BiasUpdater.LATENCY + 5, "bias_w_active")
@@ -728,11 +739,13 @@ class Engine(wiring.Component):
         fetch_word = fetch_pipe[-1]
         for i in range(D):
             m.d.sync += fetch_pipe[i].eq(fetch_pipe[i - 1] if i else 0)
-        # a fetch read returns L bytes: words_per_read descriptor words at once
-        with m.If(fetch_word != 0):
-            for j in range(words_per_read):
-                with m.If(fetch_word - 1 + j < isa.DESCRIPTOR_WORDS):
-                    m.d.sync += desc[fetch_word - 1 + j].eq(b_data[32 * j: 32 * j + 32])
+        # a fetch read returns L bytes: words_per_read descriptor words at once. Reads start at
+        # multiples of words_per_read, so word i always comes from slot i % words_per_read: a
+        # load enable per word, not a dynamically indexed write (a 32-bit mux per word and slot).
+        for i in range(isa.DESCRIPTOR_WORDS):
+            slot = i % words_per_read
+            with m.If(fetch_word == i - slot + 1):
+                m.d.sync += desc[i].eq(b_data[32 * slot: 32 * slot + 32])
         # param loads arrive D cycles after their read
         param_pipe_valid = Signal()
         param_pipe_kind = Signal(2)

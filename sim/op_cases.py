@@ -61,11 +61,13 @@ CASE_CONFIG = EngineConfig(lanes=8, scratchpad_bytes=32 * 1024, external_bytes=6
                            external_latency_cycles=3)
 
 
-def random_op_case(rng: np.random.Generator, config: EngineConfig = CASE_CONFIG) -> OpCase:
+def random_op_case(rng: np.random.Generator, config: EngineConfig = CASE_CONFIG, kind: str | None = None,
+                   hw: tuple[int, int] | None = None) -> OpCase:
+    """One random operation; `kind` and the input's `hw` (height, width) pin those choices."""
     L = config.lanes
     if config.scratchpad_bytes < 32 * 1024 or config.external_bytes < EXTERNAL_BASE + EXTERNAL_BODY:
         raise ValueError("random cases need at least 32 KiB of scratchpad and 36 KiB of external memory")
-    kind = rng.choice(["conv", "pointwise", "depthwise", "avgpool", "add", "raw32", "dot", "update",
+    kind = kind or rng.choice(["conv", "pointwise", "depthwise", "avgpool", "add", "raw32", "dot", "update",
                        "bias-update", "grad-scale", "grad-dot", "grad-sum", "update-list", "update-list-dw",
                        "raw32-list"],
                       p=[0.08, 0.06, 0.08, 0.05, 0.06, 0.06, 0.06, 0.08, 0.07, 0.08, 0.07, 0.07, 0.07, 0.07, 0.04])
@@ -75,6 +77,7 @@ def random_op_case(rng: np.random.Generator, config: EngineConfig = CASE_CONFIG)
     c_in = int(rng.integers(1, 3 * L))
     c_out = int(rng.integers(1, 3 * L))
     h, w = int(rng.integers(1, 10)), int(rng.integers(1, 10))
+    h, w = hw or (h, w)
     k = int(rng.choice([1, 3, 5])) if kind == "conv" else (1 if kind == "pointwise" else 3)
     s = int(rng.choice([1, 2]))
     p = k // 2
@@ -282,6 +285,14 @@ def random_op_case(rng: np.random.Generator, config: EngineConfig = CASE_CONFIG)
     words = isa.encode([d, isa.Descriptor()])
     ext[:words.size * 4] = words.view(np.uint8)
     return OpCase(name, [d], spad, ext)
+
+
+def tight_cases(config: EngineConfig = CASE_CONFIG) -> list[OpCase]:
+    """Operations whose output vectors come as close together as the writer allows (a 1 x 1
+    input: one reduction step per vector), the timing the epilogues' pipelines must keep up with."""
+    rng = np.random.default_rng(11)
+    return [random_op_case(rng, config, kind=kind, hw=(1, 1))
+            for kind in ("bias-update", "bias-update", "update", "raw32", "pointwise", "add")]
 
 
 def bad_program_cases(config: EngineConfig) -> list[OpCase]:

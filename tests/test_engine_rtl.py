@@ -19,7 +19,7 @@ from golden.engine.compiler import compile_forward
 from golden.engine.config import DEFAULT
 from golden.engine.cycles import descriptor_cycles, end_cycles, program_external_reads
 from golden.engine.executor import Machine
-from sim.op_cases import CASE_CONFIG, bad_program_cases, random_op_case
+from sim.op_cases import CASE_CONFIG, bad_program_cases, random_op_case, tight_cases
 from sim.toolchain import verilator_available
 
 available, reason = verilator_available()
@@ -46,7 +46,8 @@ def case_results(request):
     the pumped one is what the ECP5 builds carry, with its `fast` clock driven by sim.host."""
     from sim.engine_job import EngineJob, run_on_rtl
     rng = np.random.default_rng(2026)
-    cases = [random_op_case(rng, CASE_CONFIG) for _ in range(CASES)] + bad_program_cases(CASE_CONFIG)
+    cases = ([random_op_case(rng, CASE_CONFIG) for _ in range(CASES)] + tight_cases(CASE_CONFIG)
+             + bad_program_cases(CASE_CONFIG))
     jobs = [EngineJob(c.scratchpad, c.external) for c in cases]
     return cases, run_on_rtl(dataclasses.replace(CASE_CONFIG, scratchpad_pumped=request.param), jobs)
 

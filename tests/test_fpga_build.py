@@ -162,6 +162,32 @@ def test_table_lists_every_resource_and_the_verdict():
     assert table[-1] == "Fmax 51.23 MHz against 50.00 MHz: timing met"
 
 
+def test_engine_breakdown_accounts_for_every_cell_of_the_captured_synthesis():
+    """fpga.engine_cost on a captured `synth_ecp5 -noflatten` stat of the 8-lane ULX3S engine
+    (commit 7f9f5d5): per-module counts must add up to yosys's own whole-design totals."""
+    import re
+    from fpga.engine_cost import grouped, module_cells
+    text = (DATA / "ulx3s-85f-engine-hierarchy.stat.txt").read_text()
+    totals_section = text[text.index("=== design hierarchy ==="):]
+    totals = {cell: int(n) for n, cell in re.findall(r"^\s+(\d+)\s+(LUT4|CCU2C|MULT18X18D|DP16KD)$",
+                                                      totals_section, re.M)}
+    assert totals == {"LUT4": 66489, "CCU2C": 9279, "MULT18X18D": 78, "DP16KD": 158}
+    rows = grouped(module_cells(text))
+    for cell in totals:
+        assert sum(r[cell] for r in rows) == totals[cell], cell
+    by_module = {r["module"]: r for r in rows}
+    assert by_module["top.dut.requantizer"]["instances"] == 8
+    assert by_module["top.dut.scratchpad"]["DP16KD"] == 128
+    assert rows[0]["module"] == "top.dut"          # the sequencer and inline lane logic lead
+
+
+def test_engine_breakdown_refuses_an_ice40_board(capsys):
+    from fpga.engine_cost import main as engine_cost_main
+    with pytest.raises(SystemExit):
+        engine_cost_main(["--board", "icebreaker"])
+    assert "not an ECP5 board" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- real builds
 
 def test_pumped_scratchpad_is_one_block_ram_copy_on_ecp5():
