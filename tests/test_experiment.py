@@ -160,7 +160,8 @@ def test_cli_experiment_json_summary_and_errors(tmp_path, monkeypatch, capsys):
         assert main(["experiment", "--row", "builtin-sparse", "--seed", str(seed), "--limit", "60",
                      "--test-limit", "60", "--json", str(out)]) == 0
         r = json.loads(out.read_text())
-        for key in ("accuracy", "planned_peak_bytes", "updated_weight_fraction", "wall_seconds", "command"):
+        for key in ("accuracy", "planned_peak_bytes", "engine_peak_bytes", "updated_weight_fraction", "wall_seconds",
+                    "command"):
             assert key in r
         assert r["train_images"] == 60 and r["resolution"] == 8
     assert main(["experiment", "--model", "builtin", "--scheme", "last-layer", "--policy", "static-first",
@@ -217,3 +218,25 @@ def test_experiment_trainer_freezes_out_of_range_channels_only(model, digits):
         c.step(int_ops.quantize_images(digits.images[i : i + 1], dead), int(digits.labels[i]))
     after = c.model.convs[6].bias
     assert after[0] == before[0] and np.any(after[1:] != before[1:])
+
+
+@pytest.mark.parametrize("model_name,scheme_name", [("builtin", "builtin-sparse"),
+                                                    ("mbv2-w0.35", "mbv2-49kb")])
+def test_engine_peak_is_the_compiled_iterations_peak_on_the_default_engine(shared_file, model_name, scheme_name):
+    """engine_peak_bytes compiles for a roomy copy of the default configuration; where the scheme
+    fits 256 KB that must be the peak of the program compiled for the default itself."""
+    import dataclasses
+    from golden.engine.config import DEFAULT
+    from golden.engine.training import compile_training
+    if model_name == "builtin":
+        model = builtin_model().with_new_head(10, seed=3)
+    else:
+        from sparsebp.runs import load_model_spec
+        model = load_model_spec(str(shared_file(f"models/tiny-training/{model_name}.pkl"))).with_new_head(10, seed=0)
+    scheme = parse_scheme(scheme_name, model)
+    rule = UpdateRule(lr=0.002)
+    peak = exp.engine_peak_bytes(model, scheme, rule, model.input_shape[1])
+    on_default = compile_training(model, scheme, DEFAULT, rule, image_external=True)
+    assert peak == on_default.forward.peak_bytes <= DEFAULT.scratchpad_bytes
+    assert exp.engine_peak_bytes(model, scheme, rule, model.input_shape[1] + 1) is None
+    assert dataclasses.replace(DEFAULT, **exp.ROOMY_ENGINE).scratchpad_bytes > DEFAULT.scratchpad_bytes
