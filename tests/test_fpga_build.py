@@ -162,6 +162,19 @@ def test_table_lists_every_resource_and_the_verdict():
     assert table[-1] == "Fmax 51.23 MHz against 50.00 MHz: timing met"
 
 
+def test_hierarchical_synthesis_maps_modules_apart_then_flattens_for_nextpnr():
+    from fpga.build import build, toolchain_options
+    for name in ("ulx3s-85f", "icebreaker"):
+        flat = toolchain_options(get_board(name), seed=1)
+        hierarchical = toolchain_options(get_board(name), seed=1, synthesis="hierarchical")
+        assert "-noflatten" not in flat.get("synth_opts", "") and "script_after_synth" not in flat
+        assert "-noflatten" in hierarchical["synth_opts"]
+        assert hierarchical["script_after_synth"].splitlines()[0] == "flatten"
+    assert "-dsp" in toolchain_options(get_board("icebreaker"), seed=1, synthesis="hierarchical")["synth_opts"]
+    with pytest.raises(BoardError, match="unknown synthesis 'fast'"):
+        build("ulx3s-85f", synthesis="fast")
+
+
 def test_engine_breakdown_accounts_for_every_cell_of_the_captured_synthesis():
     """fpga.engine_cost on a captured `synth_ecp5 -noflatten` stat of the 8-lane ULX3S engine
     (commit 7f9f5d5): per-module counts must add up to yosys's own whole-design totals."""
