@@ -3,10 +3,10 @@ flattening (yosys only, no place and route) and count the cells of each module.
 
     python -m fpga.engine_cost [--board ulx3s-85f] [--json OUT]
 
-`synth_ecp5 -noflatten` maps each Amaranth submodule on its own, so the figures are a little
-above a flattened build's (no optimization across module boundaries: 85,000 LUT-equivalents
-against nextpnr's 79,559 TRELLIS_COMB for the same engine), but they say which block costs
-what, and the run takes about 12 minutes here instead of the flattened build's 56. The engine's
+`synth_ecp5 -noflatten` maps each Amaranth submodule on its own, so the figures are above a
+flattened build's (no optimization across module boundaries: 85,047 LUT-equivalents against
+nextpnr's 79,559 TRELLIS_COMB for the engine of commit 7f9f5d5), but they say which block
+costs what. The run takes about 10 minutes here. The engine's
 top module holds the sequencer, the descriptor checks, the address generators and the per-lane
 logic written inline (MAC, residual add, gradient epilogue, writer); the lanes' units are
 submodules. A LUT-equivalent is a LUT4 or half a CCU2C (nextpnr's TRELLIS_COMB counts both).

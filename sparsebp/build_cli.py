@@ -25,8 +25,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--router", choices=["router1", "router2"], default="router1",
                    help="nextpnr's router (router2 is much faster on the whole engine)")
     p.add_argument("--synthesis", choices=["flat", "hierarchical"], default="flat",
-                   help="yosys on the flattened design (fewest LUTs) or module by module, then "
-                        "flattened (about 4 times faster on the whole engine, more LUTs)")
+                   help="yosys on the flattened design (default, fewest LUTs) or module by module, "
+                        "then flattened (about 9%% more LUTs on the engine)")
     p.add_argument("--json", type=Path, help="write the report as JSON")
 
 

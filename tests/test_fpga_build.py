@@ -55,7 +55,7 @@ def test_more_lanes_than_the_logic_allows_is_an_error(capsys):
     err = capsys.readouterr().err.strip()
     # the multipliers fit since the epilogues share one product per lane (142 of 156); the logic does not
     assert err == ("sparsebp: error: 16 lanes with a 32 KB scratchpad do not fit orangecrab-85f (LFE5U-85F): "
-                   "needs about 97620 LUT4s of the 75276 nextpnr can place (90% of 83640)")
+                   "needs about 97105 LUT4s of the 75276 nextpnr can place (90% of 83640)")
 
 
 def test_icebreaker_preset_is_refused_with_its_reasons(capsys):
