@@ -94,9 +94,13 @@ NARROW_MULTIPLIERS = ("t:$mul r:A_WIDTH<=4 %i t:$mul r:B_WIDTH<=4 %i %u "
 SYNTHESIS = ("flat", "hierarchical")
 
 
-def toolchain_options(board: Board, seed: int, router: str = "router1", synthesis: str = "flat") -> dict:
+def _check_synthesis(synthesis: str) -> None:
     if synthesis not in SYNTHESIS:
         raise BoardError(f"unknown synthesis {synthesis!r}; choose one of {', '.join(SYNTHESIS)}")
+
+
+def toolchain_options(board: Board, seed: int, router: str = "router1", synthesis: str = "flat") -> dict:
+    _check_synthesis(synthesis)
     nextpnr = [f"--report {NAME}.report.json", "--timing-allow-fail", f"--seed {seed}", f"--router {router}"]
     options = {"nextpnr_opts": " ".join(nextpnr)}
     synth = ["-dsp"] if board.device.family == "ice40" else []
@@ -150,8 +154,7 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
             raise BoardError(f"the clock must be between 1 and 400 MHz, not {clock_hz / 1e6:g} MHz")
         board = dataclasses.replace(board, target_hz=clock_hz)
     config = config or board.config
-    if synthesis not in SYNTHESIS:
-        raise BoardError(f"unknown synthesis {synthesis!r}; choose one of {', '.join(SYNTHESIS)}")
+    _check_synthesis(synthesis)
     if design not in DESIGNS:
         raise BoardError(f"unknown design {design!r}; choose one of {', '.join(DESIGNS)}")
     if design == "engine":

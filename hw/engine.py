@@ -24,7 +24,7 @@ Clocks: `sync`; with `config.scratchpad_pumped` also `fast`, at twice `sync`'s f
 rising edges on `sync`'s, for the scratchpad's block RAMs (hw/banked_memory.py). The engine's
 logic that reads the host read port's data (old values, masks) then has half a cycle.
 """
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -97,7 +97,7 @@ class Engine(wiring.Component):
                 m.d.comb += self.host_rdata.eq(Mux(monitor_word, external_reads, high_water))
 
         # ---------------------------------------------------------------- descriptor registers
-        desc = Array(Signal(32, name=f"desc{i}") for i in range(isa.DESCRIPTOR_WORDS))
+        desc = [Signal(32, name=f"desc{i}") for i in range(isa.DESCRIPTOR_WORDS)]
 
         def f(name, index=0):
             return field(desc, name, index)
@@ -627,19 +627,15 @@ class Engine(wiring.Component):
         # descriptor runs one epilogue, and an update or a scaled gradient leaves the
         # requantizer's result unused, so the requantizer's request is the default.
         for l in range(L):
-            wu, rq = weight_updaters[l], requantizers[l]
+            # lane l's product also serves bias updater l (l < L/4)
+            updaters = [weight_updaters[l]] + bias_updaters[l:l + 1]
             scale_valid, scale_a, scale_b, unscaled = scale_requests[l]
-            bias_request = []
-            if l < per_row:       # lane l's product also serves bias updater l
-                bu = bias_updaters[l]
-                bias_request = [(bu.product_valid, bu.product_a, bu.product_b)]
+            rq = requantizers[l]
             shared = m.submodules[f"shared_product{l}"] = SharedProduct(
-                [(wu.product_valid, wu.product_a, wu.product_b)] + bias_request
+                [(u.product_valid, u.product_a, u.product_b) for u in updaters]
                 + [(scale_valid, scale_a, scale_b), (rq.product_valid, rq.product_a, rq.product_b)])
-            if l < per_row:
-                m.d.comb += bias_updaters[l].product.eq(shared.product)
-            m.d.comb += [wu.product.eq(shared.product), rq.product.eq(shared.product),
-                         g1_v[l].eq(Mux(g1_scaled, shared.product[:48], unscaled))]
+            m.d.comb += [u.product.eq(shared.product) for u in updaters + [rq]]
+            m.d.comb += g1_v[l].eq(Mux(g1_scaled, shared.product[:48], unscaled))
         bias_valid = delayed(b_go, BiasUpdater.LATENCY, "bias_valid")
         bias_w_active = delayed(e_active, BiasUpdater.LATENCY + 5, "bias_w_active")
         bias_w_out = delayed(e_out, BiasUpdater.LATENCY + 5, "bias_w_out")

@@ -60,7 +60,7 @@ class HostDriver:
         # An engine with a pumped scratchpad (hw/banked_memory.py) has a `fast` domain at twice
         # the clock, rising edges on clk's; both clocks start high at the same instant.
         self.fast_clock = None
-        if _has(dut, "fast_clk"):
+        if hasattr(dut, "fast_clk"):
             self.fast_clock = Clock(dut.fast_clk, clock_period_ns // 2, unit="ns")
             self.fast_clock.start()
         self.clock.start()
@@ -167,14 +167,6 @@ class HostDriver:
             raise EngineError(dut.error_code.value.to_unsigned(),
                               dut.error_index.value.to_unsigned(), cycles)
         return cycles
-
-
-def _has(dut, name: str) -> bool:
-    try:
-        getattr(dut, name)
-    except AttributeError:
-        return False
-    return True
 
 
 def report(**values) -> None:

@@ -18,9 +18,8 @@ def _is_pow2(value: int) -> bool:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    # The default is the engine the ECP5-85F carries (docs/fpga.md): 8 lanes is what its 156
-    # MULT18X18D allow (about 18 per lane), and the 256 KiB scratchpad fits its 208 DP16KD as
-    # one pumped copy (128). `WIDE16` below is the 16-lane engine of a larger device.
+    # The default is the engine the ECP5-85F carries (docs/fpga.md): 8 lanes is what its LUTs
+    # allow (81% placed), and the 256 KiB scratchpad fits its 208 DP16KD as one pumped copy (128). `WIDE16` below is the 16-lane engine of a larger device.
     lanes: int = 8                        # MAC lanes = bytes per scratchpad row
     scratchpad_bytes: int = 256 * 1024
     external_bytes: int = 4 * 1024 * 1024  # external (flash) window the engine may read
@@ -67,6 +66,6 @@ DEFAULT = EngineConfig()
 # simulation), with the plain one-clock scratchpad.
 SMALL = dataclasses.replace(DEFAULT, lanes=8, scratchpad_bytes=64 * 1024, external_bytes=256 * 1024,
                             scratchpad_pumped=False)
-# 16 lanes: twice the default's MACs; more multipliers and logic than the ECP5-85F has.
+# 16 lanes: twice the default's MACs; more logic than the ECP5-85F has.
 WIDE16 = dataclasses.replace(DEFAULT, lanes=16)
 PRESETS = {"default": DEFAULT, "small": SMALL, "wide16": WIDE16}
