@@ -166,6 +166,10 @@ class Engine(wiring.Component):
                  + [(fs("a_row_stride"), f("a_rows"), 0), (fs("a_col_stride"), f("a_cols"), 0)]
                  + [(fs("b_strides", k), b_spans[k], 1) for k in range(6)]
                  + [(fs("out_strides", k), out_spans[k], 2) for k in range(3)])
+        # Two pipeline stages, each a short path: a term's operands are selected and registered
+        # (`term` is the one being selected), then multiplied and registered (`span`). `term`
+        # starts at 0 in FETCH's last cycle, when the descriptor is complete, so RANGE's cycle i
+        # still applies term i and the schedule is the cycle model's.
         term = Signal(range(len(terms) + 1))
         term_stride = Signal(signed(32))
         term_count = Signal(32)
@@ -174,8 +178,12 @@ class Engine(wiring.Component):
             for i, (s, n, which) in enumerate(terms):
                 with m.Case(i):
                     m.d.comb += [term_stride.eq(s), term_count.eq(n), term_operand.eq(which)]
-        span = Signal(signed(64))
-        m.d.comb += span.eq(term_stride * (term_count - 1)[:17].as_signed())
+        sel_stride = Signal(signed(32)); sel_count_m1 = Signal(17); sel_operand = Signal(2); sel_valid = Signal()
+        m.d.sync += [sel_stride.eq(term_stride), sel_count_m1.eq((term_count - 1)[:17]),
+                     sel_operand.eq(term_operand), sel_valid.eq(term < len(terms))]
+        span = Signal(signed(64)); span_operand = Signal(2); span_valid = Signal()
+        m.d.sync += [span.eq(sel_stride * sel_count_m1.as_signed()), span_operand.eq(sel_operand),
+                     span_valid.eq(sel_valid)]
         lo = [Signal(signed(64), name=f"lo{i}") for i in range(3)]
         hi = [Signal(signed(64), name=f"hi{i}") for i in range(3)]
 
@@ -251,6 +259,11 @@ class Engine(wiring.Component):
             with m.Elif((write_mask | mask_in) & (out_stride_bad | (fs("mask_base") < 0))):
                 m.d.comb += shape_bad.eq(1)
 
+        # Registered every cycle: DECODE reads the value of a descriptor complete since FETCH's
+        # last cycle, and the deep compare tree above ends at a flip-flop.
+        shape_bad_seen = Signal()
+        m.d.sync += shape_bad_seen.eq(shape_bad)
+
         lane_span = Signal(17)
         m.d.comb += lane_span.eq(Mux(lanes_total < L, lanes_total, L))
         spad_size, ext_size = cfg.scratchpad_bytes, cfg.external_bytes
@@ -292,6 +305,15 @@ class Engine(wiring.Component):
         last_reduction = last[3] & last[4] & last[5]
 
         eff_a = [Signal(signed(32), name=f"eff_a{k}") for k in range(6)]
+        # Their products of descriptor fields, registered every cycle so no path holds both a
+        # multiplier and the sums after it: the descriptor is stable from FETCH's last cycle,
+        # 19 cycles before RANGE's last loads eff_a and a_origin from them.
+        row_steps = [Signal(signed(32), name=f"a_row_step{k}") for k in range(6)]
+        col_steps = [Signal(signed(32), name=f"a_col_step{k}") for k in range(6)]
+        origin_row, origin_col = Signal(signed(32)), Signal(signed(32))
+        m.d.sync += [row_steps[k].eq(coef("a_row_coefs", k) * fs("a_row_stride")) for k in range(6)]
+        m.d.sync += [col_steps[k].eq(coef("a_col_coefs", k) * fs("a_col_stride")) for k in range(6)]
+        m.d.sync += [origin_row.eq(fs("a_row0") * fs("a_row_stride")), origin_col.eq(fs("a_col0") * fs("a_col_stride"))]
         a_origin = Signal(signed(32))
         pa = [Signal(signed(32), name=f"pa{k}") for k in range(6)]
         pb = [Signal(signed(32), name=f"pb{k}") for k in range(6)]
@@ -390,9 +412,23 @@ class Engine(wiring.Component):
         b_read_addr = Signal(32)
         b_read_en = Signal()
         b_read_external = Signal()
-        m.d.comb += [spad_a.addr.eq(a_addr), spad_a.en.eq(step),
-                     spad_b.addr.eq(b_read_addr), spad_b.en.eq(b_read_en & ~b_read_external),
-                     ext_b.addr.eq(b_read_addr), ext_b.en.eq(b_read_en & b_read_external)]
+        # Reads are issued from registers one cycle after the step that asks for them, and the
+        # data delay below is one stage shorter, so operands still arrive D cycles after their
+        # step. The address sums then have a whole cycle, and the memories' address inputs come
+        # straight from flip-flops: the pumped scratchpad latches A and B at its middle edge,
+        # half a cycle after `sync`'s. A read now sees the write of its step's cycle too; no
+        # valid program reads what that write touches (a descriptor's outputs never overlap
+        # its inputs, and the previous descriptor's writes have drained).
+        issue_a_addr = Signal(len(spad_a.addr))
+        issue_a_en = Signal()
+        issue_b_addr = Signal(max(len(spad_b.addr), len(ext_b.addr)))
+        issue_b_en = Signal()
+        issue_b_external = Signal()
+        m.d.sync += [issue_a_addr.eq(a_addr), issue_a_en.eq(step),
+                     issue_b_addr.eq(b_read_addr), issue_b_en.eq(b_read_en), issue_b_external.eq(b_read_external)]
+        m.d.comb += [spad_a.addr.eq(issue_a_addr), spad_a.en.eq(issue_a_en),
+                     spad_b.addr.eq(issue_b_addr), spad_b.en.eq(issue_b_en & ~issue_b_external),
+                     ext_b.addr.eq(issue_b_addr), ext_b.en.eq(issue_b_en & issue_b_external)]
 
         # Delay scratchpad data so every operand arrives D cycles after its step.
         def delayed(value, cycles, name):
@@ -403,9 +439,9 @@ class Engine(wiring.Component):
             return value
 
         b_data = Signal(8 * L)
-        m.d.comb += b_data.eq(Mux(delayed(b_read_external, D, "b_src_d"), delayed(ext_b.data, D - 1, "ext_b"),
-                                  delayed(spad_b.data, D - 1, "spad_b")))
-        a_data = delayed(spad_a.data, D - 1, "spad_a")
+        m.d.comb += b_data.eq(Mux(delayed(b_read_external, D, "b_src_d"), delayed(ext_b.data, D - 2, "ext_b"),
+                                  delayed(spad_b.data, D - 2, "spad_b")))
+        a_data = delayed(spad_a.data, D - 2, "spad_a")
 
         # Step metadata, D cycles later ("x_" = operand stage).
         x_valid = delayed(step, D, "step")
@@ -523,12 +559,21 @@ class Engine(wiring.Component):
         g1_mask = Signal(L)
         m.d.comb += g1_mask.eq(Mux(mask_in, spad_host.data[:L] >> g1_mask_shift, (1 << L) - 1))
         lane_on_g1 = (Const(1, L + 1) << g1_active) - 1
-        magnitude = [Mux(lane_on_g1[l], Mux(g1_v[l] < 0, -g1_v[l], g1_v[l]), 0)[:48] for l in range(L)]
+        # Pass 1's fold of max|v| into `amax`, pipelined: magnitudes (g1 + 1), the lanes folded
+        # to two (g1 + 2; two 48-bit compares deep at 8 lanes), then the pair into `amax`.
+        # `amax` is final 3 cycles after the last g1, well inside GRADIENT_WAIT (it is needed
+        # D + GRADIENT_WAIT + 1 cycles after pass 1's last step, g1 is D + 3 after it).
+        magnitude = [Signal(48, name=f"magnitude{l}") for l in range(L)]
+        m.d.sync += [magnitude[l].eq(Mux(g1_valid & grad_pass1 & lane_on_g1[l],
+                                         Mux(g1_v[l] < 0, -g1_v[l], g1_v[l]), 0)[:48]) for l in range(L)]
         level = magnitude
-        while len(level) > 1:
+        while len(level) > 2:
             level = [Mux(a > b, a, b) for a, b in zip(level[::2], level[1::2])]
-        with m.If(g1_valid & grad_pass1 & (level[0] > amax)):
-            m.d.sync += amax.eq(level[0])
+        pair_max = [Signal(48, name=f"pair_max{i}") for i in range(2)]
+        m.d.sync += [pair_max[i].eq(level[i]) for i in range(2)]
+        folded = Mux(pair_max[0] > pair_max[1], pair_max[0], pair_max[1])
+        with m.If(folded > amax):
+            m.d.sync += amax.eq(folded)
         g2_valid = Signal(); g2_active = Signal.like(x_active); g2_out = Signal(32)
         g2_y = Signal(8 * L)
         m.d.sync += [g2_valid.eq(g1_valid & ~grad_pass1), g2_active.eq(g1_active), g2_out.eq(g1_out)]
@@ -716,13 +761,23 @@ class Engine(wiring.Component):
         # What a run touched, for the benchmark's measured peak and external traffic. The host
         # port's old-value reads during updates are not counted: they read what the update writes.
         # (A reads of padding positions are not accesses: their address is outside the tensor)
-        touched = [Mux(step & a_in_bounds, a_addr + L, 0),
-                   Mux(spad_b.en, b_read_addr + L, 0),
-                   Mux(spad.write_enable != 0, spad.write_addr + L, 0)]
-        highest = touched[0]
-        for end in touched[1:]:
+        # Pipelined, so no address path ends in its compares: the ports' registered addresses
+        # and the write port's (captured only while busy, so host writes never count) become
+        # one-past-the-end candidates in one cycle, their maximum meets `high_water` in the next.
+        # `high_water` trails the ports by three cycles; `done` comes more than a drain later.
+        a_counted = Signal()
+        write_seen = Signal()
+        write_seen_addr = Signal.like(spad.write_addr)
+        m.d.sync += [a_counted.eq(step & a_in_bounds), write_seen.eq(self.busy & (spad.write_enable != 0)),
+                     write_seen_addr.eq(spad.write_addr)]
+        ends = [Signal(len(issue_b_addr) + 1, name=f"touched_end{i}") for i in range(3)]
+        m.d.sync += [ends[0].eq(Mux(issue_a_en & a_counted, issue_a_addr + L, 0)),
+                     ends[1].eq(Mux(spad_b.en, issue_b_addr + L, 0)),
+                     ends[2].eq(Mux(write_seen, write_seen_addr + L, 0))]
+        highest = ends[0]
+        for end in ends[1:]:
             highest = Mux(end > highest, end, highest)
-        with m.If(self.busy & (highest > high_water)):
+        with m.If(highest > high_water):
             m.d.sync += high_water.eq(highest)
         with m.If(self.busy & ext_b.en):
             m.d.sync += external_reads.eq(external_reads + 1)
@@ -793,18 +848,20 @@ class Engine(wiring.Component):
                 with m.If(fetch_issue < isa.DESCRIPTOR_WORDS):
                     m.d.comb += [b_read_addr.eq(fetch_addr + (fetch_issue << 2)), b_read_en.eq(1),
                                  b_read_external.eq(1)]
-                    m.d.sync += [fetch_pipe[0].eq(fetch_issue + 1), fetch_issue.eq(fetch_issue + words_per_read)]
+                    m.d.sync += [fetch_pipe[0].eq(fetch_issue + 1), fetch_issue.eq(fetch_issue + words_per_read),
+                                 term.eq(0)]
                 with m.Elif(Cat(*fetch_pipe) == 0):
-                    m.d.sync += [term.eq(0)] + [x.eq(0) for x in lo + hi]
+                    m.d.sync += [term.eq(1)] + [x.eq(0) for x in lo + hi]
                     m.next = "DECODE"
             with m.State("DECODE"):
+                m.d.sync += term.eq(2)
                 with m.If(opcode == isa.END):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]
                     m.next = "IDLE"
                 with m.Elif((opcode != isa.MAC) & (opcode != isa.ADD)):
                     m.d.sync += error_code.eq(isa.ERR_OPCODE)
                     m.next = "ERROR"
-                with m.Elif(shape_bad):
+                with m.Elif(shape_bad_seen):
                     m.d.sync += error_code.eq(isa.ERR_SHAPE)
                     m.next = "ERROR"
                 with m.Else():
@@ -814,22 +871,20 @@ class Engine(wiring.Component):
                     m.next = "RANGE"
             with m.State("RANGE"):
                 with m.If(term < len(terms)):
+                    m.d.sync += term.eq(term + 1)
+                with m.If(span_valid):
                     for which in range(3):
-                        with m.If(term_operand == which):
+                        with m.If(span_operand == which):
                             with m.If(span < 0):
                                 m.d.sync += lo[which].eq(lo[which] + span)
                             with m.Else():
                                 m.d.sync += hi[which].eq(hi[which] + span)
-                    m.d.sync += term.eq(term + 1)
                 with m.Elif(range_code != 0):
                     m.d.sync += error_code.eq(range_code)
                     m.next = "ERROR"
                 with m.Else():
-                    for k in range(6):
-                        m.d.sync += eff_a[k].eq(fs("a_strides", k) + coef("a_row_coefs", k) * fs("a_row_stride")
-                                                + coef("a_col_coefs", k) * fs("a_col_stride"))
-                    m.d.sync += a_origin.eq(fs("a_base") + fs("a_row0") * fs("a_row_stride")
-                                            + fs("a_col0") * fs("a_col_stride"))
+                    m.d.sync += [eff_a[k].eq(fs("a_strides", k) + row_steps[k] + col_steps[k]) for k in range(6)]
+                    m.d.sync += a_origin.eq(fs("a_base") + origin_row + origin_col)
                     m.d.sync += [x.eq(0) for x in idx + pa + pb + po + prow + pcol]
                     # with a list, RUN opens with a bubble so the first entry is read
                     m.d.sync += [param_kind.eq(0), param_channel.eq(0), bubble.eq(list_on),
