@@ -17,8 +17,11 @@ model (golden/engine/cycles.py) restates this schedule and is checked against it
 Host port: `host_space` 0 scratchpad, 1 external memory, 2 trace (read only), 3 activity
 monitor (read only: word 0 `high_water`, one past the highest scratchpad byte the engine read or
 wrote in the last run, a read counting its whole L-byte row; word 1 `external_reads`, the L-byte
-reads of external memory in the last run); `host_addr` is a 32-bit word address; writes take effect at the clock edge with `host_we`; `host_rdata` is valid
-the cycle after `host_addr`. The host port is for use while the engine is idle.
+reads of external memory in the last run); `host_addr` is a 32-bit word address. A write
+(`host_we` high at a clock edge) reaches external memory at that edge and the scratchpad one
+cycle later, so the host must not ask for a scratchpad word in the cycle after writing it (it
+would read the old word). `host_rdata` is valid the cycle after `host_addr`. The host port is
+for use while the engine is idle.
 
 Clocks: `sync`; with `config.scratchpad_pumped` also `fast`, at twice `sync`'s frequency with
 rising edges on `sync`'s, for the scratchpad's block RAMs (hw/banked_memory.py). The engine's
@@ -267,38 +270,76 @@ class Engine(wiring.Component):
         lane_span = Signal(17)
         m.d.comb += lane_span.eq(Mux(lanes_total < L, lanes_total, L))
         spad_size, ext_size = cfg.scratchpad_bytes, cfg.external_bytes
-        a_top = hi[0] + Mux(a_vector, lane_span - 1, 0)
         b_size = Mux(b_external, ext_size, spad_size)
         out_bytes = Signal(17)
         m.d.comb += out_bytes.eq(Mux(raw32 | bias_update,
                                      Mux(dot, 4, lane_span << 2), Mux(dot, 1, lane_span)))
-        mask_top = fs("mask_base") + ((hi[2] - fs("out_base") + out_bytes + 7) >> 3) - 1
         p_size = Mux(params_external, ext_size, spad_size)
-        range_code = Signal(8)
-        with m.If((lo[0] < 0) | (a_top >= spad_size)):
-            m.d.comb += range_code.eq(isa.ERR_A_RANGE)
-        with m.Elif(~b_ones & ((lo[1] < 0) | (hi[1] + lane_span - 1 >= b_size))):
-            m.d.comb += range_code.eq(isa.ERR_B_RANGE)
-        with m.Elif((lo[2] < 0) | (hi[2] + out_bytes - 1 >= spad_size)):
-            m.d.comb += range_code.eq(isa.ERR_OUT_RANGE)
-        with m.Elif((write_mask | mask_in) & (mask_top >= spad_size)):
-            m.d.comb += range_code.eq(isa.ERR_OUT_RANGE)
-        with m.Elif(needs_params & ((fs("param_base") < 0)
-                               | (fs("param_base") + param_count * isa.PARAM_BYTES_PER_CHANNEL > p_size))):
-            m.d.comb += range_code.eq(isa.ERR_PARAM_RANGE)
+        # RANGE's last cycle compares the span registers with limits of the descriptor alone,
+        # and takes the checks of descriptor fields alone as a code: both are registered every
+        # cycle (the descriptor is stable from FETCH's last cycle), so that cycle's path is one
+        # 64-bit compare per operand and the priority among them. With x = the bytes after the
+        # highest start: hi + x >= size  <=>  hi >= size - x; and the mask bytes' last address
+        # mask_base + ((hi2 - out_base + out_bytes + 7) >> 3) - 1 >= size  <=>
+        # (hi2 + mask_bias) >> 3 >= size + 1 - mask_base.
+        a_limit, b_limit, out_limit = (Signal(signed(34), name=n) for n in ("a_limit", "b_limit", "out_limit"))
+        mask_bias, mask_limit = Signal(signed(34)), Signal(signed(34))
+        b_checked, mask_checked = Signal(), Signal()
+        m.d.sync += [a_limit.eq(spad_size - Mux(a_vector, lane_span - 1, 0)),
+                     b_limit.eq(b_size - (lane_span - 1)), out_limit.eq(spad_size - (out_bytes - 1)),
+                     mask_bias.eq(out_bytes + 7 - fs("out_base")), mask_limit.eq(spad_size + 1 - fs("mask_base")),
+                     b_checked.eq(~b_ones), mask_checked.eq(write_mask | mask_in)]
+        # (two stages: the table ends, then the compares; ready by RANGE's first cycle)
+        param_end, list_end = Signal(signed(40)), Signal(signed(40))
+        m.d.sync += [param_end.eq(fs("param_base") + param_count * isa.PARAM_BYTES_PER_CHANNEL),
+                     list_end.eq(fs("list_addr") + (list_count << 1))]
+        field_range_code = Signal(8)
+        with m.If(needs_params & ((fs("param_base") < 0) | (param_end > p_size))):
+            m.d.sync += field_range_code.eq(isa.ERR_PARAM_RANGE)
         with m.Elif(updates & ((fs("exp_addr") < 0) | (fs("exp_addr") > spad_size - 4)
                                | (fs("prng_addr") < 0) | (fs("prng_addr") > spad_size - 4))):
-            m.d.comb += range_code.eq(isa.ERR_PARAM_RANGE)
+            m.d.sync += field_range_code.eq(isa.ERR_PARAM_RANGE)
         with m.Elif(gradient & ((fs("exp_addr") < 0) | (fs("exp_addr") > spad_size - 4)
                                 | (fs("exp_out_addr") < 0) | (fs("exp_out_addr") > spad_size - 4)
                                 | (is_add & ((fs("exp2_addr") < 0) | (fs("exp2_addr") > spad_size - 4))))):
-            m.d.comb += range_code.eq(isa.ERR_PARAM_RANGE)
-        with m.Elif(list_on & ((fs("list_addr") < 0) | (fs("list_addr") + (list_count << 1) > spad_size))):
-            m.d.comb += range_code.eq(isa.ERR_PARAM_RANGE)
+            m.d.sync += field_range_code.eq(isa.ERR_PARAM_RANGE)
+        with m.Elif(list_on & ((fs("list_addr") < 0) | (list_end > spad_size))):
+            m.d.sync += field_range_code.eq(isa.ERR_PARAM_RANGE)
+        with m.Else():
+            m.d.sync += field_range_code.eq(0)
+        range_code = Signal(8)
+        with m.If((lo[0] < 0) | (hi[0] >= a_limit)):
+            m.d.comb += range_code.eq(isa.ERR_A_RANGE)
+        with m.Elif(b_checked & ((lo[1] < 0) | (hi[1] >= b_limit))):
+            m.d.comb += range_code.eq(isa.ERR_B_RANGE)
+        with m.Elif((lo[2] < 0) | (hi[2] >= out_limit)):
+            m.d.comb += range_code.eq(isa.ERR_OUT_RANGE)
+        with m.Elif(mask_checked & (((hi[2] + mask_bias) >> 3) >= mask_limit)):
+            m.d.comb += range_code.eq(isa.ERR_OUT_RANGE)
+        with m.Else():
+            m.d.comb += range_code.eq(field_range_code)
+
+        # ---------------------------------------------------------------- decoded fields, registered
+        # Everything from here on runs after DECODE, so it reads registered copies of the fields
+        # decoded above (loaded every cycle; the descriptor is complete from FETCH's last cycle,
+        # and DECODE is the cycle after): the decode logic and its fanout then start no path of
+        # the loop nest, the datapath or the epilogues. The checks above use the live decode.
+        def registered(value, name):
+            copy = Signal(len(value), name=name)
+            m.d.sync += copy.eq(value)
+            return copy
+        is_add, gradient, residual_add = registered(is_add, "is_add"), registered(gradient, "gradient"), registered(residual_add, "residual_add")
+        requant, raw32, dot = registered(requant, "requant"), registered(raw32, "raw32"), registered(dot, "dot")
+        weight_update, bias_update = registered(weight_update, "weight_update"), registered(bias_update, "bias_update")
+        updates, needs_params = registered(updates, "updates"), registered(needs_params, "needs_params")
+        a_vector, list_on, list_loop = registered(a_vector, "a_vector"), registered(list_on, "list_on"), registered(list_loop, "list_loop_r")
+        list_is_chunk, list_count = registered(list_is_chunk, "list_is_chunk"), registered(list_count, "list_count_r")
+        param_count = registered(param_count, "param_count_r")
+        counts_m1 = [registered((counts[k] - 1)[:16], f"count{k}_m1") for k in range(6)]
 
         # ---------------------------------------------------------------- loop nest (AGU)
         idx = [Signal(16, name=f"idx{k}") for k in range(6)]
-        last = [idx[k] == (counts[k] - 1)[:16] for k in range(6)]
+        last = [idx[k] == counts_m1[k] for k in range(6)]
         inner_last = [Cat(*last[k + 1:]).all() if k < 5 else Const(1) for k in range(6)]
         all_last = last[0] & inner_last[0]
         first_reduction = (idx[3] == 0) & (idx[4] == 0) & (idx[5] == 0)
@@ -527,18 +568,22 @@ class Engine(wiring.Component):
         grad_k = Signal(range(64))
         grad_e = Signal(signed(32))
         # Alignment of a gradient sum: the lower exponent's input may be rounded (right shift,
-        # at most 8 matters for int8), the higher one's shifted up by up to 23.
-        swap = exponent > exponent2
+        # at most 8 matters for int8), the higher one's shifted up by up to 23. Registered: the
+        # exponents are read in STATE, D + 2 cycles or more before the first e stage uses them.
+        higher_a = exponent > exponent2
         diff = Signal(33)
-        m.d.comb += diff.eq(Mux(swap, exponent - exponent2, exponent2 - exponent))
+        m.d.comb += diff.eq(Mux(higher_a, exponent - exponent2, exponent2 - exponent))
+        swap = Signal()
         round_low = Signal(4)
-        m.d.comb += round_low.eq(Mux(diff > 31, 8, Mux(diff > 23, Mux(diff - 23 > 8, 8, diff - 23), 0)))
         left = Signal(5)
-        m.d.comb += left.eq(Mux(diff > 23, 23, diff[:5]))
+        m.d.sync += [swap.eq(higher_a),
+                     round_low.eq(Mux(diff > 31, 8, Mux(diff > 23, Mux(diff - 23 > 8, 8, diff - 23), 0))),
+                     left.eq(Mux(diff > 23, 23, diff[:5]))]
         sum_exponent = Mux(swap, exponent, exponent2) - left
+        # registered: the exponents are read in STATE, long before GRADIENT_EXPONENT writes e
         grad_e_in = Signal(signed(32))
-        m.d.comb += [grad_e_in.eq(Mux(is_add, sum_exponent, exponent + fs("exp_offset"))),
-                     grad_e.eq(grad_e_in + grad_k)]
+        m.d.sync += grad_e_in.eq(Mux(is_add, sum_exponent, exponent + fs("exp_offset")))
+        m.d.comb += grad_e.eq(grad_e_in + grad_k)
         g1_valid = Signal(); g1_active = Signal.like(x_active); g1_out = Signal(32)
         g1_v = [Signal(signed(48), name=f"g1_v{l}") for l in range(L)]
         m.d.sync += [g1_valid.eq(e_valid & gradient), g1_active.eq(Mux(dot, 1, e_active)), g1_out.eq(e_out)]
@@ -580,11 +625,14 @@ class Engine(wiring.Component):
         for l in range(L):
             q = saturate(round_shift(g1_v[l], grad_k), -127, 127)
             m.d.sync += g2_y[8 * l: 8 * l + 8].eq(Mux(g1_mask[l], q[:8], 0))
-        # k = max(0, bitlen(amax) - 7)
+        # k = max(0, bitlen(amax) - 7); bitlen registered (amax is final by g1 + 3, k is taken
+        # at D + GRADIENT_WAIT + 1 after pass 1's last step, g1 + 8)
         amax_bits = Signal(range(49))
         for b in range(48):
             with m.If(amax[b]):
-                m.d.comb += amax_bits.eq(b + 1)
+                m.d.sync += amax_bits.eq(b + 1)
+        with m.If(amax == 0):
+            m.d.sync += amax_bits.eq(0)
 
         # ---------------------------------------------------------------- update epilogues
         # Weight update: read the old weight row at e, update at u1 (+1), new row WeightUpdater
@@ -635,12 +683,22 @@ class Engine(wiring.Component):
                          job_acc.eq(Cat(*acc)), job_mult.eq(param_r[1].data), job_shift.eq(param_r[2].data)]
         with m.Elif(bias_phase != 0):
             m.d.sync += bias_phase.eq(bias_phase - 1)
-        with m.If(e_valid & gradient):
-            m.d.comb += old_read_addr.eq(fs("mask_base") + (mask_offset >> 3))
-        with m.Elif(e_valid):
-            m.d.comb += old_read_addr.eq(e_out)
+        # The host port's old-value read address in cycle c: the mask byte of a gradient vector
+        # ending at e, the output row of another vector ending at e, else bias row 4 -
+        # bias_phase. Registered, formed in c - 1 from the p stage (e_valid and e_out are
+        # p_valid & p_last and p_out a cycle later) and the bias registers' next values, so the
+        # address comes from a flip-flop: the pumped scratchpad reads it at its closing edge, and
+        # a timing analyser allows every path into `fast` half a cycle.
+        with m.If(p_valid & p_last & gradient):
+            m.d.sync += old_read_addr.eq(fs("mask_base") + ((p_out - fs("out_base")) >> 3))
+        with m.Elif(p_valid & p_last):
+            m.d.sync += old_read_addr.eq(p_out)
+        with m.Elif(e_valid & bias_update):
+            m.d.sync += old_read_addr.eq(e_out + L)
+        with m.Elif(bias_phase != 0):
+            m.d.sync += old_read_addr.eq(bias_out + ((5 - bias_phase) * L))
         with m.Else():
-            m.d.comb += old_read_addr.eq(bias_out + ((4 - bias_phase) * L))
+            m.d.sync += old_read_addr.eq(bias_out + 4 * L)
         # row q is read at e+q and arrives one cycle later
         row_arriving = Signal(2)
         row_valid = Signal()
@@ -741,21 +799,25 @@ class Engine(wiring.Component):
                 with m.Case(2):
                     m.d.comb += [write_addr.eq(w_out), write_data.eq(w_data[:32]), write_enable.eq(0b1111)]
 
-        # Host writes share the write port while the engine is idle.
+        # Host writes share the scratchpad's write port while the engine is idle. The port is
+        # driven from registers, so the write lands one cycle after it is asked for: the pumped
+        # scratchpad writes at the closing edge, and a timing analyser sees every path into the
+        # `fast` domain as half a cycle, so none may start in the writer's muxes. Nothing reads
+        # a word in the cycle after it is written: a descriptor's outputs never overlap its
+        # inputs, the state words are read long after, and the host port's users leave a cycle.
+        port_addr, port_data, port_enable = Signal.like(spad.write_addr), Signal.like(spad.write_data), Signal.like(spad.write_enable)
+        m.d.sync += [spad.write_addr.eq(port_addr), spad.write_data.eq(port_data), spad.write_enable.eq(port_enable)]
         with m.If(~self.busy & self.host_we):
-            m.d.comb += [spad.write_addr.eq(host_byte), spad.write_data.eq(self.host_wdata),
-                         spad.write_enable.eq(Mux(self.host_space == 0, 0b1111, 0)),
+            m.d.comb += [port_addr.eq(host_byte), port_data.eq(self.host_wdata),
+                         port_enable.eq(Mux(self.host_space == 0, 0b1111, 0)),
                          ext.write_addr.eq(host_byte), ext.write_data.eq(self.host_wdata),
                          ext.write_enable.eq(Mux(self.host_space == 1, 0b1111, 0))]
         with m.Elif(prng_write_back):
-            m.d.comb += [spad.write_addr.eq(fs("prng_addr")), spad.write_data.eq(sr_state),
-                         spad.write_enable.eq(0b1111)]
+            m.d.comb += [port_addr.eq(fs("prng_addr")), port_data.eq(sr_state), port_enable.eq(0b1111)]
         with m.Elif(exponent_write):
-            m.d.comb += [spad.write_addr.eq(fs("exp_out_addr")), spad.write_data.eq(grad_e),
-                         spad.write_enable.eq(0b1111)]
+            m.d.comb += [port_addr.eq(fs("exp_out_addr")), port_data.eq(grad_e), port_enable.eq(0b1111)]
         with m.Else():
-            m.d.comb += [spad.write_addr.eq(write_addr), spad.write_data.eq(write_data),
-                         spad.write_enable.eq(write_enable)]
+            m.d.comb += [port_addr.eq(write_addr), port_data.eq(write_data), port_enable.eq(write_enable)]
 
         # ---------------------------------------------------------------- monitor
         # What a run touched, for the benchmark's measured peak and external traffic. The host
