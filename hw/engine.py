@@ -479,32 +479,40 @@ class Engine(wiring.Component):
                 value = reg
             return value
 
-        b_data = Signal(8 * L)
-        m.d.comb += b_data.eq(Mux(delayed(b_read_external, D, "b_src_d"), delayed(ext_b.data, D - 2, "ext_b"),
-                                  delayed(spad_b.data, D - 2, "spad_b")))
-        a_data = delayed(spad_a.data, D - 2, "spad_a")
+        # The operands one stage before the x stage ("_pre"), where the multiplier's operands
+        # are prepared into registers, then at x.
+        b_pre = Signal(8 * L)
+        m.d.comb += b_pre.eq(Mux(delayed(b_read_external, D - 1, "b_src_d"), delayed(ext_b.data, D - 3, "ext_b"),
+                                 delayed(spad_b.data, D - 3, "spad_b")))
+        a_pre = delayed(spad_a.data, D - 3, "spad_a")
+        b_data = delayed(b_pre, 1, "b_data")
+        a_data = delayed(a_pre, 1, "a_data")
 
         # Step metadata, D cycles later ("x_" = operand stage).
         x_valid = delayed(step, D, "step")
         x_first = delayed(first_reduction, D, "first")
         x_last = delayed(last_reduction, D, "last")
-        x_in_bounds = delayed(a_in_bounds, D, "in_bounds")
         x_active = delayed(active, D, "active")
         x_out = delayed(out_addr, D, "out")
         x_chunk = delayed(param_row, D, "chunk")
         x_slot = delayed(param_slot, D, "slot")
 
         # ---------------------------------------------------------------- multiply ("p_" stage)
+        # The operands (zero point, padding, inactive lanes, B of ones) are formed a stage early
+        # into registers, so the x stage holds only the int8 products.
+        pre_in_bounds = delayed(a_in_bounds, D - 1, "pre_in_bounds")
+        pre_active = delayed(active, D - 1, "pre_active")
         lane_on = Signal(L)
-        m.d.comb += lane_on.eq((Const(1, L + 1) << x_active) - 1)
+        m.d.comb += lane_on.eq((Const(1, L + 1) << pre_active) - 1)
         a_zero = f("a_zero")[:9].as_signed()
         p_prod = [Signal(signed(18), name=f"p_prod{l}") for l in range(L)]
         add_x1 = [Signal(signed(10), name=f"add_x1_{l}") for l in range(L)]
         add_x2 = [Signal(signed(10), name=f"add_x2_{l}") for l in range(L)]
         for l in range(L):
-            a_byte = Mux(a_vector, a_data[8 * l: 8 * l + 8], a_data[:8]).as_signed()
-            a_val = Mux(x_in_bounds & lane_on[l], a_byte - a_zero, 0)
-            b_val = Mux(b_ones, 1, b_data[8 * l: 8 * l + 8].as_signed())
+            a_byte = Mux(a_vector, a_pre[8 * l: 8 * l + 8], a_pre[:8]).as_signed()
+            a_val, b_val = Signal(signed(10), name=f"x_a{l}"), Signal(signed(8), name=f"x_b{l}")
+            m.d.sync += [a_val.eq(Mux(pre_in_bounds & lane_on[l], a_byte - a_zero, 0)),
+                         b_val.eq(Mux(b_ones, 1, b_pre[8 * l: 8 * l + 8].as_signed()))]
             m.d.sync += [p_prod[l].eq(a_val * b_val),
                          add_x1[l].eq(a_data[8 * l: 8 * l + 8].as_signed() - a_zero),
                          add_x2[l].eq(b_data[8 * l: 8 * l + 8].as_signed() - f("b_zero")[:9].as_signed())]

@@ -41,9 +41,10 @@ class EngineConfig:
             raise ValueError("addresses are 24 bits (scratchpad) and 30 bits (external) at most")
         if not _is_pow2(self.external_bytes) or self.external_bytes < self.lanes:
             raise ValueError(f"external_bytes must be a power of two, not {self.external_bytes}")
-        # at least 2: the engine registers a read's address for a cycle before the memory sees it
-        if not 2 <= self.external_latency_cycles <= 64:
-            raise ValueError(f"external latency must be 2..64 cycles, not {self.external_latency_cycles}")
+        # at least 3: the engine holds a read's address in a register for a cycle, the memory
+        # takes one, and the multiplier's operands are formed from the data a cycle before use
+        if not 3 <= self.external_latency_cycles <= 64:
+            raise ValueError(f"external latency must be 3..64 cycles, not {self.external_latency_cycles}")
         if not _is_pow2(self.param_channels) or self.param_channels < self.lanes:
             raise ValueError(f"param_channels must be a power of two >= lanes, not {self.param_channels}")
         if not self.clock_hz > 0:
