@@ -10,6 +10,9 @@ Ports (all byte addresses; `rows * row_bytes` bytes in all, addresses wrap):
   until the next enabled read.
 - one vector write port: `write_addr`, `write_data` (row_bytes bytes, byte 0 goes to
   write_addr), `write_enable` (one bit per byte of write_data; 0 writes nothing).
+- `late_data`: the last read port's bytes as its `data` has them, for logic that samples at
+  the `sync` edge ending cycle t+1: the same value there, from a flip-flop in the pumped
+  memory (below), the port's `data` itself in the plain one.
 A read in the cycle of a write to the same bytes returns the old bytes.
 
 Two implementations of that one contract:
@@ -29,6 +32,10 @@ Two implementations of that one contract:
   before the `sync` edge that samples it, so logic reading `read2` has half a cycle (in the
   first half of the cycle `read2` shows the same word straight from the ports, so a testbench
   sampling at the falling `sync` edge, the middle edge, sees one value on both sides of it).
+  That bypass makes a path from the block RAMs through the rotation into whatever reads
+  `read2`, in the half cycle a timing analyser allows from `fast` to `sync`; `late_data` is
+  `read2`'s word rotated before the middle-edge register instead, so the engine's logic that
+  reads old values starts at that register (the host port keeps `read2.data`).
   The contract, the program format and the cycle model are the same for both implementations;
   tests/test_banked_memory.py runs both on the same random traffic and compares every read.
 """
@@ -59,7 +66,7 @@ class BankedMemory(wiring.Component):
         ports = {f"read{i}": In(_read_signature(self.addr_bits, row_bytes).flip())
                  for i in range(read_ports)}
         ports.update(write_addr=In(self.addr_bits), write_data=In(8 * row_bytes),
-                     write_enable=In(row_bytes))
+                     write_enable=In(row_bytes), late_data=Out(8 * row_bytes))
         self.read_port_count = read_ports
         super().__init__(ports)
 
@@ -72,12 +79,15 @@ class BankedMemory(wiring.Component):
         banks = [memory.Memory(shape=8 * self.row_bytes, depth=depth, init=[]) for _ in range(2)]
         m.submodules.bank_even, m.submodules.bank_odd = banks
         writes = self._write_banks(m)
+        self._alignment = [self._alignment_registers(m, i) for i in range(self.read_port_count)]
         if self.pumped:
             bank_data = self._pumped_ports(m, banks, writes)
         else:
             bank_data = self._plain_ports(m, banks, writes)
         for i in range(self.read_port_count):
-            self._align(m, i, bank_data[i])
+            m.d.comb += self.read_port(i).data.eq(self._rotate(i, bank_data[i]))
+        if not self.pumped:
+            m.d.comb += self.late_data.eq(self.read_port(self.read_port_count - 1).data)
         return m
 
     def _write_banks(self, m):
@@ -135,6 +145,7 @@ class BankedMemory(wiring.Component):
             m.d.fast += h_issued.eq(h.en)
 
         result = [[], [], []]
+        h_live = []           # per bank, read2's word straight from the ports
         for k, (bank, (w_row, w_data, w_en)) in enumerate(zip(banks, writes)):
             a_row, b_row, h_row = (_bank_rows(p.addr[self.offset_bits:])[k] for p in (a, b, h))
             port2_write = bank.write_port(domain="fast", granularity=8)
@@ -171,18 +182,27 @@ class BankedMemory(wiring.Component):
                                       Mux(collided, port2_read.data, port1.data), h_data))
             for port_data, data in zip(result, (a_data, b_data, h_word)):
                 port_data.append(data)
+            h_live.append(Mux(collided, port2_read.data, port1.data))
+        # `late_data`: read2's word aligned in the fast domain and captured at the middle edge,
+        # so logic reading it starts at a flip-flop (the offset registers load at the edge of
+        # the read, half a cycle before).
+        with m.If(middle_next & h_issued):
+            m.d.fast += self.late_data.eq(self._rotate(2, h_live))
         return result
 
-    def _align(self, m, i, bank_data):
-        """Drive read port i's data: the two banks' rows rotated to the address's offset."""
-        L = self.row_bytes
+    def _alignment_registers(self, m, i):
+        """Read port i's byte offset and which bank holds its first row, loaded with each read."""
         port = self.read_port(i)
         row = port.addr[self.offset_bits:]
         offset = Signal(self.offset_bits, name=f"read{i}_offset")
         odd_first = Signal(name=f"read{i}_odd_first")
         with m.If(port.en):
             m.d.sync += [offset.eq(port.addr[:self.offset_bits]), odd_first.eq(row[0])]
-        pair = Signal(16 * L, name=f"read{i}_pair")
-        m.d.comb += pair.eq(Mux(odd_first, Cat(bank_data[1], bank_data[0]),
-                                Cat(bank_data[0], bank_data[1])))
-        m.d.comb += port.data.eq((pair >> (offset * 8))[:8 * L])
+        return offset, odd_first
+
+    def _rotate(self, i, bank_data):
+        """The two banks' words for read port i as its L bytes: rotated to the read's offset."""
+        L = self.row_bytes
+        offset, odd_first = self._alignment[i]
+        pair = Mux(odd_first, Cat(bank_data[1], bank_data[0]), Cat(bank_data[0], bank_data[1]))
+        return (pair >> (offset * 8))[:8 * L]

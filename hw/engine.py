@@ -610,7 +610,7 @@ class Engine(wiring.Component):
         g1_mask_shift = Signal(3)
         m.d.sync += g1_mask_shift.eq(Mux(dot, mask_offset[:3], 0))
         g1_mask = Signal(L)
-        m.d.comb += g1_mask.eq(Mux(mask_in, spad_host.data[:L] >> g1_mask_shift, (1 << L) - 1))
+        m.d.comb += g1_mask.eq(Mux(mask_in, spad.late_data[:L] >> g1_mask_shift, (1 << L) - 1))
         lane_on_g1 = (Const(1, L + 1) << g1_active) - 1
         # Pass 1's fold of max|v| into `amax`, pipelined: magnitudes (g1 + 1), the lanes folded
         # to two (g1 + 2; two 48-bit compares deep at 8 lanes), then the pair into `amax`.
@@ -668,7 +668,7 @@ class Engine(wiring.Component):
             wu = WeightUpdater(shared_product=True)
             m.submodules[f"weight_updater{l}"] = wu
             weight_updaters.append(wu)
-            m.d.comb += [wu.valid.eq(u1_valid), wu.weight.eq(spad_host.data[8 * l: 8 * l + 8].as_signed()),
+            m.d.comb += [wu.valid.eq(u1_valid), wu.weight.eq(spad.late_data[8 * l: 8 * l + 8].as_signed()),
                          wu.grad.eq(u1_acc[l]), wu.multiplier.eq(u1_mult[32 * l: 32 * l + 32]),
                          wu.fraction_bits.eq(fraction_bits(u1_shift[8 * l: 8 * l + 8])),
                          wu.rounding.eq(rounding), wu.random.eq(draws[l]),
@@ -719,7 +719,7 @@ class Engine(wiring.Component):
             bu = BiasUpdater(shared_product=True)
             m.submodules[f"bias_updater{j}"] = bu
             bias_updaters.append(bu)
-            m.d.comb += [bu.valid.eq(row_valid), bu.bias.eq(spad_host.data[32 * j: 32 * j + 32].as_signed())]
+            m.d.comb += [bu.valid.eq(row_valid), bu.bias.eq(spad.late_data[32 * j: 32 * j + 32].as_signed())]
             with m.Switch(row_arriving):
                 for q in range(4):
                     lane = q * per_row + j

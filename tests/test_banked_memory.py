@@ -4,7 +4,7 @@ the plain one (one bank port per read port), on the same random traffic, in Amar
 
 The plain memory is what the engine's Verilator tests run; the pumped one is what the ECP5
 builds carry. Both implement one contract (the module docstring), so every read port must
-give the same bytes in every cycle; a small memory makes same-row reads and writes (the
+give the same bytes in every cycle (and `late_data` the last port's); a small memory makes same-row reads and writes (the
 pumped memory's collision path) frequent.
 """
 import random
@@ -42,9 +42,10 @@ def _run(traffic):
                 ctx.set(memory.write_addr, cycle["write_addr"])
                 ctx.set(memory.write_data, cycle["write_data"])
                 ctx.set(memory.write_enable, cycle["write_enable"])
-            ports = [memory.read_port(i).data for memory in (plain, pumped) for i in range(3)]
+            ports = [p for memory in (plain, pumped) for p in [memory.read_port(i).data for i in range(3)]
+                     + [memory.late_data]]
             _, _, *values = await ctx.tick("sync").sample(*ports)
-            seen.append((values[:3], values[3:]))
+            seen.append((values[:4], values[4:]))
 
     sim = Simulator(m)
     period = 2e-8
@@ -82,7 +83,7 @@ def test_pumped_memory_reads_what_the_plain_memory_reads(seed):
     for cycle, (plain, pumped) in enumerate(seen):
         assert pumped == plain, f"cycle {cycle}: plain {plain} pumped {pumped}"
     # the traffic really wrote and really read back non-zero bytes on every port
-    assert all(any(plain[i] for plain, _ in seen) for i in range(3))
+    assert all(any(plain[i] for plain, _ in seen) for i in range(4))
 
 
 def test_read_in_the_cycle_of_a_write_returns_the_old_bytes_on_every_port():
@@ -95,8 +96,9 @@ def test_read_in_the_cycle_of_a_write_returns_the_old_bytes_on_every_port():
     idle = {"addr": [size - 1] * 3, "en": [0, 0, 0], "write_addr": 0, "write_data": 0, "write_enable": 0}
     seen = _run([first, both, after, idle])
     old, new = 0x1122334455667788, 0x99AABBCCDDEEFF00
-    assert seen[2] == ([old] * 3, [old] * 3)       # read in cycle 1 (with the write), data in cycle 2
-    assert seen[3] == ([new] * 3, [new] * 3)
+    # ports 0-2 and late_data: read in cycle 1 (with the write), data in cycle 2
+    assert seen[2] == ([old] * 4, [old] * 4)
+    assert seen[3] == ([new] * 4, [new] * 4)
 
 
 def test_pumped_memory_needs_three_read_ports():
