@@ -601,8 +601,11 @@ class Engine(wiring.Component):
         scale_requests = []
         for l in range(L):
             factor = param_r[1].data[32 * l: 32 * l + 16]
-            x1 = round_shift(e_x1[l], Mux(swap, 0, round_low)) << Mux(swap, left, 0)
-            x2 = round_shift(e_x2[l], Mux(swap, round_low, 0)) << Mux(swap, 0, left)
+            # the two inputs aligned a stage early (at e, from the p stage's registers), so g1
+            # holds only their sum
+            x1, x2 = Signal(signed(34), name=f"e_aligned_x1_{l}"), Signal(signed(34), name=f"e_aligned_x2_{l}")
+            m.d.sync += [x1.eq(round_shift(add_x1[l], Mux(swap, 0, round_low)) << Mux(swap, left, 0)),
+                         x2.eq(round_shift(add_x2[l], Mux(swap, round_low, 0)) << Mux(swap, 0, left))]
             unscaled = Signal(signed(48), name=f"g1_unscaled{l}")
             m.d.sync += unscaled.eq(Mux(is_add, x1 + x2, acc[l]))
             scale_requests.append((e_valid & gradient & scale & ~is_add, acc[l], factor, unscaled))

@@ -156,26 +156,27 @@ class WeightUpdater(wiring.Component):
             s3_truncate.eq(s2_truncate),
         ]
 
-        # s4: Q = sum >> r, saturated to +-512; the truncation also needs to know whether
-        # D had fraction bits (the addend is 0 then, so they are the sum's low r bits).
+        # s4: Q = sum >> r, or D << -r for r < 0 (then r's shift is 0 and the sum is D: the
+        # addend is below 2^-62 of it), saturated to +-512. Saturating before the left shift
+        # changes nothing (a value beyond +-512 stays beyond it). The truncation also needs to
+        # know whether D had fraction bits (the addend is 0 then, so they are the sum's low r bits).
         s4_valid = Signal()
         s4_quotient = Signal(range(-Q_LIMIT, Q_LIMIT + 1), reset_less=True)
         s4_inexact = Signal(reset_less=True)
-        s4_left = Signal.like(s3_left)
         s4_weight = Signal.like(s3_weight)
         s4_truncate = Signal.like(s3_truncate)
         m.d.sync += [
             s4_valid.eq(s3_valid),
-            s4_quotient.eq(saturate(s3_sum >> s3_fraction, -Q_LIMIT, Q_LIMIT)),
+            s4_quotient.eq(Mux(s3_left != 0,
+                               saturate(saturate(s3_sum, -Q_LIMIT, Q_LIMIT) << s3_left, -Q_LIMIT, Q_LIMIT),
+                               saturate(s3_sum >> s3_fraction, -Q_LIMIT, Q_LIMIT))),
             s4_inexact.eq((s3_sum[:MAX_FRACTION_BITS] & s3_fraction_mask).any()),
-            s4_left.eq(s3_left),
             s4_weight.eq(s3_weight),
             s4_truncate.eq(s3_truncate),
         ]
 
-        # s5: left shift for r <= 0 (left is 0 otherwise), subtract, truncate toward zero, clamp.
-        quotient = saturate(s4_quotient << s4_left, -Q_LIMIT, Q_LIMIT)
-        floored = s4_weight - quotient
+        # s5: subtract, truncate toward zero, clamp.
+        floored = s4_weight - s4_quotient
         toward_zero = s4_truncate & s4_inexact & (floored > 0)
         m.d.sync += [
             self.out_valid.eq(s4_valid),
