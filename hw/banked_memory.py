@@ -162,7 +162,11 @@ class BankedMemory(wiring.Component):
                          port2_read.en.eq(Mux(middle_next, b.en, 1)),
                          port2_write.data.eq(w_data),
                          port2_write.en.eq(Mux(middle_next, 0, w_en))]
+            # read2 and the write of one cycle meet at its closing edge: a `sync` register taken
+            # at that edge (a full cycle for the compare; the middle edge reads it half a
+            # cycle later)
             collided = Signal(name=f"bank{k}_collided")
+            m.d.sync += collided.eq((h_row == w_row) & w_en.any())
             a_data, b_data, h_data = (Signal.like(port1.data, name=f"bank{k}_{n}_data") for n in "abh")
             with m.If(middle_next):
                 # port 1 holds the closing edge's read2 word, port 2 the old word it overwrote
@@ -173,7 +177,6 @@ class BankedMemory(wiring.Component):
                     m.d.fast += a_data.eq(port1.data)
                 with m.If(b_issued):
                     m.d.fast += b_data.eq(port2_read.data)
-                m.d.fast += collided.eq((h_row == w_row) & w_en.any())
             # read2's word straight from the ports until the middle edge captures it: the host
             # (a testbench reads at the falling sync edge, which is the middle edge) then sees
             # the same value on both sides of that edge.
