@@ -29,18 +29,19 @@ BLOCK_SHAPES = {"ice40": [(256, 16), (512, 8)],
 LUTRAM_DEPTH = {"ice40": 0, "ecp5": 64}
 
 # Measured per-lane and fixed costs (LUT4, DSP blocks), by family: see docs/fpga.md.
-# LUTs are nextpnr's TRELLIS_COMB (LUT4s, carry halves, LUT RAM logic): 68,145 measured after
+# LUTs are nextpnr's TRELLIS_COMB (LUT4s, carry halves, LUT RAM logic): 62,566 measured after
 # packing for the 8-lane preset with the pumped 256 KB scratchpad (flat synthesis, commit
-# 7e245a7). The per-lane share is what `python -m fpga.engine_cost` puts in the lanes' units
-# and inline logic, scaled to a flat build (79,559 measured at commit 7f9f5d5, with one bias
-# updater per lane, 4,600 per lane then; L/4 bias updaters take 1,398 LUT-equivalents each);
-# the fixed part is the rest. ECP5 DSPs: per lane the shared epilogue product
-# (hw/shared_product.py) and the residual add take 4 MULT18X18D each (the lane's 9x8 product is
-# built from LUTs, fpga/build.py); outside the lanes the list-address, range-check span and
-# A-origin products take 14. The iCE40 has no estimate of its own: the ECP5 figures, a lower
-# bound for 4-input LUTs without DSP help, already rule it out.
+# e4f456a; 68,145 at 7e245a7, before the engine was pipelined for the clock). The per-lane
+# share is what `python -m fpga.engine_cost` puts in the lanes' units and inline logic, scaled
+# to a flat build (79,559 measured at commit 7f9f5d5, with one bias updater per lane, 4,600
+# per lane then; L/4 bias updaters take 1,398 LUT-equivalents each); the fixed part is the
+# rest. ECP5 DSPs: per lane the shared epilogue product (hw/shared_product.py) and the
+# residual add take 4 MULT18X18D each (the lane's 9x8 product is built from LUTs,
+# fpga/build.py); outside the lanes the list-address, range-span and address-generator
+# products take 8 (72 in all for 8 lanes, e4f456a). The iCE40 has no estimate of its own:
+# the ECP5 figures, a lower bound for 4-input LUTs without DSP help, already rule it out.
 PER_LANE = {"ice40": {"luts": 3620, "dsps": 0}, "ecp5": {"luts": 3620, "dsps": 8}}
-FIXED = {"ice40": {"luts": 39185, "dsps": 0}, "ecp5": {"luts": 39185, "dsps": 14}}
+FIXED = {"ice40": {"luts": 33606, "dsps": 0}, "ecp5": {"luts": 33606, "dsps": 8}}
 # nextpnr could not place the engine at 95% of an ECP5-85F's LUTs ("Unable to find legal
 # placement", commit 7f9f5d5) and placed it at 89% (docs/fpga.md): the estimate must stay below this.
 PLACEABLE_LUT_FRACTION = 0.90
