@@ -62,10 +62,42 @@ def summarize(family: str, report: dict, log_text: str = "") -> dict:
     resources = {k: list(v) for k, v in resources.items()}
     if not report["fmax"]:
         raise ReportError("the nextpnr report has no clock (is the design clocked?)")
-    clock, (achieved, constraint) = max(report["fmax"].items(), key=lambda kv: kv[1][1])
-    return {"resources": resources, "clock_net": clock, "fmax_mhz": round(achieved, 2),
-            "target_mhz": round(constraint, 2), "timing_met": achieved >= constraint,
-            "clocks": {k: [round(a, 2), round(c, 2)] for k, (a, c) in report["fmax"].items()}}
+    clocks = {k: [round(a, 2), round(c, 2)] for k, (a, c) in report["fmax"].items()}
+    pumped = _pumped_pair(report["fmax"])
+    if pumped is None:
+        clock, (achieved, constraint) = max(report["fmax"].items(), key=lambda kv: kv[1][1])
+        return {"resources": resources, "clock_net": clock, "fmax_mhz": round(achieved, 2),
+                "target_mhz": round(constraint, 2), "timing_met": achieved >= constraint, "clocks": clocks}
+    engine, fast = pumped
+    bounds = {f"{engine} paths": report["fmax"][engine][0], f"{fast} paths / 2": report["fmax"][fast][0] / 2}
+    for (launch, capture), ns in crossing_delays(log_text).items():
+        if {launch, capture} == {engine, fast}:
+            bounds[f"{launch} -> {capture} in half a cycle"] = 1000 / (2 * ns)
+    limit = min(bounds, key=bounds.get)
+    achieved, constraint = bounds[limit], report["fmax"][engine][1]
+    return {"resources": resources, "clock_net": engine, "fmax_mhz": round(achieved, 2),
+            "target_mhz": round(constraint, 2), "timing_met": achieved >= constraint, "clocks": clocks,
+            "fmax_limited_by": limit, "fmax_bounds_mhz": {k: round(v, 2) for k, v in bounds.items()}}
+
+
+def _pumped_pair(fmax: dict):
+    """(engine clock, fast clock) when one clock's constraint is twice another's (the pumped
+    scratchpad's `fast` beside the engine's `sync`), else None. Then the engine's clock is the
+    least of its own paths' Fmax, half the fast clock's, and what each path between the two
+    allows in half an engine cycle (docs/fpga.md, "Measured results")."""
+    for engine, (_, slow) in fmax.items():
+        for fast, (_, quick) in fmax.items():
+            if fast != engine and abs(quick - 2 * slow) < 1e-6 * quick:
+                return engine, fast
+    return None
+
+
+_CROSSING = re.compile(r"Max delay posedge (\S+)\s+-> posedge (\S+)\s*: ([\d.]+) ns")
+
+
+def crossing_delays(log_text: str) -> dict:
+    """nextpnr's 'Max delay posedge A -> posedge B' lines: (A, B) -> ns, the last one of each."""
+    return {(a, b): float(ns) for a, b, ns in _CROSSING.findall(log_text)}
 
 
 def format_table(result: dict) -> str:
@@ -81,6 +113,8 @@ def format_table(result: dict) -> str:
         lines.append(f"{name:10} {used:8d} {total:8d} {share:>6}")
     verdict = "met" if result["timing_met"] else "FAILED"
     lines.append(f"Fmax {result['fmax_mhz']:.2f} MHz against {result['target_mhz']:.2f} MHz: timing {verdict}")
+    if "fmax_limited_by" in result:
+        lines.append(f"  (the engine clock's bound, set by {result['fmax_limited_by']})")
     if "build_seconds" in result:
         lines.append(f"build {result['build_seconds']:.0f} s; bitstream {result['bitstream']}")
     return "\n".join(lines)

@@ -135,6 +135,23 @@ def test_parse_captured_unrouted_engine_log():
     assert (figures["fmax_mhz"], figures["target_mhz"], figures["timing_met"]) == (18.73, 50.0, False)
 
 
+def test_pumped_engine_clock_is_bounded_by_the_fast_clock_and_the_crossings():
+    # the ULX3S preset of e4f456a after placement: `sync` paths 32.01 MHz, `fast` 51.27 MHz (at
+    # twice the engine clock), crossings 16.93 ns and 21.43 ns, each in half an engine cycle
+    text = (DATA / "ulx3s-85f-engine-placed.log").read_text()
+    figures = report.summarize("ecp5", report.parse_nextpnr_progress_log(text), text)
+    assert figures["clock_net"] == "$glbnet$button_sync.clk"
+    assert figures["fmax_bounds_mhz"] == {
+        "$glbnet$button_sync.clk paths": 32.01, "$glbnet$clocks.fast_clk paths / 2": 25.64,
+        "$glbnet$button_sync.clk -> $glbnet$clocks.fast_clk in half a cycle": round(1000 / (2 * 16.93), 2),
+        "$glbnet$clocks.fast_clk -> $glbnet$button_sync.clk in half a cycle": round(1000 / (2 * 21.43), 2)}
+    assert (figures["fmax_mhz"], figures["target_mhz"], figures["timing_met"]) == (23.33, 50.0, False)
+    assert figures["fmax_limited_by"].startswith("$glbnet$clocks.fast_clk -> ")
+    assert figures["resources"]["LUT"] == [62566, 83640]
+    # without the log's crossing lines only the two clocks bound it
+    assert report.summarize("ecp5", report.parse_nextpnr_progress_log(text))["fmax_mhz"] == 25.64
+
+
 def test_parse_captured_ice40_report_and_log():
     text = (DATA / "icebreaker-requantizer.report.json").read_text()
     log_text = (DATA / "icebreaker-requantizer.log").read_text()
