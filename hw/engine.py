@@ -181,10 +181,14 @@ class Engine(wiring.Component):
             for i, (s, n, which) in enumerate(terms):
                 with m.Case(i):
                     m.d.comb += [term_stride.eq(s), term_count.eq(n), term_operand.eq(which)]
-        sel_stride = Signal(signed(32)); sel_count_m1 = Signal(17); sel_operand = Signal(2); sel_valid = Signal()
+        sel_stride = Signal(signed(32))
+        sel_count_m1 = Signal(17)
+        sel_operand = Signal(2)
+        sel_valid = Signal()
         m.d.sync += [sel_stride.eq(term_stride), sel_count_m1.eq((term_count - 1)[:17]),
                      sel_operand.eq(term_operand), sel_valid.eq(term < len(terms))]
-        span = Signal(signed(64)); span_operand = Signal(2); span_valid = Signal()
+        span = Signal(signed(64))
+        span_operand, span_valid = Signal(2, name="span_operand"), Signal(name="span_valid")
         m.d.sync += [span.eq(sel_stride * sel_count_m1.as_signed()), span_operand.eq(sel_operand),
                      span_valid.eq(sel_valid)]
         lo = [Signal(signed(64), name=f"lo{i}") for i in range(3)]
@@ -283,14 +287,16 @@ class Engine(wiring.Component):
         # mask_base + ((hi2 - out_base + out_bytes + 7) >> 3) - 1 >= size  <=>
         # (hi2 + mask_bias) >> 3 >= size + 1 - mask_base.
         a_limit, b_limit, out_limit = (Signal(signed(34), name=n) for n in ("a_limit", "b_limit", "out_limit"))
-        mask_bias, mask_limit = Signal(signed(34)), Signal(signed(34))
-        b_checked, mask_checked = Signal(), Signal()
+        mask_bias, mask_limit = Signal(signed(34), name="mask_bias"), Signal(signed(34), name="mask_limit")
+        b_checked, mask_checked = Signal(name="b_checked"), Signal(name="mask_checked")
         m.d.sync += [a_limit.eq(spad_size - Mux(a_vector, lane_span - 1, 0)),
-                     b_limit.eq(b_size - (lane_span - 1)), out_limit.eq(spad_size - (out_bytes - 1)),
-                     mask_bias.eq(out_bytes + 7 - fs("out_base")), mask_limit.eq(spad_size + 1 - fs("mask_base")),
+                     b_limit.eq(b_size - (lane_span - 1)),
+                     out_limit.eq(spad_size - (out_bytes - 1)),
+                     mask_bias.eq(out_bytes + 7 - fs("out_base")),
+                     mask_limit.eq(spad_size + 1 - fs("mask_base")),
                      b_checked.eq(~b_ones), mask_checked.eq(write_mask | mask_in)]
         # (two stages: the table ends, then the compares; ready by RANGE's first cycle)
-        param_end, list_end = Signal(signed(40)), Signal(signed(40))
+        param_end, list_end = Signal(signed(40), name="param_end"), Signal(signed(40), name="list_end")
         m.d.sync += [param_end.eq(fs("param_base") + param_count * isa.PARAM_BYTES_PER_CHANNEL),
                      list_end.eq(fs("list_addr") + (list_count << 1))]
         field_range_code = Signal(8)
@@ -328,13 +334,13 @@ class Engine(wiring.Component):
             copy = Signal(len(value), name=name)
             m.d.sync += copy.eq(value)
             return copy
-        is_add, gradient, residual_add = registered(is_add, "is_add"), registered(gradient, "gradient"), registered(residual_add, "residual_add")
-        requant, raw32, dot = registered(requant, "requant"), registered(raw32, "raw32"), registered(dot, "dot")
-        weight_update, bias_update = registered(weight_update, "weight_update"), registered(bias_update, "bias_update")
-        updates, needs_params = registered(updates, "updates"), registered(needs_params, "needs_params")
-        a_vector, list_on, list_loop = registered(a_vector, "a_vector"), registered(list_on, "list_on"), registered(list_loop, "list_loop_r")
-        list_is_chunk, list_count = registered(list_is_chunk, "list_is_chunk"), registered(list_count, "list_count_r")
-        param_count = registered(param_count, "param_count_r")
+        live = dict(is_add=is_add, gradient=gradient, residual_add=residual_add, requant=requant, raw32=raw32,
+                    dot=dot, weight_update=weight_update, bias_update=bias_update, updates=updates,
+                    needs_params=needs_params, a_vector=a_vector, list_on=list_on, list_loop=list_loop,
+                    list_is_chunk=list_is_chunk, list_count=list_count, param_count=param_count)
+        (is_add, gradient, residual_add, requant, raw32, dot, weight_update, bias_update, updates, needs_params,
+         a_vector, list_on, list_loop, list_is_chunk, list_count, param_count) = (
+            registered(value, f"{name}_r") for name, value in live.items())
         counts_m1 = [registered((counts[k] - 1)[:16], f"count{k}_m1") for k in range(6)]
 
         # ---------------------------------------------------------------- loop nest (AGU)
@@ -351,10 +357,11 @@ class Engine(wiring.Component):
         # 19 cycles before RANGE's last loads eff_a and a_origin from them.
         row_steps = [Signal(signed(32), name=f"a_row_step{k}") for k in range(6)]
         col_steps = [Signal(signed(32), name=f"a_col_step{k}") for k in range(6)]
-        origin_row, origin_col = Signal(signed(32)), Signal(signed(32))
+        origin_row, origin_col = Signal(signed(32), name="origin_row"), Signal(signed(32), name="origin_col")
         m.d.sync += [row_steps[k].eq(coef("a_row_coefs", k) * fs("a_row_stride")) for k in range(6)]
         m.d.sync += [col_steps[k].eq(coef("a_col_coefs", k) * fs("a_col_stride")) for k in range(6)]
-        m.d.sync += [origin_row.eq(fs("a_row0") * fs("a_row_stride")), origin_col.eq(fs("a_col0") * fs("a_col_stride"))]
+        m.d.sync += [origin_row.eq(fs("a_row0") * fs("a_row_stride")),
+                     origin_col.eq(fs("a_col0") * fs("a_col_stride"))]
         a_origin = Signal(signed(32))
         pa = [Signal(signed(32), name=f"pa{k}") for k in range(6)]
         pb = [Signal(signed(32), name=f"pb{k}") for k in range(6)]
@@ -466,7 +473,8 @@ class Engine(wiring.Component):
         issue_b_en = Signal()
         issue_b_external = Signal()
         m.d.sync += [issue_a_addr.eq(a_addr), issue_a_en.eq(step),
-                     issue_b_addr.eq(b_read_addr), issue_b_en.eq(b_read_en), issue_b_external.eq(b_read_external)]
+                     issue_b_addr.eq(b_read_addr), issue_b_en.eq(b_read_en),
+                     issue_b_external.eq(b_read_external)]
         m.d.comb += [spad_a.addr.eq(issue_a_addr), spad_a.en.eq(issue_a_en),
                      spad_b.addr.eq(issue_b_addr), spad_b.en.eq(issue_b_en & ~issue_b_external),
                      ext_b.addr.eq(issue_b_addr), ext_b.en.eq(issue_b_en & issue_b_external)]
@@ -482,8 +490,8 @@ class Engine(wiring.Component):
         # The operands one stage before the x stage ("_pre"), where the multiplier's operands
         # are prepared into registers, then at x.
         b_pre = Signal(8 * L)
-        m.d.comb += b_pre.eq(Mux(delayed(b_read_external, D - 1, "b_src_d"), delayed(ext_b.data, D - 3, "ext_b"),
-                                 delayed(spad_b.data, D - 3, "spad_b")))
+        m.d.comb += b_pre.eq(Mux(delayed(b_read_external, D - 1, "b_src_d"),
+                                 delayed(ext_b.data, D - 3, "ext_b"), delayed(spad_b.data, D - 3, "spad_b")))
         a_pre = delayed(spad_a.data, D - 3, "spad_a")
         b_data = delayed(b_pre, 1, "b_data")
         a_data = delayed(a_pre, 1, "a_data")
@@ -816,8 +824,11 @@ class Engine(wiring.Component):
         # `fast` domain as half a cycle, so none may start in the writer's muxes. Nothing reads
         # a word in the cycle after it is written: a descriptor's outputs never overlap its
         # inputs, the state words are read long after, and the host port's users leave a cycle.
-        port_addr, port_data, port_enable = Signal.like(spad.write_addr), Signal.like(spad.write_data), Signal.like(spad.write_enable)
-        m.d.sync += [spad.write_addr.eq(port_addr), spad.write_data.eq(port_data), spad.write_enable.eq(port_enable)]
+        port_addr = Signal.like(spad.write_addr, name="port_addr")
+        port_data = Signal.like(spad.write_data, name="port_data")
+        port_enable = Signal.like(spad.write_enable, name="port_enable")
+        m.d.sync += [spad.write_addr.eq(port_addr), spad.write_data.eq(port_data),
+                     spad.write_enable.eq(port_enable)]
         with m.If(~self.busy & self.host_we):
             m.d.comb += [port_addr.eq(host_byte), port_data.eq(self.host_wdata),
                          port_enable.eq(Mux(self.host_space == 0, 0b1111, 0)),
