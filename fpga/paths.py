@@ -136,7 +136,8 @@ def longest_paths(design: dict, per_clock_pair: int = 15) -> list[Path]:
         if cells[cname]["type"] == "TRELLIS_FF":
             q = [b for _, bits in _outputs(cells[cname]) for b in bits]
             signals.append("=> " + names.get(q[0], "?") if q else "=> ?")
-        key = (launch, capture, signals[0].split("[")[0] if signals else "", signals[-1].split("[")[0] if signals else "")
+        first, end_name = (signals[0], signals[-1]) if signals else ("", "")
+        key = (launch, capture, first.split("[")[0], end_name.split("[")[0])   # one path per end register
         if key in seen or shown[(launch, capture)] >= per_clock_pair:
             continue
         seen.add(key)
