@@ -64,21 +64,20 @@ def summarize(family: str, report: dict, log_text: str = "") -> dict:
         raise ReportError("the nextpnr report has no clock (is the design clocked?)")
     clocks = {k: [round(a, 2), round(c, 2)] for k, (a, c) in report["fmax"].items()}
     pumped = _pumped_pair(report["fmax"])
+    bound = {}
     if pumped is None:
         clock, (achieved, constraint) = max(report["fmax"].items(), key=lambda kv: kv[1][1])
-        return {"resources": resources, "clock_net": clock, "fmax_mhz": round(achieved, 2),
-                "target_mhz": round(constraint, 2), "timing_met": achieved >= constraint, "clocks": clocks}
-    engine, fast = pumped
-    bounds = {f"{engine} paths": report["fmax"][engine][0], f"{fast} paths / 2": report["fmax"][fast][0] / 2}
-    for (launch, capture), ns in crossing_delays(log_text).items():
-        if {launch, capture} == {engine, fast}:
-            bounds[f"{launch} -> {capture} in half a cycle"] = 1000 / (2 * ns)
-    limit = min(bounds, key=bounds.get)
-    achieved, constraint = bounds[limit], report["fmax"][engine][1]
-    return {"resources": resources, "clock_net": engine, "fmax_mhz": round(achieved, 2),
-            "target_mhz": round(constraint, 2), "timing_met": achieved >= constraint, "clocks": clocks,
-            "fmax_limited_by": limit, "fmax_bounds_mhz": {k: round(v, 2) for k, v in bounds.items()}}
-
+    else:
+        clock, fast = pumped
+        bounds = {f"{clock} paths": report["fmax"][clock][0], f"{fast} paths / 2": report["fmax"][fast][0] / 2}
+        for (launch, capture), ns in crossing_delays(log_text).items():
+            if {launch, capture} == {clock, fast}:
+                bounds[f"{launch} -> {capture} in half a cycle"] = 1000 / (2 * ns)
+        limit = min(bounds, key=bounds.get)
+        achieved, constraint = bounds[limit], report["fmax"][clock][1]
+        bound = {"fmax_limited_by": limit, "fmax_bounds_mhz": {k: round(v, 2) for k, v in bounds.items()}}
+    return {"resources": resources, "clock_net": clock, "fmax_mhz": round(achieved, 2),
+            "target_mhz": round(constraint, 2), "timing_met": achieved >= constraint, "clocks": clocks, **bound}
 
 def _pumped_pair(fmax: dict):
     """(engine clock, fast clock) when one clock's constraint is twice another's (the pumped

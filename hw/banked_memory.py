@@ -79,13 +79,13 @@ class BankedMemory(wiring.Component):
         banks = [memory.Memory(shape=8 * self.row_bytes, depth=depth, init=[]) for _ in range(2)]
         m.submodules.bank_even, m.submodules.bank_odd = banks
         writes = self._write_banks(m)
-        self._alignment = [self._alignment_registers(m, i) for i in range(self.read_port_count)]
+        alignment = [self._alignment_registers(m, i) for i in range(self.read_port_count)]
         if self.pumped:
-            bank_data = self._pumped_ports(m, banks, writes)
+            bank_data = self._pumped_ports(m, banks, writes, alignment[2])
         else:
             bank_data = self._plain_ports(m, banks, writes)
         for i in range(self.read_port_count):
-            m.d.comb += self.read_port(i).data.eq(self._rotate(i, bank_data[i]))
+            m.d.comb += self.read_port(i).data.eq(self._rotate(alignment[i], bank_data[i]))
         if not self.pumped:
             m.d.comb += self.late_data.eq(self.read_port(self.read_port_count - 1).data)
         return m
@@ -128,9 +128,10 @@ class BankedMemory(wiring.Component):
             result.append([bank_port.data for bank_port in bank_ports])
         return result
 
-    def _pumped_ports(self, m, banks, writes):
+    def _pumped_ports(self, m, banks, writes, h_alignment):
         """Two block-RAM ports per bank in the `fast` domain (module docstring); returns
-        [port][bank] data, all of it from capture registers."""
+        [port][bank] data, all of it from capture registers, and drives `late_data` (read2's
+        word rotated by `h_alignment`)."""
         a, b, h = (self.read_port(i) for i in range(3))
         # `toggle` flips at every sync edge; `seen` is its value at the last fast edge. They
         # differ in the first half of a sync cycle: the next fast edge is the middle one.
@@ -168,10 +169,11 @@ class BankedMemory(wiring.Component):
             collided = Signal(name=f"bank{k}_collided")
             m.d.sync += collided.eq((h_row == w_row) & w_en.any())
             a_data, b_data, h_data = (Signal.like(port1.data, name=f"bank{k}_{n}_data") for n in "abh")
+            # port 1 holds the closing edge's read2 word, port 2 the old word it overwrote
+            h_live.append(Mux(collided, port2_read.data, port1.data))
             with m.If(middle_next):
-                # port 1 holds the closing edge's read2 word, port 2 the old word it overwrote
                 with m.If(h_issued):
-                    m.d.fast += h_data.eq(Mux(collided, port2_read.data, port1.data))
+                    m.d.fast += h_data.eq(h_live[k])
             with m.Else():
                 with m.If(a_issued):
                     m.d.fast += a_data.eq(port1.data)
@@ -181,16 +183,14 @@ class BankedMemory(wiring.Component):
             # (a testbench reads at the falling sync edge, which is the middle edge) then sees
             # the same value on both sides of that edge.
             h_word = Signal.like(h_data, name=f"bank{k}_h_word")
-            m.d.comb += h_word.eq(Mux(middle_next & h_issued,
-                                      Mux(collided, port2_read.data, port1.data), h_data))
+            m.d.comb += h_word.eq(Mux(middle_next & h_issued, h_live[k], h_data))
             for port_data, data in zip(result, (a_data, b_data, h_word)):
                 port_data.append(data)
-            h_live.append(Mux(collided, port2_read.data, port1.data))
         # `late_data`: read2's word aligned in the fast domain and captured at the middle edge,
         # so logic reading it starts at a flip-flop (the offset registers load at the edge of
         # the read, half a cycle before).
         with m.If(middle_next & h_issued):
-            m.d.fast += self.late_data.eq(self._rotate(2, h_live))
+            m.d.fast += self.late_data.eq(self._rotate(h_alignment, h_live))
         return result
 
     def _alignment_registers(self, m, i):
@@ -203,9 +203,9 @@ class BankedMemory(wiring.Component):
             m.d.sync += [offset.eq(port.addr[:self.offset_bits]), odd_first.eq(row[0])]
         return offset, odd_first
 
-    def _rotate(self, i, bank_data):
-        """The two banks' words for read port i as its L bytes: rotated to the read's offset."""
+    def _rotate(self, alignment, bank_data):
+        """The two banks' words as a read port's L bytes: rotated to its read's offset."""
         L = self.row_bytes
-        offset, odd_first = self._alignment[i]
+        offset, odd_first = alignment
         pair = Mux(odd_first, Cat(bank_data[1], bank_data[0]), Cat(bank_data[0], bank_data[1]))
         return (pair >> (offset * 8))[:8 * L]

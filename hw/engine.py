@@ -24,8 +24,9 @@ would read the old word). `host_rdata` is valid the cycle after `host_addr`. The
 for use while the engine is idle.
 
 Clocks: `sync`; with `config.scratchpad_pumped` also `fast`, at twice `sync`'s frequency with
-rising edges on `sync`'s, for the scratchpad's block RAMs (hw/banked_memory.py). The engine's
-logic that reads the host read port's data (old values, masks) then has half a cycle.
+rising edges on `sync`'s, for the scratchpad's block RAMs (hw/banked_memory.py). The engine
+reads old values and masks from the scratchpad's `late_data`, a register loaded at the middle
+`fast` edge, so that logic has the second half of the cycle.
 """
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, wiring
@@ -67,6 +68,14 @@ class Engine(wiring.Component):
         lane_bits = L.bit_length() - 1
         D = cfg.external_latency_cycles
         m = Module()
+
+        def delayed(value, cycles, name):
+            """`value` through `cycles` registers (named name_d0, name_d1, ...)."""
+            for i in range(cycles):
+                reg = Signal.like(value, name=f"{name}_d{i}")
+                m.d.sync += reg.eq(value)
+                value = reg
+            return value
 
         spad = m.submodules.scratchpad = BankedMemory(L, cfg.scratchpad_rows, read_ports=3,
                                                          pumped=cfg.scratchpad_pumped)
@@ -330,18 +339,14 @@ class Engine(wiring.Component):
         # decoded above (loaded every cycle; the descriptor is complete from FETCH's last cycle,
         # and DECODE is the cycle after): the decode logic and its fanout then start no path of
         # the loop nest, the datapath or the epilogues. The checks above use the live decode.
-        def registered(value, name):
-            copy = Signal(len(value), name=name)
-            m.d.sync += copy.eq(value)
-            return copy
         live = dict(is_add=is_add, gradient=gradient, residual_add=residual_add, requant=requant, raw32=raw32,
                     dot=dot, weight_update=weight_update, bias_update=bias_update, updates=updates,
                     needs_params=needs_params, a_vector=a_vector, list_on=list_on, list_loop=list_loop,
                     list_is_chunk=list_is_chunk, list_count=list_count, param_count=param_count)
         (is_add, gradient, residual_add, requant, raw32, dot, weight_update, bias_update, updates, needs_params,
          a_vector, list_on, list_loop, list_is_chunk, list_count, param_count) = (
-            registered(value, f"{name}_r") for name, value in live.items())
-        counts_m1 = [registered((counts[k] - 1)[:16], f"count{k}_m1") for k in range(6)]
+            delayed(value, 1, name) for name, value in live.items())
+        counts_m1 = [delayed((counts[k] - 1)[:16], 1, f"count{k}_m1") for k in range(6)]
 
         # ---------------------------------------------------------------- loop nest (AGU)
         idx = [Signal(16, name=f"idx{k}") for k in range(6)]
@@ -479,16 +484,8 @@ class Engine(wiring.Component):
                      spad_b.addr.eq(issue_b_addr), spad_b.en.eq(issue_b_en & ~issue_b_external),
                      ext_b.addr.eq(issue_b_addr), ext_b.en.eq(issue_b_en & issue_b_external)]
 
-        # Delay scratchpad data so every operand arrives D cycles after its step.
-        def delayed(value, cycles, name):
-            for i in range(cycles):
-                reg = Signal.like(value, name=f"{name}_d{i}")
-                m.d.sync += reg.eq(value)
-                value = reg
-            return value
-
-        # The operands one stage before the x stage ("_pre"), where the multiplier's operands
-        # are prepared into registers, then at x.
+        # Read data is delayed so every operand arrives D cycles after its step (the x stage);
+        # "_pre" is the stage before, where the multiplier's operands are formed into registers.
         b_pre = Signal(8 * L)
         m.d.comb += b_pre.eq(Mux(delayed(b_read_external, D - 1, "b_src_d"),
                                  delayed(ext_b.data, D - 3, "ext_b"), delayed(spad_b.data, D - 3, "spad_b")))
@@ -646,12 +643,11 @@ class Engine(wiring.Component):
             m.d.sync += g2_y[8 * l: 8 * l + 8].eq(Mux(g1_mask[l], q[:8], 0))
         # k = max(0, bitlen(amax) - 7); bitlen registered (amax is final by g1 + 3, k is taken
         # at D + GRADIENT_WAIT + 1 after pass 1's last step, g1 + 8)
-        amax_bits = Signal(range(49))
+        amax_bitlen = Signal(range(49))
         for b in range(48):
             with m.If(amax[b]):
-                m.d.sync += amax_bits.eq(b + 1)
-        with m.If(amax == 0):
-            m.d.sync += amax_bits.eq(0)
+                m.d.comb += amax_bitlen.eq(b + 1)
+        amax_bits = delayed(amax_bitlen, 1, "amax_bits")
 
         # ---------------------------------------------------------------- update epilogues
         # Weight update: read the old weight row at e, update at u1 (+1), new row WeightUpdater
