@@ -6,38 +6,39 @@ whatever its alignment.
 
 Ports (all byte addresses; `rows * row_bytes` bytes in all, addresses wrap):
 - `read_ports` vector read ports `read[i]`: present `addr` with `en` high in cycle t; `data`
-  holds bytes addr .. addr+row_bytes-1 (byte 0 = lowest address in bits 7:0) from cycle t+1
-  until the next enabled read.
+  holds bytes addr .. addr+row_bytes-1 (byte 0 = lowest address in bits 7:0) from cycle
+  t + `read_latency(i)` until the next enabled read's data replaces it.
 - one vector write port: `write_addr`, `write_data` (row_bytes bytes, byte 0 goes to
   write_addr), `write_enable` (one bit per byte of write_data; 0 writes nothing).
-- `late_data`: the last read port's bytes as its `data` has them, for logic that samples at
-  the `sync` edge ending cycle t+1: the same value there, from a flip-flop in the pumped
-  memory (below), the port's `data` itself in the plain one.
-A read in the cycle of a write to the same bytes returns the old bytes.
+A read on the last port (the host port) in the cycle of a write to the same bytes returns the
+old bytes. On the other ports such a read is undefined: the plain memory returns the old
+bytes, the pumped one the new (no engine program reads what the same cycle writes).
 
 Two implementations of that one contract:
-- `pumped=False`: every read port is a read port of each bank. Block-RAM tools give each
-  read port its own copy of the bank (a block RAM has two ports), so 3 read ports cost 3 copies.
+- `pumped=False`: every read port is a read port of each bank, latency 1 on every port.
+  Block-RAM tools give each read port its own copy of the bank (a block RAM has two ports),
+  so 3 read ports cost 3 copies.
 - `pumped=True` (exactly 3 read ports): each bank is one block RAM with two ports, clocked by a
   `fast` domain at twice the `sync` frequency with its rising edges on `sync`'s. A `sync` cycle
   then has two block-RAM edges, four accesses in all:
-    * at the middle edge, port 1 reads for `read0` and port 2 for `read1`;
-    * at the closing edge (the next `sync` edge), port 1 reads for `read2` while port 2 writes,
-      reading the old word first (read-before-write).
-  `read2` asking for the bank row that is being written in the same cycle takes port 2's old
-  word instead of port 1's (a block RAM gives no defined data on such a collision), so the
-  contract's "old bytes" hold. Data read at an edge is captured in a register at the following
-  edge, because the port it came from is used again before `sync` samples it. Timing: `read0`
-  and `read1` data are registers loaded at the `sync` edge; `read2` data is loaded half a cycle
-  before the `sync` edge that samples it, so logic reading `read2` has half a cycle (in the
-  first half of the cycle `read2` shows the same word straight from the ports, so a testbench
-  sampling at the falling `sync` edge, the middle edge, sees one value on both sides of it).
-  That bypass makes a path from the block RAMs through the rotation into whatever reads
-  `read2`, in the half cycle a timing analyser allows from `fast` to `sync`; `late_data` is
-  `read2`'s word rotated before the middle-edge register instead, so the engine's logic that
-  reads old values starts at that register (the host port keeps `read2.data`).
-  The contract, the program format and the cycle model are the same for both implementations;
-  tests/test_banked_memory.py runs both on the same random traffic and compares every read.
+    * at the middle edge, port 1 reads for `read2` (the host port) while port 2 writes,
+      reading the old word first (read-before-write);
+    * at the closing edge (the next `sync` edge), port 1 reads for `read0` and port 2 for
+      `read1`, after the middle edge's write.
+  `read2` asking for the bank row being written at the same edge takes port 2's old word
+  instead of port 1's (a block RAM gives no defined data on such a collision), so the host
+  port's "old bytes" hold. Every port's words end in a `sync` register, and the rotation to
+  the read's alignment runs from there, so no logic sits between a block RAM and a `sync`
+  register and the half-cycle paths a timing analyser sees between the clocks are short:
+    * `read2`: the middle edge's words are loaded into `sync` registers at the closing edge
+      (latency 1, as the plain memory's);
+    * `read0`, `read1`: the closing edge's words are held in `fast` registers at the next
+      middle edge (the ports are used again there) and copied into `sync` registers at the
+      next `sync` edge (latency 2).
+  Into the `fast` domain: the addresses, the write's bank rows, data and enables, each through
+  the multiplexer that picks the edge's access; the write has the middle edge, half a cycle.
+  tests/test_banked_memory.py runs both implementations on the same random traffic and
+  compares every read, each port at its own latency.
 """
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import memory, wiring
@@ -66,12 +67,16 @@ class BankedMemory(wiring.Component):
         ports = {f"read{i}": In(_read_signature(self.addr_bits, row_bytes).flip())
                  for i in range(read_ports)}
         ports.update(write_addr=In(self.addr_bits), write_data=In(8 * row_bytes),
-                     write_enable=In(row_bytes), late_data=Out(8 * row_bytes))
+                     write_enable=In(row_bytes))
         self.read_port_count = read_ports
         super().__init__(ports)
 
     def read_port(self, i: int):
         return getattr(self, f"read{i}")
+
+    def read_latency(self, i: int) -> int:
+        """Cycles from a read's address to its data on port i (module docstring)."""
+        return 2 if self.pumped and i < 2 else 1
 
     def elaborate(self, platform):
         m = Module()
@@ -79,15 +84,13 @@ class BankedMemory(wiring.Component):
         banks = [memory.Memory(shape=8 * self.row_bytes, depth=depth, init=[]) for _ in range(2)]
         m.submodules.bank_even, m.submodules.bank_odd = banks
         writes = self._write_banks(m)
-        alignment = [self._alignment_registers(m, i) for i in range(self.read_port_count)]
         if self.pumped:
-            bank_data = self._pumped_ports(m, banks, writes, alignment[2])
+            bank_data = self._pumped_ports(m, banks, writes)
         else:
             bank_data = self._plain_ports(m, banks, writes)
         for i in range(self.read_port_count):
-            m.d.comb += self.read_port(i).data.eq(self._rotate(alignment[i], bank_data[i]))
-        if not self.pumped:
-            m.d.comb += self.late_data.eq(self.read_port(self.read_port_count - 1).data)
+            alignment = self._alignment_registers(m, i)
+            m.d.comb += self.read_port(i).data.eq(self._rotate(alignment, bank_data[i]))
         return m
 
     def _write_banks(self, m):
@@ -128,10 +131,9 @@ class BankedMemory(wiring.Component):
             result.append([bank_port.data for bank_port in bank_ports])
         return result
 
-    def _pumped_ports(self, m, banks, writes, h_alignment):
+    def _pumped_ports(self, m, banks, writes):
         """Two block-RAM ports per bank in the `fast` domain (module docstring); returns
-        [port][bank] data, all of it from capture registers, and drives `late_data` (read2's
-        word rotated by `h_alignment`)."""
+        [port][bank] data, all of it from `sync` registers."""
         a, b, h = (self.read_port(i) for i in range(3))
         # `toggle` flips at every sync edge; `seen` is its value at the last fast edge. They
         # differ in the first half of a sync cycle: the next fast edge is the middle one.
@@ -139,14 +141,12 @@ class BankedMemory(wiring.Component):
         m.d.sync += toggle.eq(~toggle)
         m.d.fast += seen.eq(toggle)
         m.d.comb += middle_next.eq(toggle ^ seen)
-        a_issued, b_issued, h_issued = Signal(), Signal(), Signal()
-        with m.If(middle_next):
+        # which reads the closing edge made, for the middle edge that holds their words
+        a_issued, b_issued = Signal(), Signal()
+        with m.If(~middle_next):
             m.d.fast += [a_issued.eq(a.en), b_issued.eq(b.en)]
-        with m.Else():
-            m.d.fast += h_issued.eq(h.en)
 
         result = [[], [], []]
-        h_live = []           # per bank, read2's word straight from the ports
         for k, (bank, (w_row, w_data, w_en)) in enumerate(zip(banks, writes)):
             a_row, b_row, h_row = (_bank_rows(p.addr[self.offset_bits:])[k] for p in (a, b, h))
             port2_write = bank.write_port(domain="fast", granularity=8)
@@ -156,52 +156,50 @@ class BankedMemory(wiring.Component):
             # emulating read-first by delaying the write, which would split port 2 in two.
             port1 = bank.read_port(domain="fast", transparent_for=(port2_write,))
             port2_addr = Signal.like(w_row, name=f"bank{k}_port2_addr")
-            m.d.comb += [port1.addr.eq(Mux(middle_next, a_row, h_row)),
-                         port1.en.eq(Mux(middle_next, a.en, h.en)),
-                         port2_addr.eq(Mux(middle_next, b_row, w_row)),
+            m.d.comb += [port1.addr.eq(Mux(middle_next, h_row, a_row)),
+                         port1.en.eq(Mux(middle_next, h.en, a.en)),
+                         port2_addr.eq(Mux(middle_next, w_row, b_row)),
                          port2_read.addr.eq(port2_addr), port2_write.addr.eq(port2_addr),
-                         port2_read.en.eq(Mux(middle_next, b.en, 1)),
+                         port2_read.en.eq(Mux(middle_next, 1, b.en)),
                          port2_write.data.eq(w_data),
-                         port2_write.en.eq(Mux(middle_next, 0, w_en))]
-            # read2 and the write of one cycle meet at its closing edge: a `sync` register taken
-            # at that edge (a full cycle for the compare; the middle edge reads it half a
-            # cycle later)
+                         port2_write.en.eq(Mux(middle_next, w_en, 0))]
+            # read2 and the write of one cycle meet at its middle edge: port 1 then holds read2's
+            # word, port 2 the old word the write replaced. The compare has the whole cycle.
             collided = Signal(name=f"bank{k}_collided")
-            m.d.sync += collided.eq((h_row == w_row) & w_en.any())
-            a_data, b_data, h_data = (Signal.like(port1.data, name=f"bank{k}_{n}_data") for n in "abh")
-            # port 1 holds the closing edge's read2 word, port 2 the old word it overwrote
-            h_live.append(Mux(collided, port2_read.data, port1.data))
-            with m.If(middle_next):
-                with m.If(h_issued):
-                    m.d.fast += h_data.eq(h_live[k])
-            with m.Else():
-                with m.If(a_issued):
-                    m.d.fast += a_data.eq(port1.data)
-                with m.If(b_issued):
-                    m.d.fast += b_data.eq(port2_read.data)
-            # read2's word straight from the ports until the middle edge captures it: the host
-            # (a testbench reads at the falling sync edge, which is the middle edge) then sees
-            # the same value on both sides of that edge.
-            h_word = Signal.like(h_data, name=f"bank{k}_h_word")
-            m.d.comb += h_word.eq(Mux(middle_next & h_issued, h_live[k], h_data))
-            for port_data, data in zip(result, (a_data, b_data, h_word)):
+            m.d.comb += collided.eq((h_row == w_row) & w_en.any())
+            h_data = Signal.like(port1.data, name=f"bank{k}_h_data")
+            with m.If(h.en):
+                m.d.sync += h_data.eq(Mux(collided, port2_read.data, port1.data))
+            held = []
+            for name, issued, port_data in (("a", a_issued, port1.data), ("b", b_issued, port2_read.data)):
+                word = Signal.like(port1.data, name=f"bank{k}_{name}_held")
+                with m.If(middle_next & issued):
+                    m.d.fast += word.eq(port_data)
+                copy = Signal.like(word, name=f"bank{k}_{name}_data")
+                m.d.sync += copy.eq(word)
+                held.append(copy)
+            for port_data, data in zip(result, held + [h_data]):
                 port_data.append(data)
-        # `late_data`: read2's word aligned in the fast domain and captured at the middle edge,
-        # so logic reading it starts at a flip-flop (the offset registers load at the edge of
-        # the read, half a cycle before).
-        with m.If(middle_next & h_issued):
-            m.d.fast += self.late_data.eq(self._rotate(h_alignment, h_live))
         return result
 
     def _alignment_registers(self, m, i):
-        """Read port i's byte offset and which bank holds its first row, loaded with each read."""
+        """Read port i's byte offset and which bank holds its first row, loaded with each read
+        and passed on to stay beside its data (`read_latency(i)` stages)."""
         port = self.read_port(i)
         row = port.addr[self.offset_bits:]
-        offset = Signal(self.offset_bits, name=f"read{i}_offset")
-        odd_first = Signal(name=f"read{i}_odd_first")
-        with m.If(port.en):
-            m.d.sync += [offset.eq(port.addr[:self.offset_bits]), odd_first.eq(row[0])]
-        return offset, odd_first
+        alignment = (port.addr[:self.offset_bits], row[0])
+        loaded = port.en
+        for stage in range(self.read_latency(i)):
+            offset = Signal(self.offset_bits, name=f"read{i}_offset{stage}")
+            odd_first = Signal(name=f"read{i}_odd_first{stage}")
+            with m.If(loaded):
+                m.d.sync += [offset.eq(alignment[0]), odd_first.eq(alignment[1])]
+            alignment = (offset, odd_first)
+            if stage + 1 < self.read_latency(i):
+                next_loaded = Signal(name=f"read{i}_loaded{stage}")
+                m.d.sync += next_loaded.eq(loaded)
+                loaded = next_loaded
+        return alignment
 
     def _rotate(self, alignment, bank_data):
         """The two banks' words as a read port's L bytes: rotated to its read's offset."""

@@ -24,9 +24,9 @@ would read the old word). `host_rdata` is valid the cycle after `host_addr`. The
 for use while the engine is idle.
 
 Clocks: `sync`; with `config.scratchpad_pumped` also `fast`, at twice `sync`'s frequency with
-rising edges on `sync`'s, for the scratchpad's block RAMs (hw/banked_memory.py). The engine
-reads old values and masks from the scratchpad's `late_data`, a register loaded at the middle
-`fast` edge, so that logic has the second half of the cycle.
+rising edges on `sync`'s, for the scratchpad's block RAMs (hw/banked_memory.py). The pumped
+scratchpad returns A and B reads a cycle later than the plain one (its `read_latency`), so the
+engine delays them one stage less, and needs `D >= 4` (golden/engine/config.py).
 """
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, wiring
@@ -468,8 +468,8 @@ class Engine(wiring.Component):
         # Reads are issued from registers one cycle after the step that asks for them, and the
         # data delay below is one stage shorter, so operands still arrive D cycles after their
         # step. The address sums then have a whole cycle, and the memories' address inputs come
-        # straight from flip-flops: the pumped scratchpad latches A and B at its middle edge,
-        # half a cycle after `sync`'s. A read now sees the write of its step's cycle too; no
+        # straight from flip-flops (the pumped scratchpad reads A and B at its closing edge).
+        # A read now sees the write of its step's cycle too; no
         # valid program reads what that write touches (a descriptor's outputs never overlap
         # its inputs, and the previous descriptor's writes have drained).
         issue_a_addr = Signal(len(spad_a.addr))
@@ -488,8 +488,9 @@ class Engine(wiring.Component):
         # "_pre" is the stage before, where the multiplier's operands are formed into registers.
         b_pre = Signal(8 * L)
         m.d.comb += b_pre.eq(Mux(delayed(b_read_external, D - 1, "b_src_d"),
-                                 delayed(ext_b.data, D - 3, "ext_b"), delayed(spad_b.data, D - 3, "spad_b")))
-        a_pre = delayed(spad_a.data, D - 3, "spad_a")
+                                 delayed(ext_b.data, D - 2 - ext.read_latency(0), "ext_b"),
+                                 delayed(spad_b.data, D - 2 - spad.read_latency(1), "spad_b")))
+        a_pre = delayed(spad_a.data, D - 2 - spad.read_latency(0), "spad_a")
         b_data = delayed(b_pre, 1, "b_data")
         a_data = delayed(a_pre, 1, "a_data")
 
@@ -618,7 +619,7 @@ class Engine(wiring.Component):
         g1_mask_shift = Signal(3)
         m.d.sync += g1_mask_shift.eq(Mux(dot, mask_offset[:3], 0))
         g1_mask = Signal(L)
-        m.d.comb += g1_mask.eq(Mux(mask_in, spad.late_data[:L] >> g1_mask_shift, (1 << L) - 1))
+        m.d.comb += g1_mask.eq(Mux(mask_in, spad_host.data[:L] >> g1_mask_shift, (1 << L) - 1))
         lane_on_g1 = (Const(1, L + 1) << g1_active) - 1
         # Pass 1's fold of max|v| into `amax`, pipelined: magnitudes (g1 + 1), the lanes folded
         # to two (g1 + 2; two 48-bit compares deep at 8 lanes), then the pair into `amax`.
@@ -675,7 +676,7 @@ class Engine(wiring.Component):
             wu = WeightUpdater(shared_product=True)
             m.submodules[f"weight_updater{l}"] = wu
             weight_updaters.append(wu)
-            m.d.comb += [wu.valid.eq(u1_valid), wu.weight.eq(spad.late_data[8 * l: 8 * l + 8].as_signed()),
+            m.d.comb += [wu.valid.eq(u1_valid), wu.weight.eq(spad_host.data[8 * l: 8 * l + 8].as_signed()),
                          wu.grad.eq(u1_acc[l]), wu.multiplier.eq(u1_mult[32 * l: 32 * l + 32]),
                          wu.fraction_bits.eq(fraction_bits(u1_shift[8 * l: 8 * l + 8])),
                          wu.rounding.eq(rounding), wu.random.eq(draws[l]),
@@ -702,8 +703,8 @@ class Engine(wiring.Component):
         # ending at e, the output row of another vector ending at e, else bias row 4 -
         # bias_phase. Registered, formed in c - 1 from the p stage (e_valid and e_out are
         # p_valid & p_last and p_out a cycle later) and the bias registers' next values, so the
-        # address comes from a flip-flop: the pumped scratchpad reads it at its closing edge, and
-        # a timing analyser allows every path into `fast` half a cycle.
+        # address comes from a flip-flop: the pumped scratchpad reads it at its middle edge, half
+        # a cycle later.
         with m.If(p_valid & p_last & gradient):
             m.d.sync += old_read_addr.eq(fs("mask_base") + ((p_out - fs("out_base")) >> 3))
         with m.Elif(p_valid & p_last):
@@ -726,7 +727,7 @@ class Engine(wiring.Component):
             bu = BiasUpdater(shared_product=True)
             m.submodules[f"bias_updater{j}"] = bu
             bias_updaters.append(bu)
-            m.d.comb += [bu.valid.eq(row_valid), bu.bias.eq(spad.late_data[32 * j: 32 * j + 32].as_signed())]
+            m.d.comb += [bu.valid.eq(row_valid), bu.bias.eq(spad_host.data[32 * j: 32 * j + 32].as_signed())]
             with m.Switch(row_arriving):
                 for q in range(4):
                     lane = q * per_row + j
@@ -816,8 +817,8 @@ class Engine(wiring.Component):
 
         # Host writes share the scratchpad's write port while the engine is idle. The port is
         # driven from registers, so the write lands one cycle after it is asked for: the pumped
-        # scratchpad writes at the closing edge, and a timing analyser sees every path into the
-        # `fast` domain as half a cycle, so none may start in the writer's muxes. Nothing reads
+        # scratchpad writes at its middle edge, half a cycle after `sync`'s, so no path into it
+        # may start in the writer's muxes. Nothing reads
         # a word in the cycle after it is written: a descriptor's outputs never overlap its
         # inputs, the state words are read long after, and the host port's users leave a cycle.
         port_addr = Signal.like(spad.write_addr, name="port_addr")

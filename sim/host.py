@@ -12,8 +12,11 @@ Host port convention (all synchronous to the rising edge of `clk`):
   valid from D until the next start; `error_code` and `error_index` out, valid while error is
   high (what went wrong and where, in the design's own terms).
 
-Timing of this driver: inputs change only at falling edges, outputs are read at falling edges,
-so both sides see settled values whatever the simulator's write semantics. `run()` counts
+Timing of this driver: memory accesses change their inputs and read outputs a quarter cycle
+after a rising edge, control (`rst`, `start`) at falling edges, so both sides see settled
+values whatever the simulator's write semantics. Not at falling edges for memory: a pumped
+scratchpad (hw/banked_memory.py) reads `host_addr` at its middle edge, clk's falling one, so
+an address must hold from one rising edge to the next, as a register's would. `run()` counts
 cycles from simulation time, not by awakening Python each cycle: the value returned is exactly
 D - S (a design that raises done one cycle after sampling start measures 1).
 
@@ -67,6 +70,7 @@ class HostDriver:
         self.period_steps = get_sim_steps(clock_period_ns, "ns")
         self.address_words = 1 << len(dut.host_addr)
         self._falling = FallingEdge(dut.clk)
+        self._rising = RisingEdge(dut.clk)
         for port in (dut.start, dut.host_we, dut.host_addr, dut.host_wdata):
             port.value = 0
 
@@ -90,12 +94,12 @@ class HostDriver:
         words = np.asarray(words, dtype=np.uint32).ravel()
         self._check_range(base_word, len(words))
         address, data, write_enable = self.dut.host_addr, self.dut.host_wdata, self.dut.host_we
-        await self._falling
+        await self._quarter_point()
         write_enable.value = 1
         for offset, word in enumerate(words.tolist()):
             address.value = base_word + offset
             data.value = word
-            await self._falling
+            await Timer(self.period_steps, unit="step")
         write_enable.value = 0
 
     async def read_words(self, base_word: int, count: int) -> np.ndarray:
@@ -103,14 +107,20 @@ class HostDriver:
         self._check_range(base_word, count)
         values = [0] * count
         address, read_data = self.dut.host_addr, self.dut.host_rdata
-        await self._falling
+        await self._quarter_point()
         for offset in range(count + 1):
             if offset:
                 values[offset - 1] = read_data.value.to_unsigned()
             if offset < count:
                 address.value = base_word + offset
-                await self._falling
+                await Timer(self.period_steps, unit="step")
         return np.array(values, dtype=np.uint32)
+
+    async def _quarter_point(self) -> None:
+        """Wait for the next point a quarter cycle after a rising edge (no clock edge there:
+        `fast` edges fall on the half cycles)."""
+        await self._rising
+        await Timer(self.period_steps // 4, unit="step")
 
     async def write_bytes(self, byte_address: int, data: bytes) -> None:
         """Write bytes little-endian; partial words at either end are read, merged, written."""

@@ -40,37 +40,45 @@ def measured_op_cycles(result, count):
     return np.diff(np.concatenate([[0], ends]))
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["plain-scratchpad", "pumped-scratchpad"])
+# The plain scratchpad at the least external latency it allows, and the pumped one (what the
+# ECP5 builds carry, its `fast` clock driven by sim.host) at its own least, D = 4.
+SCRATCHPADS = {"plain-scratchpad": CASE_CONFIG,
+               "pumped-scratchpad": dataclasses.replace(CASE_CONFIG, scratchpad_pumped=True,
+                                                        external_latency_cycles=4)}
+
+
+@pytest.fixture(scope="module", params=list(SCRATCHPADS))
 def case_results(request):
-    """The random cases on the engine with either scratchpad implementation (hw/banked_memory.py):
-    the pumped one is what the ECP5 builds carry, with its `fast` clock driven by sim.host."""
+    """The random cases on the engine with either scratchpad implementation (hw/banked_memory.py),
+    and the configuration they ran with (the golden model and the cycle model take it too)."""
     from sim.engine_job import EngineJob, run_on_rtl
+    config = SCRATCHPADS[request.param]
     rng = np.random.default_rng(2026)
-    cases = ([random_op_case(rng, CASE_CONFIG) for _ in range(CASES)] + tight_cases(CASE_CONFIG)
-             + bad_program_cases(CASE_CONFIG))
+    cases = ([random_op_case(rng, config) for _ in range(CASES)] + tight_cases(config)
+             + bad_program_cases(config))
     jobs = [EngineJob(c.scratchpad, c.external) for c in cases]
-    return cases, run_on_rtl(dataclasses.replace(CASE_CONFIG, scratchpad_pumped=request.param), jobs)
+    return cases, config, run_on_rtl(config, jobs)
 
 
 def test_random_operations_bit_exact_and_cycle_exact(case_results):
-    cases, results = case_results
+    cases, config, results = case_results
     kinds = set()
     for case, rtl in zip(cases, results):
         if case.expect_code:
             continue
         kinds.add(case.name.split()[0])
-        expected, outcome = golden_run(CASE_CONFIG, case.program, case.scratchpad, case.external)
+        expected, outcome = golden_run(config, case.program, case.scratchpad, case.external)
         assert outcome.error_code == 0 and rtl.error_code == 0, case.name
         wrong = np.nonzero(rtl.scratchpad != expected)[0]
         assert wrong.size == 0, f"{case.name}: {wrong.size} bytes differ, first at {wrong[:8]}"
-        predicted = descriptor_cycles(case.descriptors[0], CASE_CONFIG).total
+        predicted = descriptor_cycles(case.descriptors[0], config).total
         assert measured_op_cycles(rtl, 1)[0] == predicted, case.name
-        assert rtl.cycles == predicted + end_cycles(CASE_CONFIG), case.name
+        assert rtl.cycles == predicted + end_cycles(config), case.name
         # the activity monitor: external traffic as the cycle model counts it, and a high-water
         # mark above every byte the operation changed
-        assert rtl.external_reads == program_external_reads(case.descriptors, CASE_CONFIG), case.name
+        assert rtl.external_reads == program_external_reads(case.descriptors, config), case.name
         changed = np.nonzero(rtl.scratchpad != case.scratchpad)[0]
-        assert 0 < rtl.high_water <= CASE_CONFIG.scratchpad_bytes + CASE_CONFIG.lanes, case.name
+        assert 0 < rtl.high_water <= config.scratchpad_bytes + config.lanes, case.name
         if changed.size:
             assert changed[-1] < rtl.high_water, case.name
     assert kinds == {"conv", "pointwise", "depthwise", "avgpool", "add", "raw32", "dot", "update",
@@ -79,11 +87,11 @@ def test_random_operations_bit_exact_and_cycle_exact(case_results):
 
 
 def test_bad_programs_stop_with_code_and_write_nothing(case_results):
-    cases, results = case_results
+    cases, config, results = case_results
     bad = [(c, r) for c, r in zip(cases, results) if c.expect_code]
     assert len(bad) == 10
     for case, rtl in bad:
-        expected, outcome = golden_run(CASE_CONFIG, case.program, case.scratchpad, case.external)
+        expected, outcome = golden_run(config, case.program, case.scratchpad, case.external)
         assert (outcome.error_code, outcome.error_index) == (case.expect_code, case.expect_index)
         assert (rtl.error_code, rtl.error_index) == (case.expect_code, case.expect_index), case.name
         # the good descriptor 0 ran, the bad descriptor 1 wrote nothing

@@ -43,9 +43,13 @@ class EngineConfig:
         if not _is_pow2(self.external_bytes) or self.external_bytes < self.lanes:
             raise ValueError(f"external_bytes must be a power of two, not {self.external_bytes}")
         # at least 3: the engine holds a read's address in a register for a cycle, the memory
-        # takes one, and the multiplier's operands are formed from the data a cycle before use
-        if not 3 <= self.external_latency_cycles <= 64:
-            raise ValueError(f"external latency must be 3..64 cycles, not {self.external_latency_cycles}")
+        # takes one, and the multiplier's operands are formed from the data a cycle before use;
+        # at least 4 when the scratchpad is pumped, whose A and B reads take two cycles
+        least = 4 if self.scratchpad_pumped else 3
+        if not least <= self.external_latency_cycles <= 64:
+            raise ValueError(f"external latency must be {least}..64 cycles"
+                             f"{' with a pumped scratchpad' if self.scratchpad_pumped else ''}, "
+                             f"not {self.external_latency_cycles}")
         if not _is_pow2(self.param_channels) or self.param_channels < self.lanes:
             raise ValueError(f"param_channels must be a power of two >= lanes, not {self.param_channels}")
         if not self.clock_hz > 0:
