@@ -53,6 +53,7 @@ Q_LIMIT = 512            # |Q| beyond this clamps the weight no matter what W is
 LEFT_SHIFT_LIMIT = 10    # a nonzero D shifted left by 10 has |Q| >= 1024 > Q_LIMIT
 DELTA_LIMIT = 2 ** 32    # |delta| beyond this saturates the bias no matter what it is
 BIAS_LEFT_SHIFT_LIMIT = 33
+SATURATING_RIGHT_SHIFTS = 31   # a bias delta shifted right by more never reaches +-2^32
 
 
 class Rounding(enum.Enum, shape=2):
@@ -139,6 +140,12 @@ class WeightUpdater(wiring.Component):
 
         # s3: floor away the fraction bits beyond 62, add the rounding addend.
         # |D >> excess| < 2^63 and the addend < 2^62: the sum fits signed 65.
+        # Beside it, the bounds that tell from the sum alone whether s4's Q saturates, so s4
+        # compares the sum with them while it shifts instead of after:
+        #   r > 0:  sum >> r  >  512  iff  sum >= 513 * 2^r,   <  -512  iff  sum <  -512 * 2^r
+        #   r < 0 (sum = D, shifted left by l = -r >= 1):
+        #           D << l    >  512  iff  D >= ceil(513 / 2^l),  <  -512  iff  D < -(512 >> l)
+        #   (for l = 10, ceil(-512 / 2^10) = 0 = -(512 >> 10)). r = 0 is the first case.
         s3_valid = Signal()
         s3_sum = Signal(signed(65), reset_less=True)
         s3_fraction = Signal.like(s2_fraction)
@@ -146,6 +153,10 @@ class WeightUpdater(wiring.Component):
         s3_fraction_mask = Signal.like(s2_fraction_mask)
         s3_weight = Signal.like(s2_weight)
         s3_truncate = Signal.like(s2_truncate)
+        bound_bits = 2 + (Q_LIMIT + 1).bit_length() + MAX_FRACTION_BITS
+        s3_above = Signal(signed(bound_bits), reset_less=True)    # Q saturates at +512 from here
+        s3_below = Signal(signed(bound_bits), reset_less=True)    # and at -512 below this
+        left = s2_left
         m.d.sync += [
             s3_valid.eq(s2_valid),
             s3_sum.eq((s2_product >> s2_excess) + s2_addend),
@@ -154,22 +165,26 @@ class WeightUpdater(wiring.Component):
             s3_fraction_mask.eq(s2_fraction_mask),
             s3_weight.eq(s2_weight),
             s3_truncate.eq(s2_truncate),
+            s3_above.eq(Mux(left != 0, (Q_LIMIT + 1 + (Const(1, LEFT_SHIFT_LIMIT + 1) << left) - 1) >> left,
+                            Const(Q_LIMIT + 1, bound_bits) << s2_fraction)),
+            s3_below.eq(Mux(left != 0, -(Const(Q_LIMIT, 11) >> left),
+                            -(Const(Q_LIMIT, bound_bits) << s2_fraction))),
         ]
 
         # s4: Q = sum >> r, or D << -r for r < 0 (then r's shift is 0 and the sum is D: the
-        # addend is below 2^-62 of it), saturated to +-512. Saturating before the left shift
-        # changes nothing (a value beyond +-512 stays beyond it). The truncation also needs to
-        # know whether D had fraction bits (the addend is 0 then, so they are the sum's low r bits).
+        # addend is below 2^-62 of it), saturated to +-512 by the bounds of s3. Unsaturated,
+        # |Q| <= 512 fits the shifted value's low 11 bits. The truncation also needs to know
+        # whether D had fraction bits (the addend is 0 then, so they are the sum's low r bits).
         s4_valid = Signal()
         s4_quotient = Signal(range(-Q_LIMIT, Q_LIMIT + 1), reset_less=True)
         s4_inexact = Signal(reset_less=True)
         s4_weight = Signal.like(s3_weight)
         s4_truncate = Signal.like(s3_truncate)
+        shifted = Signal(signed(11))
+        m.d.comb += shifted.eq(Mux(s3_left != 0, (s3_sum << s3_left)[:11], (s3_sum >> s3_fraction)[:11]))
         m.d.sync += [
             s4_valid.eq(s3_valid),
-            s4_quotient.eq(Mux(s3_left != 0,
-                               saturate(saturate(s3_sum, -Q_LIMIT, Q_LIMIT) << s3_left, -Q_LIMIT, Q_LIMIT),
-                               saturate(s3_sum >> s3_fraction, -Q_LIMIT, Q_LIMIT))),
+            s4_quotient.eq(Mux(s3_sum >= s3_above, Q_LIMIT, Mux(s3_sum < s3_below, -Q_LIMIT, shifted))),
             s4_inexact.eq((s3_sum[:MAX_FRACTION_BITS] & s3_fraction_mask).any()),
             s4_weight.eq(s3_weight),
             s4_truncate.eq(s3_truncate),
@@ -222,23 +237,38 @@ class BiasUpdater(wiring.Component):
         s2_right = Signal(range(65), reset_less=True)
         s2_left = Signal(range(BIAS_LEFT_SHIFT_LIMIT + 1), reset_less=True)
         s2_bias = Signal(signed(32), reset_less=True)
+        # The bound s3 compares 2p with, so it saturates beside the shift instead of after it:
+        # round_shift(p, s) > 2^32  iff  2p >= (2^33 + 1) * 2^s,  < -2^32  iff  2p < -(that).
+        # |2p| < 2^64 <= the bound for s >= 31: no larger shift saturates, so s is capped there.
+        s2_bound = Signal(2 + DELTA_LIMIT.bit_length() + SATURATING_RIGHT_SHIFTS, reset_less=True)
         shift = s1_shift
+        right = Signal(range(65))
+        m.d.comb += right.eq(Mux(shift > 64, 64, Mux(shift > 0, shift, 0)))
         m.d.sync += [
             s2_valid.eq(s1_valid),
-            s2_right.eq(Mux(shift > 64, 64, Mux(shift > 0, shift, 0))),
+            s2_right.eq(right),
             s2_left.eq(Mux(shift < -BIAS_LEFT_SHIFT_LIMIT, BIAS_LEFT_SHIFT_LIMIT,
                            Mux(shift < 0, -shift, 0))),
             s2_bias.eq(s1_bias),
+            s2_bound.eq(Const(2 * DELTA_LIMIT + 1, len(s2_bound))
+                        << Mux(right > SATURATING_RIGHT_SHIFTS, SATURATING_RIGHT_SHIFTS, right)),
         ]
 
-        # s3: round_shift by the right amount (0 for a left shift), saturated to +-2^32.
+        # s3: round_shift by the right amount (0 for a left shift), saturated to +-2^32 by the
+        # bound. Unsaturated, the result fits 34 bits, so only the shifted value's low 35 bits
+        # go through the rounding increment.
         s3_valid = Signal()
         s3_rounded = Signal(range(-DELTA_LIMIT, DELTA_LIMIT + 1), reset_less=True)
         s3_left = Signal.like(s2_left)
         s3_bias = Signal.like(s2_bias)
+        doubled = Signal(signed(66))
+        rounded = Signal(signed(34))
+        m.d.comb += [doubled.eq(s2_product << 1),
+                     rounded.eq((((doubled >> s2_right)[:35] + 1) >> 1)[:34])]
+        bound = Cat(s2_bound, Const(0, 1)).as_signed()      # positive
         m.d.sync += [
             s3_valid.eq(s2_valid),
-            s3_rounded.eq(saturate(round_shift(s2_product, s2_right), -DELTA_LIMIT, DELTA_LIMIT)),
+            s3_rounded.eq(Mux(doubled >= bound, DELTA_LIMIT, Mux(doubled < -bound, -DELTA_LIMIT, rounded))),
             s3_left.eq(s2_left),
             s3_bias.eq(s2_bias),
         ]

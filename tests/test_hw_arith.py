@@ -281,6 +281,30 @@ def test_weight_updater_left_shifts_beyond_int64_follow_the_contract(build):
     np.testing.assert_array_equal(got["new_weight"], expected)
 
 
+@UNIT_BUILDS
+def test_weight_updater_saturates_q_where_the_contract_does(build):
+    """Q near and past the unit's saturation bounds (+-512), and values whose low 11 bits alone
+    would wrap, for left shifts 1..10 and right shifts 0..3: the bounds are compared before the
+    shift (hw/weight_updater.py, s3), so every side of them is exercised."""
+    cases = []
+    for r in list(range(-10, 0)) + [0, 1, 2, 3]:
+        scale = 2.0 ** r
+        for target in (-3000, -2049, -1500, -1025, -1024, -600, -513, -512, -511, -300, -254, 254, 300,
+                       511, 512, 513, 600, 1023, 1024, 1500, 2047, 3000):
+            centre = int(round(target / scale))
+            for D in range(centre - 2, centre + 3):
+                for w in (-127, 0, 127):
+                    for mode in ("nearest", "truncate"):
+                        cases.append((w, D, 1, r, mode))
+    weight, grad, U, r, modes = (list(c) for c in zip(*cases))
+    expected = [contract_weight_update(*c, 0) for c in cases]
+    got = run_pipeline(build(WeightUpdater), {
+        "weight": weight, "grad": grad, "multiplier": U, "fraction_bits": r,
+        "rounding": [MODES[m] for m in modes], "random": [0] * len(cases)}, ["new_weight"])
+    np.testing.assert_array_equal(got["new_weight"], expected)
+    assert {-127, 127} <= set(expected)
+
+
 # ---------------------------------------------------------------------------------------------
 # Bias update (numerics 7.3)
 
