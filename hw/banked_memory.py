@@ -11,7 +11,8 @@ Ports (all byte addresses; `rows * row_bytes` bytes in all, addresses wrap):
 - one vector write port: `write_addr`, `write_data` (row_bytes bytes, byte 0 goes to
   write_addr), `write_enable` (one bit per byte of write_data; 0 writes nothing).
 A read on the last port (the host port) in the cycle of a write to the same bytes returns the
-old bytes. On the other ports such a read is undefined: the plain memory returns the old
+old bytes, unless the memory is built with `no_rw_check` (its user promises never to use a
+read of a row written in the same cycle; block-RAM tools then build no collision logic). On the other ports such a read is undefined: the plain memory returns the old
 bytes, the pumped one the new (no engine program reads what the same cycle writes).
 
 Two implementations of that one contract:
@@ -56,12 +57,13 @@ def _bank_rows(row):
 
 
 class BankedMemory(wiring.Component):
-    def __init__(self, row_bytes: int, rows: int, read_ports: int, *, pumped: bool = False):
+    def __init__(self, row_bytes: int, rows: int, read_ports: int, *, pumped: bool = False,
+                 no_rw_check: bool = False):
         if row_bytes & (row_bytes - 1) or rows & (rows - 1) or rows < 2:
             raise ValueError(f"row bytes and rows must be powers of two, not {row_bytes}, {rows}")
         if pumped and read_ports != 3:
             raise ValueError(f"a pumped memory has exactly 3 read ports, not {read_ports}")
-        self.row_bytes, self.rows, self.pumped = row_bytes, rows, pumped
+        self.row_bytes, self.rows, self.pumped, self.no_rw_check = row_bytes, rows, pumped, no_rw_check
         self.offset_bits = row_bytes.bit_length() - 1
         self.addr_bits = self.offset_bits + rows.bit_length() - 1
         ports = {f"read{i}": In(_read_signature(self.addr_bits, row_bytes).flip())
@@ -81,7 +83,8 @@ class BankedMemory(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         depth = self.rows // 2
-        banks = [memory.Memory(shape=8 * self.row_bytes, depth=depth, init=[]) for _ in range(2)]
+        attrs = {"no_rw_check": 1} if self.no_rw_check else None
+        banks = [memory.Memory(shape=8 * self.row_bytes, depth=depth, init=[], attrs=attrs) for _ in range(2)]
         m.submodules.bank_even, m.submodules.bank_odd = banks
         writes = self._write_banks(m)
         if self.pumped:
@@ -137,10 +140,12 @@ class BankedMemory(wiring.Component):
         a, b, h = (self.read_port(i) for i in range(3))
         # `toggle` flips at every sync edge; `seen` is its value at the last fast edge. They
         # differ in the first half of a sync cycle: the next fast edge is the middle one.
+        # `middle_next` says the same from a `fast` register (halves alternate, so it is the
+        # inverse of that compare before each edge): the multiplexers of every block-RAM port
+        # are selected from it, not from a path that starts in `sync`.
         toggle, seen, middle_next = Signal(), Signal(), Signal()
         m.d.sync += toggle.eq(~toggle)
-        m.d.fast += seen.eq(toggle)
-        m.d.comb += middle_next.eq(toggle ^ seen)
+        m.d.fast += [seen.eq(toggle), middle_next.eq(~(toggle ^ seen))]
         # which reads the closing edge made, for the middle edge that holds their words
         a_issued, b_issued = Signal(), Signal()
         with m.If(~middle_next):

@@ -42,9 +42,24 @@ from .weight_updater import BiasUpdater, WeightUpdater
 from .xorshift_vector import jump_outputs
 
 TRACE_DEPTH = 1024
+# For memories whose reads never use a word written in the same cycle: the trace (written as a
+# descriptor ends, read by the host when idle), the list and parameter memories (written in
+# LIST and PARAMS, read from RUN on), the external window (written by the host when idle). It
+# tells yosys a read/write collision is a don't-care, so it builds no logic to resolve one
+# (which sat on the paths into and out of those block RAMs). Simulation keeps read-first.
+NO_RW_CHECK = {"no_rw_check": 1}
 ZERO_SEED = 0x9E3779B9
 DRAIN_EXTRA = 12          # cycles after the last step's data leaves the accumulator
 GRADIENT_WAIT = 10        # after pass 1's last step: D + 1 + this cycles, then k, then e: cycles.GRADIENT_TURN
+
+
+def balanced_sum(terms):
+    """The sum of `terms` as a tree of adders, log2(n) deep (Python's `sum` chains n - 1)."""
+    terms = list(terms)
+    while len(terms) > 1:
+        paired = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
+        terms = paired + terms[len(terms) - len(terms) % 2:]
+    return terms[0]
 
 
 def field(desc, name, index=0):
@@ -79,10 +94,10 @@ class Engine(wiring.Component):
 
         spad = m.submodules.scratchpad = BankedMemory(L, cfg.scratchpad_rows, read_ports=3,
                                                          pumped=cfg.scratchpad_pumped)
-        ext = m.submodules.external = BankedMemory(L, cfg.external_rows, read_ports=2)
+        ext = m.submodules.external = BankedMemory(L, cfg.external_rows, read_ports=2, no_rw_check=True)
         spad_a, spad_b, spad_host = spad.read_port(0), spad.read_port(1), spad.read_port(2)
         ext_b, ext_host = ext.read_port(0), ext.read_port(1)
-        trace = m.submodules.trace = memory.Memory(shape=32, depth=TRACE_DEPTH, init=[])
+        trace = m.submodules.trace = memory.Memory(shape=32, depth=TRACE_DEPTH, init=[], attrs=NO_RW_CHECK)
         trace_w = trace.write_port()
         trace_r = trace.read_port()
 
@@ -304,9 +319,12 @@ class Engine(wiring.Component):
                      mask_bias.eq(out_bytes + 7 - fs("out_base")),
                      mask_limit.eq(spad_size + 1 - fs("mask_base")),
                      b_checked.eq(~b_ones), mask_checked.eq(write_mask | mask_in)]
-        # (two stages: the table ends, then the compares; ready by RANGE's first cycle)
+        # (four stages: the channel count, the table's size, its end, then the compares; ready
+        # long before RANGE's last cycle reads the code)
+        param_bytes = Signal(40, name="param_bytes")
         param_end, list_end = Signal(signed(40), name="param_end"), Signal(signed(40), name="list_end")
-        m.d.sync += [param_end.eq(fs("param_base") + param_count * isa.PARAM_BYTES_PER_CHANNEL),
+        m.d.sync += [param_bytes.eq(delayed(param_count, 1, "param_count_early") * isa.PARAM_BYTES_PER_CHANNEL),
+                     param_end.eq(fs("param_base") + param_bytes),
                      list_end.eq(fs("list_addr") + (list_count << 1))]
         field_range_code = Signal(8)
         with m.If(needs_params & ((fs("param_base") < 0) | (param_end > p_size))):
@@ -394,7 +412,8 @@ class Engine(wiring.Component):
                         if k < 3:
                             m.d.sync += po[k].eq(po[k] + fs("out_strides", k))
 
-        list_mem = m.submodules.list_mem = memory.Memory(shape=16, depth=cfg.param_channels, init=[])
+        list_mem = m.submodules.list_mem = memory.Memory(shape=16, depth=cfg.param_channels, init=[],
+                                                         attrs=NO_RW_CHECK)
         list_w = list_mem.write_port()
         list_r = list_mem.read_port()
         list_index = Signal(16)
@@ -411,11 +430,12 @@ class Engine(wiring.Component):
         # index, so during a step the read port's data is the current index's entry).
         m.d.comb += list_r.addr.eq(list_index)
         list_value = list_r.data
+        # the list loop's strides, registered (descriptor fields alone: settled long before RUN)
         stride_a, stride_b, stride_out = Signal(signed(32)), Signal(signed(32)), Signal(signed(32))
         with m.Switch(list_loop):
             for k in range(isa.OUTPUT_LOOPS):
                 with m.Case(k):
-                    m.d.comb += [stride_a.eq(fs("a_strides", k)), stride_b.eq(fs("b_strides", k)),
+                    m.d.sync += [stride_a.eq(fs("a_strides", k)), stride_b.eq(fs("b_strides", k)),
                                  stride_out.eq(fs("out_strides", k))]
         list_a, list_b, list_out = (Signal(signed(32), name=n) for n in ("list_a", "list_b", "list_out"))
         m.d.comb += [list_a.eq(list_value * stride_a), list_b.eq(list_value * stride_b),
@@ -427,14 +447,14 @@ class Engine(wiring.Component):
 
         row = Signal(signed(24))
         col = Signal(signed(24))
-        m.d.comb += [row.eq(fs("a_row0") + sum(prow)), col.eq(fs("a_col0") + sum(pcol))]
+        m.d.comb += [row.eq(balanced_sum([fs("a_row0")] + prow)), col.eq(balanced_sum([fs("a_col0")] + pcol))]
         a_in_bounds = (row >= 0) & (row < fs("a_rows")) & (col >= 0) & (col < fs("a_cols"))
         a_addr = Signal(32)
         b_addr = Signal(32)
         out_addr = Signal(32)
-        m.d.comb += [a_addr.eq(a_origin + sum(through_list(pa, list_a, list_a_on))),
-                     b_addr.eq(fs("b_base") + sum(through_list(pb, list_b, list_b_on))),
-                     out_addr.eq(fs("out_base") + sum(through_list(po, list_out, list_out_on)))]
+        m.d.comb += [a_addr.eq(balanced_sum([a_origin] + through_list(pa, list_a, list_a_on))),
+                     b_addr.eq(balanced_sum([fs("b_base")] + through_list(pb, list_b, list_b_on))),
+                     out_addr.eq(balanced_sum([fs("out_base")] + through_list(po, list_out, list_out_on)))]
         chunk_index = Signal(16)
         with m.Switch(chunk_loop):
             for k in range(6):
@@ -452,9 +472,9 @@ class Engine(wiring.Component):
 
         # ---------------------------------------------------------------- parameter memories
         param_rows = cfg.param_channels // L
-        bias_mem = m.submodules.bias_mem = memory.Memory(shape=32 * L, depth=param_rows, init=[])
-        mult_mem = m.submodules.mult_mem = memory.Memory(shape=32 * L, depth=param_rows, init=[])
-        shift_mem = m.submodules.shift_mem = memory.Memory(shape=8 * L, depth=param_rows, init=[])
+        bias_mem = m.submodules.bias_mem = memory.Memory(shape=32 * L, depth=param_rows, init=[], attrs=NO_RW_CHECK)
+        mult_mem = m.submodules.mult_mem = memory.Memory(shape=32 * L, depth=param_rows, init=[], attrs=NO_RW_CHECK)
+        shift_mem = m.submodules.shift_mem = memory.Memory(shape=8 * L, depth=param_rows, init=[], attrs=NO_RW_CHECK)
         param_w = [mem.write_port(granularity=g) for mem, g in ((bias_mem, 32), (mult_mem, 32), (shift_mem, 8))]
         param_r = [mem.read_port() for mem in (bias_mem, mult_mem, shift_mem)]
         param_kind = Signal(2)
@@ -593,6 +613,11 @@ class Engine(wiring.Component):
         m.d.sync += [swap.eq(higher_a),
                      round_low.eq(Mux(diff > 31, 8, Mux(diff > 23, Mux(diff - 23 > 8, 8, diff - 23), 0))),
                      left.eq(Mux(diff > 23, 23, diff[:5]))]
+        # each input's own shifts, a stage later (so no shifter starts at a multiplexer)
+        x1_right, x2_right = Signal(4), Signal(4)
+        x1_left, x2_left = Signal(5), Signal(5)
+        m.d.sync += [x1_right.eq(Mux(swap, 0, round_low)), x2_right.eq(Mux(swap, round_low, 0)),
+                     x1_left.eq(Mux(swap, left, 0)), x2_left.eq(Mux(swap, 0, left))]
         sum_exponent = Mux(swap, exponent, exponent2) - left
         # registered: the exponents are read in STATE, long before GRADIENT_EXPONENT writes e
         grad_e_in = Signal(signed(32))
@@ -610,8 +635,8 @@ class Engine(wiring.Component):
             # the two inputs aligned a stage early (at e, from the p stage's registers), so g1
             # holds only their sum
             x1, x2 = Signal(signed(34), name=f"e_aligned_x1_{l}"), Signal(signed(34), name=f"e_aligned_x2_{l}")
-            m.d.sync += [x1.eq(round_shift(add_x1[l], Mux(swap, 0, round_low)) << Mux(swap, left, 0)),
-                         x2.eq(round_shift(add_x2[l], Mux(swap, round_low, 0)) << Mux(swap, 0, left))]
+            m.d.sync += [x1.eq(round_shift(add_x1[l], x1_right) << x1_left),
+                         x2.eq(round_shift(add_x2[l], x2_right) << x2_left)]
             unscaled = Signal(signed(48), name=f"g1_unscaled{l}")
             m.d.sync += unscaled.eq(Mux(is_add, x1 + x2, acc[l]))
             scale_requests.append((e_valid & gradient & scale & ~is_add, acc[l], factor, unscaled))
@@ -622,33 +647,60 @@ class Engine(wiring.Component):
         m.d.comb += g1_mask.eq(Mux(mask_in, spad_host.data[:L] >> g1_mask_shift, (1 << L) - 1))
         lane_on_g1 = (Const(1, L + 1) << g1_active) - 1
         # Pass 1's fold of max|v| into `amax`, pipelined: magnitudes (g1 + 1), the lanes folded
-        # to two (g1 + 2; two 48-bit compares deep at 8 lanes), then the pair into `amax`.
-        # `amax` is final 3 cycles after the last g1, well inside GRADIENT_WAIT (it is needed
-        # D + GRADIENT_WAIT + 1 cycles after pass 1's last step, g1 is D + 3 after it).
+        # in halves, one 48-bit compare per stage up to 16 lanes (two beyond, so the fold keeps
+        # within 4 stages), the last pair's maximum registered, then into `amax`. At 8 lanes
+        # `amax` is final at g1 + 5 and bitlen(amax) (below, two stages) at g1 + 7; k is taken
+        # D + GRADIENT_WAIT + 1 cycles after pass 1's last step, which is g1 + 8 (g1 is D + 3
+        # after it). 16, 32 and 64 lanes: g1 + 8, 7 and 7.
         magnitude = [Signal(48, name=f"magnitude{l}") for l in range(L)]
         m.d.sync += [magnitude[l].eq(Mux(g1_valid & grad_pass1 & lane_on_g1[l],
                                          Mux(g1_v[l] < 0, -g1_v[l], g1_v[l]), 0)[:48]) for l in range(L)]
         level = magnitude
-        while len(level) > 2:
-            level = [Mux(a > b, a, b) for a, b in zip(level[::2], level[1::2])]
-        pair_max = [Signal(48, name=f"pair_max{i}") for i in range(2)]
-        m.d.sync += [pair_max[i].eq(level[i]) for i in range(2)]
-        folded = Mux(pair_max[0] > pair_max[1], pair_max[0], pair_max[1])
-        with m.If(folded > amax):
-            m.d.sync += amax.eq(folded)
+        compares_per_stage = 1 if L <= 16 else 2
+        while len(level) > 1:
+            for _ in range(compares_per_stage):
+                if len(level) > 1:
+                    level = [Mux(a > b, a, b) for a, b in zip(level[::2], level[1::2])]
+            halves = [Signal(48, name=f"fold{len(level)}_{i}") for i in range(len(level))]
+            m.d.sync += [h.eq(v) for h, v in zip(halves, level)]
+            level = halves
+        with m.If(level[0] > amax):
+            m.d.sync += amax.eq(level[0])
+        # Pass 2: y = clamp(round_shift(v, k), -127, 127) (numerics 5). The clamp compares 2v
+        # with a bound of k alone, registered once k is known, beside the shift instead of
+        # after it: round_shift(v, k) > 127 iff 2v >= 255 * 2^k, < -127 iff 2v < -255 * 2^k.
+        # Unclamped, y is the low 8 bits of the rounded value. k <= 41 (bitlen(amax) <= 48);
+        # the bound's k is capped there anyway: |2v| < 2^48 never reaches 255 * 2^41.
         g2_valid = Signal(); g2_active = Signal.like(x_active); g2_out = Signal(32)
         g2_y = Signal(8 * L)
-        m.d.sync += [g2_valid.eq(g1_valid & ~grad_pass1), g2_active.eq(g1_active), g2_out.eq(g1_out)]
+        y_bound = Signal(signed(50))
+        m.d.sync += [g2_valid.eq(g1_valid & ~grad_pass1), g2_active.eq(g1_active), g2_out.eq(g1_out),
+                     y_bound.eq(Const(255, 9) << Mux(grad_k > 41, 41, grad_k))]
         for l in range(L):
-            q = saturate(round_shift(g1_v[l], grad_k), -127, 127)
-            m.d.sync += g2_y[8 * l: 8 * l + 8].eq(Mux(g1_mask[l], q[:8], 0))
-        # k = max(0, bitlen(amax) - 7); bitlen registered (amax is final by g1 + 3, k is taken
-        # at D + GRADIENT_WAIT + 1 after pass 1's last step, g1 + 8)
-        amax_bitlen = Signal(range(49))
-        for b in range(48):
-            with m.If(amax[b]):
-                m.d.comb += amax_bitlen.eq(b + 1)
-        amax_bits = delayed(amax_bitlen, 1, "amax_bits")
+            doubled = g1_v[l] << 1
+            rounded = (((doubled >> grad_k)[:9] + 1) >> 1)[:8]
+            y = Mux(doubled >= y_bound, 127, Mux(doubled < -y_bound, -127, rounded.as_signed()))
+            m.d.sync += g2_y[8 * l: 8 * l + 8].eq(Mux(g1_mask[l], y[:8], 0))
+        # k = max(0, bitlen(amax) - 7); bitlen in two registered stages, per byte of amax then
+        # the highest byte with a bit set (see the fold above for when each is final)
+        byte_any = Signal(6)
+        byte_len = [Signal(4, name=f"amax_byte_len{i}") for i in range(6)]
+        for i in range(6):
+            byte = amax[8 * i: 8 * i + 8]
+            m.d.sync += byte_any[i].eq(byte.any())
+            for b in range(8):
+                with m.If(byte[b]):
+                    m.d.sync += byte_len[i].eq(b + 1)
+            with m.If(byte == 0):
+                m.d.sync += byte_len[i].eq(0)
+        amax_bits = Signal(range(49))
+        with m.If(byte_any[5]):
+            m.d.sync += amax_bits.eq(40 + byte_len[5])
+        for i in reversed(range(5)):
+            with m.Elif(byte_any[i]):
+                m.d.sync += amax_bits.eq(8 * i + byte_len[i])
+        with m.Else():
+            m.d.sync += amax_bits.eq(0)
 
         # ---------------------------------------------------------------- update epilogues
         # Weight update: read the old weight row at e, update at u1 (+1), new row WeightUpdater
