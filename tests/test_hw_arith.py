@@ -273,12 +273,19 @@ def contract_weight_update(weight, grad, U, r, mode, x):
 def test_weight_updater_left_shifts_beyond_int64_follow_the_contract(build):
     cases = [(w, g, 2 ** 30, r, m) for w in (-127, 0, 126) for g in (1, -1, 2 ** 31 - 1, -2 ** 31)
              for r in (-33, -63, -64, -100, -128) for m in MODES]
+    assert_weight_updates_follow_the_contract(build, cases, 0x12345678)
+
+
+def assert_weight_updates_follow_the_contract(build, cases, draw):
+    """Run (weight, grad, U, r, mode) cases through the unit with one random word; returns the
+    contract's new weights after checking the unit's against them."""
     weight, grad, U, r, modes = (list(c) for c in zip(*cases))
-    expected = [contract_weight_update(*c, 0x12345678) for c in cases]
+    expected = [contract_weight_update(*c, draw) for c in cases]
     got = run_pipeline(build(WeightUpdater), {
         "weight": weight, "grad": grad, "multiplier": U, "fraction_bits": r,
-        "rounding": [MODES[m] for m in modes], "random": [0x12345678] * len(cases)}, ["new_weight"])
+        "rounding": [MODES[m] for m in modes], "random": [draw] * len(cases)}, ["new_weight"])
     np.testing.assert_array_equal(got["new_weight"], expected)
+    return expected
 
 
 @UNIT_BUILDS
@@ -296,12 +303,7 @@ def test_weight_updater_saturates_q_where_the_contract_does(build):
                 for w in (-127, 0, 127):
                     for mode in ("nearest", "truncate"):
                         cases.append((w, D, 1, r, mode))
-    weight, grad, U, r, modes = (list(c) for c in zip(*cases))
-    expected = [contract_weight_update(*c, 0) for c in cases]
-    got = run_pipeline(build(WeightUpdater), {
-        "weight": weight, "grad": grad, "multiplier": U, "fraction_bits": r,
-        "rounding": [MODES[m] for m in modes], "random": [0] * len(cases)}, ["new_weight"])
-    np.testing.assert_array_equal(got["new_weight"], expected)
+    expected = assert_weight_updates_follow_the_contract(build, cases, 0)
     assert {-127, 127} <= set(expected)
 
 
