@@ -54,7 +54,7 @@ class Board:
 # 192 bytes) and its parameters.
 ENGINE_ALONE_EXTERNAL_BYTES = 4096
 
-# ECP5-85F: 8 lanes is what its LUTs allow (74% placed; 16 lanes would need about 91,500 of
+# ECP5-85F: 8 lanes is what its LUTs allow (72% placed; 16 lanes would need about 91,500 of
 # 83,640, fpga/fit.py), with 72 of the 156 MULT18X18D. The full 256 KB scratchpad fits
 # because its banks are pumped (one copy, 128 DP16KD, at twice the engine
 # clock); three plain copies would need 384 of the 208. The parameter memories keep the default's

@@ -19,7 +19,7 @@ def _is_pow2(value: int) -> bool:
 @dataclass(frozen=True)
 class EngineConfig:
     # The default is the engine the ECP5-85F carries (docs/fpga.md): 8 lanes is what its LUTs
-    # allow (74% placed), and the 256 KiB scratchpad fits its 208 DP16KD as one pumped copy
+    # allow (72% placed), and the 256 KiB scratchpad fits its 208 DP16KD as one pumped copy
     # (128). `WIDE16` below is the 16-lane engine of a larger device.
     lanes: int = 8                        # MAC lanes = bytes per scratchpad row
     scratchpad_bytes: int = 256 * 1024
