@@ -36,7 +36,7 @@ from golden.engine import program as isa
 from golden.engine.config import EngineConfig
 
 from .banked_memory import BankedMemory
-from .requantizer import Requantizer, round_shift, saturate
+from .requantizer import Requantizer, clamped_round_shift, round_shift, saturate
 from .shared_product import SharedProduct
 from .weight_updater import BiasUpdater, WeightUpdater
 from .xorshift_vector import jump_outputs
@@ -666,20 +666,17 @@ class Engine(wiring.Component):
             level = halves
         with m.If(level[0] > amax):
             m.d.sync += amax.eq(level[0])
-        # Pass 2: y = clamp(round_shift(v, k), -127, 127) (numerics 5). The clamp compares 2v
-        # with a bound of k alone, registered once k is known, beside the shift instead of
-        # after it: round_shift(v, k) > 127 iff 2v >= 255 * 2^k, < -127 iff 2v < -255 * 2^k.
-        # Unclamped, y is the low 8 bits of the rounded value. k <= 41 (bitlen(amax) <= 48);
-        # the bound's k is capped there anyway: |2v| < 2^48 never reaches 255 * 2^41.
+        # Pass 2: y = clamp(round_shift(v, k), -127, 127) (numerics 5), the clamp decided by
+        # the bound 255 * 2^k (clamped_round_shift), registered once k is known. k <= 41
+        # (bitlen(amax) <= 48); the bound's k is capped there anyway: |2v| < 2^48 never
+        # reaches 255 * 2^41.
         g2_valid = Signal(); g2_active = Signal.like(x_active); g2_out = Signal(32)
         g2_y = Signal(8 * L)
         y_bound = Signal(signed(50))
         m.d.sync += [g2_valid.eq(g1_valid & ~grad_pass1), g2_active.eq(g1_active), g2_out.eq(g1_out),
                      y_bound.eq(Const(255, 9) << Mux(grad_k > 41, 41, grad_k))]
         for l in range(L):
-            doubled = g1_v[l] << 1
-            rounded = (((doubled >> grad_k)[:9] + 1) >> 1)[:8]
-            y = Mux(doubled >= y_bound, 127, Mux(doubled < -y_bound, -127, rounded.as_signed()))
+            y = clamped_round_shift(g1_v[l], grad_k, 127, y_bound)
             m.d.sync += g2_y[8 * l: 8 * l + 8].eq(Mux(g1_mask[l], y[:8], 0))
         # k = max(0, bitlen(amax) - 7); bitlen in two registered stages, per byte of amax then
         # the highest byte with a bit set (see the fold above for when each is final)
@@ -688,11 +685,9 @@ class Engine(wiring.Component):
         for i in range(6):
             byte = amax[8 * i: 8 * i + 8]
             m.d.sync += byte_any[i].eq(byte.any())
-            for b in range(8):
+            for b in range(8):           # read only where byte_any says a bit is set
                 with m.If(byte[b]):
                     m.d.sync += byte_len[i].eq(b + 1)
-            with m.If(byte == 0):
-                m.d.sync += byte_len[i].eq(0)
         amax_bits = Signal(range(49))
         with m.If(byte_any[5]):
             m.d.sync += amax_bits.eq(40 + byte_len[5])

@@ -40,6 +40,19 @@ def round_shift(value, shift):
     return ((doubled >> shift) + 1) >> 1
 
 
+def clamped_round_shift(value, shift, limit, bound):
+    """clamp(round_shift(value, shift), -limit, limit), the clamp decided beside the shift
+    instead of after it: round_shift(v, s) > limit iff 2v >= (2 limit + 1) 2^s, and < -limit
+    iff 2v < -(2 limit + 1) 2^s. `bound` is that (2 limit + 1) 2^s, formed by the caller a stage
+    earlier (it depends on the shift alone; past the shift where |2v| can reach it, any larger
+    bound gives the same result). Unclamped, the result fits its low bits, so only those go
+    through the rounding increment."""
+    doubled = Value.cast(value) << 1
+    bits = (2 * limit).bit_length()          # signed bits of +-limit
+    rounded = (((doubled >> shift)[:bits + 1] + 1) >> 1)[:bits].as_signed()
+    return Mux(doubled >= bound, limit, Mux(doubled < -bound, -limit, rounded))
+
+
 def saturate(value, low, high):
     """clamp(value, low, high) as a Value (low <= high are Python ints)."""
     return Mux(value < low, low, Mux(value > high, high, value))

@@ -43,7 +43,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
 
-from .requantizer import INT32_MAX, INT32_MIN, round_shift, saturate
+from .requantizer import INT32_MAX, INT32_MIN, clamped_round_shift, saturate
 from .shared_product import registered_product, unit_members
 
 __all__ = ["Rounding", "WeightUpdater", "BiasUpdater"]
@@ -261,14 +261,10 @@ class BiasUpdater(wiring.Component):
         s3_rounded = Signal(range(-DELTA_LIMIT, DELTA_LIMIT + 1), reset_less=True)
         s3_left = Signal.like(s2_left)
         s3_bias = Signal.like(s2_bias)
-        doubled = Signal(signed(66))
-        rounded = Signal(signed(34))
-        m.d.comb += [doubled.eq(s2_product << 1),
-                     rounded.eq((((doubled >> s2_right)[:35] + 1) >> 1)[:34])]
         bound = Cat(s2_bound, Const(0, 1)).as_signed()      # positive
         m.d.sync += [
             s3_valid.eq(s2_valid),
-            s3_rounded.eq(Mux(doubled >= bound, DELTA_LIMIT, Mux(doubled < -bound, -DELTA_LIMIT, rounded))),
+            s3_rounded.eq(clamped_round_shift(s2_product, s2_right, DELTA_LIMIT, bound)),
             s3_left.eq(s2_left),
             s3_bias.eq(s2_bias),
         ]
