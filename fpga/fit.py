@@ -6,8 +6,8 @@ port and R read ports becomes R copies, each with the write port and one read po
 blocks of the device's shapes; a memory that fits neither is left to LUTs (flagged). The
 engine's memories are the scratchpad (2 banks, 3 read ports: 3 copies, or 1 copy when
 pumped, `EngineConfig.scratchpad_pumped`), the external window (2 banks,
-2 read ports), the trace (1024 x 32 bits) and the three parameter memories (LUT RAM when
-shallow). SPRAM (one port in all) cannot hold a memory that reads and writes in one cycle, so
+2 read ports), the trace (1024 x 32 bits), the channel list (`param_channels` rows of an entry
+and its three stored offsets) and the three parameter memories (LUT RAM when shallow). SPRAM (one port in all) cannot hold a memory that reads and writes in one cycle, so
 the estimate never places the scratchpad there. Multipliers and logic are counted per lane
 from the measured figures in `PER_LANE` (docs/fpga.md explains how they were measured).
 """
@@ -21,6 +21,7 @@ from .boards import Board, BoardError
 SCRATCHPAD_READ_PORTS = 3
 EXTERNAL_READ_PORTS = 2
 TRACE_BITS, TRACE_DEPTH = 32, 1024
+LIST_BITS = 16 + 3 * 32          # hw/engine.py: a list entry and its A, B and output offsets
 
 # Block shapes (depth, data width) yosys uses with byte (9-bit column) write enables.
 BLOCK_SHAPES = {"ice40": [(256, 16), (512, 8)],
@@ -60,6 +61,7 @@ class Estimate:
     luts: int
     scratchpad_blocks: int
     external_blocks: int
+    list_blocks: int
 
     def problems(self, board: Board) -> list[str]:
         device = board.device
@@ -84,12 +86,13 @@ def estimate(board: Board, config) -> Estimate:
     scratchpad = 2 * copies * memory_blocks(family, 8 * L, bank_depth)
     external = 2 * EXTERNAL_READ_PORTS * memory_blocks(family, 8 * L, config.external_rows // 2)
     trace = memory_blocks(family, TRACE_BITS, TRACE_DEPTH)
+    channel_list = memory_blocks(family, LIST_BITS, config.param_channels)
     param_rows = config.param_channels // L
     params = sum(memory_blocks(family, w, param_rows) for w in (32 * L, 32 * L, 8 * L))
     cost = PER_LANE[family]
-    return Estimate(block_rams=scratchpad + external + trace + params, dsps=FIXED[family]["dsps"] + cost["dsps"] * L,
+    return Estimate(block_rams=scratchpad + external + trace + channel_list + params, dsps=FIXED[family]["dsps"] + cost["dsps"] * L,
                     luts=FIXED[family]["luts"] + cost["luts"] * L,
-                    scratchpad_blocks=scratchpad, external_blocks=external)
+                    scratchpad_blocks=scratchpad, external_blocks=external, list_blocks=channel_list)
 
 
 def check_fit(board: Board, config) -> Estimate:

@@ -412,8 +412,11 @@ class Engine(wiring.Component):
                         if k < 3:
                             m.d.sync += po[k].eq(po[k] + fs("out_strides", k))
 
-        list_mem = m.submodules.list_mem = memory.Memory(shape=16, depth=cfg.param_channels, init=[],
-                                                         attrs=NO_RW_CHECK)
+        # Each list row holds the entry and its three offsets (entry x the list loop's A, B and
+        # output strides), multiplied when the list is loaded: the issue addresses then sum
+        # straight from the memory's output instead of through three products after it.
+        list_mem = m.submodules.list_mem = memory.Memory(shape=16 + 3 * 32, depth=cfg.param_channels,
+                                                         init=[], attrs=NO_RW_CHECK)
         list_w = list_mem.write_port()
         list_r = list_mem.read_port()
         list_index = Signal(16)
@@ -429,8 +432,8 @@ class Engine(wiring.Component):
         # The entry of the current list index: read one cycle ahead (a bubble precedes every new
         # index, so during a step the read port's data is the current index's entry).
         m.d.comb += list_r.addr.eq(list_index)
-        list_value = list_r.data
-        # the list loop's strides, registered (descriptor fields alone: settled long before RUN)
+        list_value = list_r.data[:16]
+        # the list loop's strides, registered (descriptor fields alone: settled long before LIST)
         stride_a, stride_b, stride_out = Signal(signed(32)), Signal(signed(32)), Signal(signed(32))
         with m.Switch(list_loop):
             for k in range(isa.OUTPUT_LOOPS):
@@ -438,8 +441,8 @@ class Engine(wiring.Component):
                     m.d.sync += [stride_a.eq(fs("a_strides", k)), stride_b.eq(fs("b_strides", k)),
                                  stride_out.eq(fs("out_strides", k))]
         list_a, list_b, list_out = (Signal(signed(32), name=n) for n in ("list_a", "list_b", "list_out"))
-        m.d.comb += [list_a.eq(list_value * stride_a), list_b.eq(list_value * stride_b),
-                     list_out.eq(list_value * stride_out)]
+        m.d.comb += [list_a.eq(list_r.data[16:48]), list_b.eq(list_r.data[48:80]),
+                     list_out.eq(list_r.data[80:112])]
 
         def through_list(offsets, listed, operand_on):
             return [Mux(operand_on & list_on & (list_loop == k), listed, o) if k < isa.OUTPUT_LOOPS else o
@@ -954,7 +957,8 @@ class Engine(wiring.Component):
         list_arrive_valid = delayed(list_pipe_valid, D, "list_valid")
         list_arrive_index = delayed(list_issue, D, "list_index")
         entry = b_data[:16]
-        m.d.comb += [list_w.addr.eq(list_arrive_index), list_w.data.eq(entry), list_w.en.eq(list_arrive_valid)]
+        m.d.comb += [list_w.addr.eq(list_arrive_index), list_w.en.eq(list_arrive_valid),
+                     list_w.data.eq(Cat(entry, *[(entry * stride)[:32] for stride in (stride_a, stride_b, stride_out)]))]
         with m.If(list_arrive_valid & (entry >= list_limit)):
             m.d.sync += list_bad.eq(1)
 
