@@ -12,10 +12,8 @@ Ports (all byte addresses; `rows * row_bytes` bytes in all, addresses wrap):
   write_addr), `write_enable` (one bit per byte of write_data; 0 writes nothing).
 A read on the last port (the host port) in the cycle of a write to the same bytes returns the
 old bytes, unless the memory is built with `no_rw_check` (its user promises never to use a
-read of a row written in the same cycle; block-RAM tools then build no collision logic). On
-the other ports such a read is undefined: the plain memory returns the old bytes, the pumped
-one the old bytes on `read0` and on `read1` whatever the block RAM gives (the new bytes in
-simulation; no engine program reads what the same cycle writes).
+read of a row written in the same cycle; block-RAM tools then build no collision logic). On the other ports such a read is undefined: the plain memory returns the old
+bytes, the pumped one the new (no engine program reads what the same cycle writes).
 
 Two implementations of that one contract:
 - `pumped=False`: every read port is a read port of each bank, latency 1 on every port.
@@ -24,20 +22,22 @@ Two implementations of that one contract:
 - `pumped=True` (exactly 3 read ports): each bank is one block RAM with two ports, clocked by a
   `fast` domain at twice the `sync` frequency with its rising edges on `sync`'s. A `sync` cycle
   then has two block-RAM edges, four accesses in all:
-    * at the middle edge, port 1 reads for `read2` (the host port) and port 2 for `read0`;
-    * at the closing edge (the next `sync` edge), port 1 reads for `read1` and port 2 writes.
-  So the host port reads before its cycle's write and gets the old bytes without any
-  collision logic, and the only read at the edge of a write is `read1`'s, which the contract
-  leaves undefined: the memory is built with `no_rw_check`. Every port's words end in a `sync`
-  register, and the rotation to the read's alignment runs from there:
-    * `read2`, `read0`: the middle edge's words are loaded into `sync` registers at the
-      closing edge (latency 1, as the plain memory's);
-    * `read1`: the closing edge's words are held in `fast` registers at the next middle edge
-      (port 1 reads again there) and copied into `sync` registers at the next `sync` edge
-      (latency 2).
+    * at the middle edge, port 1 reads for `read2` (the host port) while port 2 writes,
+      reading the old word first (read-before-write);
+    * at the closing edge (the next `sync` edge), port 1 reads for `read0` and port 2 for
+      `read1`, after the middle edge's write.
+  `read2` asking for the bank row being written at the same edge takes port 2's old word
+  instead of port 1's (a block RAM gives no defined data on such a collision), so the host
+  port's "old bytes" hold. Every port's words end in a `sync` register, and the rotation to
+  the read's alignment runs from there, so no logic sits between a block RAM and a `sync`
+  register and the half-cycle paths a timing analyser sees between the clocks are short:
+    * `read2`: the middle edge's words are loaded into `sync` registers at the closing edge
+      (latency 1, as the plain memory's);
+    * `read0`, `read1`: the closing edge's words are held in `fast` registers at the next
+      middle edge (the ports are used again there) and copied into `sync` registers at the
+      next `sync` edge (latency 2).
   Into the `fast` domain: the addresses, the write's bank rows, data and enables, each through
-  the multiplexer that picks the edge's access. The middle edge's addresses (`read2`, `read0`)
-  have half a cycle; the write and `read1` a whole cycle.
+  the multiplexer that picks the edge's access; the write has the middle edge, half a cycle.
   tests/test_banked_memory.py runs both implementations on the same random traffic and
   compares every read, each port at its own latency.
 """
@@ -78,12 +78,12 @@ class BankedMemory(wiring.Component):
 
     def read_latency(self, i: int) -> int:
         """Cycles from a read's address to its data on port i (module docstring)."""
-        return 2 if self.pumped and i == 1 else 1
+        return 2 if self.pumped and i < 2 else 1
 
     def elaborate(self, platform):
         m = Module()
         depth = self.rows // 2
-        attrs = {"no_rw_check": 1} if self.no_rw_check or self.pumped else None
+        attrs = {"no_rw_check": 1} if self.no_rw_check else None
         banks = [memory.Memory(shape=8 * self.row_bytes, depth=depth, init=[], attrs=attrs) for _ in range(2)]
         m.submodules.bank_even, m.submodules.bank_odd = banks
         writes = self._write_banks(m)
@@ -146,50 +146,44 @@ class BankedMemory(wiring.Component):
         toggle, seen, middle_next = Signal(), Signal(), Signal()
         m.d.sync += toggle.eq(~toggle)
         m.d.fast += [seen.eq(toggle), middle_next.eq(~(toggle ^ seen))]
-        # whether the closing edge read for `read1`, for the middle edge that holds its word
-        b_issued = Signal()
+        # which reads the closing edge made, for the middle edge that holds their words
+        a_issued, b_issued = Signal(), Signal()
         with m.If(~middle_next):
-            m.d.fast += b_issued.eq(b.en)
+            m.d.fast += [a_issued.eq(a.en), b_issued.eq(b.en)]
 
         result = [[], [], []]
         for k, (bank, (w_row, w_data, w_en)) in enumerate(zip(banks, writes)):
             a_row, b_row, h_row = (_bank_rows(p.addr[self.offset_bits:])[k] for p in (a, b, h))
-            # No port reads at the edge where the other port writes and uses that word: the
-            # write is alone on port 2 at the closing edge, where port 1's `read1` word of a
-            # row being written is undefined by the contract. So the memory is built with
-            # `no_rw_check` and yosys adds no collision logic to either port. (Port 1 is
-            # declared transparent to the write: declared read-first, yosys maps the memory to
-            # two copies even with `no_rw_check`; measured with fpga.unit_cost, 16 DP16KD
-            # instead of 8 for 16 KB. Simulation then shows `read1` the new bytes.)
             port2_write = bank.write_port(domain="fast", granularity=8)
+            port2_read = bank.read_port(domain="fast", transparent_for=())    # read before write
+            # Port 1's word on a collision with port 2's write is never used (see docstring);
+            # declaring it transparent rather than read-before-write keeps yosys from
+            # emulating read-first by delaying the write, which would split port 2 in two.
             port1 = bank.read_port(domain="fast", transparent_for=(port2_write,))
-            port2_read = bank.read_port(domain="fast", transparent_for=())
             port2_addr = Signal.like(w_row, name=f"bank{k}_port2_addr")
-            m.d.comb += [port1.addr.eq(Mux(middle_next, h_row, b_row)),
-                         port1.en.eq(Mux(middle_next, h.en, b.en)),
-                         port2_addr.eq(Mux(middle_next, a_row, w_row)),
+            m.d.comb += [port1.addr.eq(Mux(middle_next, h_row, a_row)),
+                         port1.en.eq(Mux(middle_next, h.en, a.en)),
+                         port2_addr.eq(Mux(middle_next, w_row, b_row)),
                          port2_read.addr.eq(port2_addr), port2_write.addr.eq(port2_addr),
-                         # enabled at the write's edge too: a block-RAM port's one enable
-                         # gates its read and its write, so yosys maps the pair to one port
-                         port2_read.en.eq(Mux(middle_next, a.en, 1)),
+                         port2_read.en.eq(Mux(middle_next, 1, b.en)),
                          port2_write.data.eq(w_data),
-                         port2_write.en.eq(Mux(middle_next, 0, w_en))]
-            # read2 and read0 were read at the middle edge: their words are registered at the
-            # closing one (latency 1), before the closing edge's accesses change the outputs
+                         port2_write.en.eq(Mux(middle_next, w_en, 0))]
+            # read2 and the write of one cycle meet at its middle edge: port 1 then holds read2's
+            # word, port 2 the old word the write replaced. The compare has the whole cycle.
+            collided = Signal(name=f"bank{k}_collided")
+            m.d.comb += collided.eq((h_row == w_row) & w_en.any())
             h_data = Signal.like(port1.data, name=f"bank{k}_h_data")
-            a_data = Signal.like(port1.data, name=f"bank{k}_a_data")
             with m.If(h.en):
-                m.d.sync += h_data.eq(port1.data)
-            with m.If(a.en):
-                m.d.sync += a_data.eq(port2_read.data)
-            # read1 was read at the closing edge: held at the next middle edge (port 1 reads
-            # again there), copied into `sync` at the next closing edge (latency 2)
-            b_held = Signal.like(port1.data, name=f"bank{k}_b_held")
-            with m.If(middle_next & b_issued):
-                m.d.fast += b_held.eq(port1.data)
-            b_data = Signal.like(b_held, name=f"bank{k}_b_data")
-            m.d.sync += b_data.eq(b_held)
-            for port_data, data in zip(result, (a_data, b_data, h_data)):
+                m.d.sync += h_data.eq(Mux(collided, port2_read.data, port1.data))
+            held = []
+            for name, issued, port_data in (("a", a_issued, port1.data), ("b", b_issued, port2_read.data)):
+                word = Signal.like(port1.data, name=f"bank{k}_{name}_held")
+                with m.If(middle_next & issued):
+                    m.d.fast += word.eq(port_data)
+                copy = Signal.like(word, name=f"bank{k}_{name}_data")
+                m.d.sync += copy.eq(word)
+                held.append(copy)
+            for port_data, data in zip(result, held + [h_data]):
                 port_data.append(data)
         return result
 

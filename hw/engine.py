@@ -25,7 +25,7 @@ for use while the engine is idle.
 
 Clocks: `sync`; with `config.scratchpad_pumped` also `fast`, at twice `sync`'s frequency with
 rising edges on `sync`'s, for the scratchpad's block RAMs (hw/banked_memory.py). The pumped
-scratchpad returns B reads a cycle later than the plain one (its `read_latency`), so the
+scratchpad returns A and B reads a cycle later than the plain one (its `read_latency`), so the
 engine delays them one stage less, and needs `D >= 4` (golden/engine/config.py).
 """
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
@@ -491,8 +491,8 @@ class Engine(wiring.Component):
         # Reads are issued from registers one cycle after the step that asks for them, and the
         # data delay below is one stage shorter, so operands still arrive D cycles after their
         # step. The address sums then have a whole cycle, and the memories' address inputs come
-        # straight from flip-flops (the pumped scratchpad reads A at its middle edge, B at its
-        # closing edge). A read may now see the write of its step's cycle too; no
+        # straight from flip-flops (the pumped scratchpad reads A and B at its closing edge).
+        # A read now sees the write of its step's cycle too; no
         # valid program reads what that write touches (a descriptor's outputs never overlap
         # its inputs, and the previous descriptor's writes have drained).
         issue_a_addr = Signal(len(spad_a.addr))

@@ -54,7 +54,7 @@ def test_configuration_rejects_bad_values_with_a_sentence():
         EngineConfig(lanes=12)
     with pytest.raises(ValueError, match="scratchpad_bytes must be a power of two"):
         EngineConfig(scratchpad_bytes=100_000)
-    # a pumped scratchpad's B reads take two cycles, so the read delay D is at least 4
+    # a pumped scratchpad's A and B reads take two cycles, so the read delay D is at least 4
     with pytest.raises(ValueError, match="external latency must be 4..64 cycles with a pumped scratchpad"):
         EngineConfig(external_latency_cycles=3)
     assert EngineConfig(external_latency_cycles=3, scratchpad_pumped=False).external_latency_cycles == 3

@@ -44,7 +44,7 @@ class EngineConfig:
             raise ValueError(f"external_bytes must be a power of two, not {self.external_bytes}")
         # at least 3: the engine holds a read's address in a register for a cycle, the memory
         # takes one, and the multiplier's operands are formed from the data a cycle before use;
-        # at least 4 when the scratchpad is pumped, whose B reads take two cycles
+        # at least 4 when the scratchpad is pumped, whose A and B reads take two cycles
         least = 4 if self.scratchpad_pumped else 3
         if not least <= self.external_latency_cycles <= 64:
             raise ValueError(f"external latency must be {least}..64 cycles"
