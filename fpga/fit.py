@@ -7,8 +7,9 @@ blocks of the device's shapes; a memory that fits neither is left to LUTs (flagg
 engine's memories are the scratchpad (2 banks, 3 read ports: 3 copies, or 1 copy when
 pumped, `EngineConfig.scratchpad_pumped`), the external window (2 banks,
 2 read ports), the trace (1024 x 32 bits), the channel list (`param_channels` rows of an entry
-and its three stored offsets) and the three parameter memories (LUT RAM when shallow). SPRAM (one port in all) cannot hold a memory that reads and writes in one cycle, so
-the estimate never places the scratchpad there. Multipliers and logic are counted per lane
+and its three stored offsets) and the three parameter memories (LUT RAM when shallow). SPRAM
+(one port in all) cannot hold a memory that reads and writes in one cycle, so the estimate
+never places the scratchpad there. Multipliers and logic are counted per lane
 from the measured figures in `PER_LANE` (docs/fpga.md explains how they were measured).
 """
 from __future__ import annotations
@@ -90,7 +91,8 @@ def estimate(board: Board, config) -> Estimate:
     param_rows = config.param_channels // L
     params = sum(memory_blocks(family, w, param_rows) for w in (32 * L, 32 * L, 8 * L))
     cost = PER_LANE[family]
-    return Estimate(block_rams=scratchpad + external + trace + channel_list + params, dsps=FIXED[family]["dsps"] + cost["dsps"] * L,
+    return Estimate(block_rams=scratchpad + external + trace + channel_list + params,
+                    dsps=FIXED[family]["dsps"] + cost["dsps"] * L,
                     luts=FIXED[family]["luts"] + cost["luts"] * L,
                     scratchpad_blocks=scratchpad, external_blocks=external, list_blocks=channel_list)
 
