@@ -10,6 +10,8 @@ Ports (all byte addresses; `rows * row_bytes` bytes in all, addresses wrap):
   t + `read_latency(i)` until the next enabled read's data replaces it.
 - one vector write port: `write_addr`, `write_data` (row_bytes bytes, byte 0 goes to
   write_addr), `write_enable` (one bit per byte of write_data; 0 writes nothing).
+`init` (bytes, at most `rows * row_bytes`; the rest is zero) is the memory's contents at
+configuration: a bitstream's flash model carries its training job that way (fpga/board_soc.py).
 A read on the last port (the host port) in the cycle of a write to the same bytes returns the
 old bytes, unless the memory is built with `no_rw_check` (its user promises never to use a
 read of a row written in the same cycle; block-RAM tools then build no collision logic). On the other ports such a read is undefined: the plain memory returns the old
@@ -58,9 +60,12 @@ def _bank_rows(row):
 
 class BankedMemory(wiring.Component):
     def __init__(self, row_bytes: int, rows: int, read_ports: int, *, pumped: bool = False,
-                 no_rw_check: bool = False):
+                 no_rw_check: bool = False, init: bytes = b""):
         if row_bytes & (row_bytes - 1) or rows & (rows - 1) or rows < 2:
             raise ValueError(f"row bytes and rows must be powers of two, not {row_bytes}, {rows}")
+        if len(init) > rows * row_bytes:
+            raise ValueError(f"initial contents of {len(init)} bytes do not fit {rows * row_bytes} bytes")
+        self.init = bytes(init)
         if pumped and read_ports != 3:
             raise ValueError(f"a pumped memory has exactly 3 read ports, not {read_ports}")
         self.row_bytes, self.rows, self.pumped, self.no_rw_check = row_bytes, rows, pumped, no_rw_check
@@ -84,7 +89,8 @@ class BankedMemory(wiring.Component):
         m = Module()
         depth = self.rows // 2
         attrs = {"no_rw_check": 1} if self.no_rw_check else None
-        banks = [memory.Memory(shape=8 * self.row_bytes, depth=depth, init=[], attrs=attrs) for _ in range(2)]
+        banks = [memory.Memory(shape=8 * self.row_bytes, depth=depth, init=self._bank_init(k), attrs=attrs)
+                 for k in range(2)]
         m.submodules.bank_even, m.submodules.bank_odd = banks
         writes = self._write_banks(m)
         if self.pumped:
@@ -95,6 +101,12 @@ class BankedMemory(wiring.Component):
             alignment = self._alignment_registers(m, i)
             m.d.comb += self.read_port(i).data.eq(self._rotate(alignment, bank_data[i]))
         return m
+
+    def _bank_init(self, bank: int) -> list[int]:
+        """Bank `bank`'s words from `init`: memory rows bank, bank + 2, ... (byte 0 in bits 7:0)."""
+        L = self.row_bytes
+        rows = [self.init[r * L:(r + 1) * L] for r in range(bank, -(-len(self.init) // L), 2)]
+        return [int.from_bytes(row, "little") for row in rows]
 
     def _write_banks(self, m):
         """Per bank (addr, data, byte enables) of the write port: the row_bytes bytes shifted

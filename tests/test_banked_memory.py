@@ -19,19 +19,19 @@ from hw.banked_memory import BankedMemory
 ROW_BYTES, ROWS = 8, 16
 
 
-def _pair():
+def _pair(init=b""):
     m = Module()
     m.domains.sync = ClockDomain("sync")
     m.domains.fast = ClockDomain("fast")
-    plain = m.submodules.plain = BankedMemory(ROW_BYTES, ROWS, read_ports=3)
-    pumped = m.submodules.pumped = BankedMemory(ROW_BYTES, ROWS, read_ports=3, pumped=True)
+    plain = m.submodules.plain = BankedMemory(ROW_BYTES, ROWS, read_ports=3, init=init)
+    pumped = m.submodules.pumped = BankedMemory(ROW_BYTES, ROWS, read_ports=3, pumped=True, init=init)
     return m, plain, pumped
 
 
-def _run(traffic):
+def _run(traffic, init=b""):
     """Drive both memories with `traffic` (one dict per cycle); returns per cycle the plain and
     pumped read data of the three ports, sampled at the sync edge that ends the cycle."""
-    m, plain, pumped = _pair()
+    m, plain, pumped = _pair(init)
     seen = []
 
     async def testbench(ctx):
@@ -145,3 +145,29 @@ def test_read_in_the_cycle_of_a_write():
 def test_pumped_memory_needs_three_read_ports():
     with pytest.raises(ValueError, match="exactly 3 read ports"):
         BankedMemory(ROW_BYTES, ROWS, read_ports=2, pumped=True)
+
+
+def test_initial_contents_read_back_at_every_alignment():
+    """`init` fills the memory from byte 0 (a bitstream's flash image): every port of both
+    implementations reads those bytes, rows spanning both banks and wrapping included; the
+    bytes past `init` read as zero."""
+    rng = random.Random(7)
+    size = ROW_BYTES * ROWS
+    init = bytes(rng.randrange(1, 256) for _ in range(size - 5))     # the last 5 bytes left zero
+    expected_memory = init + bytes(5)
+    starts = list(range(size))
+    rng.shuffle(starts)
+    idle = {"addr": [0, 0, 0], "en": [0, 0, 0], "write_addr": 0, "write_data": 0, "write_enable": 0}
+    traffic = [dict(idle, addr=[a, (a + 1) % size, (a + 2) % size], en=[1, 1, 1]) for a in starts]
+    seen = _run(traffic + [idle, idle], init=init)
+    for k, start in enumerate(starts):
+        for i in range(3):
+            first = (start + i) % size
+            want = int.from_bytes(bytes(expected_memory[(first + j) % size] for j in range(ROW_BYTES)), "little")
+            assert seen[k + 1][0][i] == want, f"plain port {i}, address {first}"
+            assert seen[k + (2 if i < 2 else 1)][1][i] == want, f"pumped port {i}, address {first}"
+
+
+def test_initial_contents_larger_than_the_memory_are_refused():
+    with pytest.raises(ValueError, match="do not fit"):
+        BankedMemory(ROW_BYTES, ROWS, read_ports=3, init=bytes(ROW_BYTES * ROWS + 1))
