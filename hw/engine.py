@@ -67,8 +67,13 @@ def field(desc, name, index=0):
 
 
 class Engine(wiring.Component):
-    def __init__(self, config: EngineConfig):
-        self.config = config
+    def __init__(self, config: EngineConfig, external_init: bytes = b""):
+        """`external_init`: the external memory's contents at configuration (a bitstream's flash
+        image, fpga/board_soc.py); the host port writes it otherwise."""
+        if len(external_init) > config.external_bytes:
+            raise ValueError(f"an external image of {len(external_init)} bytes does not fit the "
+                             f"{config.external_bytes}-byte external memory")
+        self.config, self.external_init = config, bytes(external_init)
         super().__init__({
             "start": In(1), "program_base": In(32),
             "busy": Out(1), "done": Out(1), "error": Out(1),
@@ -94,7 +99,8 @@ class Engine(wiring.Component):
 
         spad = m.submodules.scratchpad = BankedMemory(L, cfg.scratchpad_rows, read_ports=3,
                                                          pumped=cfg.scratchpad_pumped)
-        ext = m.submodules.external = BankedMemory(L, cfg.external_rows, read_ports=2, no_rw_check=True)
+        ext = m.submodules.external = BankedMemory(L, cfg.external_rows, read_ports=2, no_rw_check=True,
+                                                   init=self.external_init)
         spad_a, spad_b, spad_host = spad.read_port(0), spad.read_port(1), spad.read_port(2)
         ext_b, ext_host = ext.read_port(0), ext.read_port(1)
         trace = m.submodules.trace = memory.Memory(shape=32, depth=TRACE_DEPTH, init=[], attrs=NO_RW_CHECK)

@@ -1,7 +1,8 @@
 """Build the SoC (hw/soc) for Verilator once: sim.build's cache, with the CPU's Verilog added.
 
 `build_soc(config)` converts `Soc(config)` (no firmware: the testbench loads it over the debug
-bus, so the simulator does not depend on the firmware), appends the VexRiscv variant's Verilog
+bus, so the simulator does not depend on the firmware; `build_soc(config, firmware, flash)`
+builds the RAM and the external memory initialised instead, as a bitstream carries them), appends the VexRiscv variant's Verilog
 from the `pythondata-cpu-vexriscv` package to the same file, and builds it with sim.build's
 Verilator runner in `<cache>/soc-<digest>`; the digest covers both texts, the flags and the tool
 versions, exactly as `sim.build.build_design` does for Amaranth-only designs (whose helpers this
@@ -21,19 +22,19 @@ from sim import build as sim_build
 NAME = "soc"
 
 
-def soc_verilog(config: SocConfig) -> str:
+def soc_verilog(config: SocConfig, firmware: bytes = b"", flash: bytes = b"") -> str:
     from amaranth.back import verilog
     from hw.soc.cpu import verilog_source
     from hw.soc.soc import Soc
-    text = verilog.convert(Soc(config), name=NAME, emit_src=False)
+    text = verilog.convert(Soc(config, firmware, flash), name=NAME, emit_src=False)
     return text + "\n// ---- VexRiscv_" + config.cpu_variant + ".v (pythondata-cpu-vexriscv)\n" \
         + verilog_source(config.cpu_variant)
 
 
 @functools.lru_cache(maxsize=4)
-def build_soc(config: SocConfig) -> sim_build.BuiltDesign:
+def build_soc(config: SocConfig, firmware: bytes = b"", flash: bytes = b"") -> sim_build.BuiltDesign:
     began = time.perf_counter()
-    verilog_text = soc_verilog(config)
+    verilog_text = soc_verilog(config, firmware, flash)
     build_args = list(sim_build.BUILD_ARGS)
     versions = sim_build._versions()
     digest = sim_build._digest(NAME, verilog_text, " ".join(build_args), sim_build.MAKE_VARIABLES,

@@ -1,4 +1,5 @@
-"""cocotb side of sim.soc_run: load the SoC over its debug bus, let the firmware run, record the
+"""cocotb side of sim.soc_run: load the SoC over its debug bus (unless its simulator was built
+with the memories initialised: `preloaded`), let the firmware run, record the
 UART transcript, and read memory where the firmware pauses and when it halts.
 
 Python touches the clock only while it drives the debug bus (loading, reading); while the
@@ -96,11 +97,12 @@ async def run_firmware(dut):
         await bus.falling
     dut.rst.value = 0
     wall = time.perf_counter()
-    await bus.write_bytes(ram_base, spec["firmware"])
     flash = spec["flash"]
     ranges = spec["flash_ranges"].reshape(-1, 2).tolist()     # the non-zero parts (memory starts zeroed)
-    for begin, end in ranges:
-        await bus.write_bytes(external_base + begin, flash[begin:end])
+    if not int(spec["preloaded"]):       # else the simulator was built with both in memory
+        await bus.write_bytes(ram_base, spec["firmware"])
+        for begin, end in ranges:
+            await bus.write_bytes(external_base + begin, flash[begin:end])
     load_seconds = time.perf_counter() - wall
     wall = time.perf_counter()
 

@@ -52,10 +52,17 @@ class SocRun:
 
 
 def run_soc(config: SocConfig, flash: np.ndarray, firmware: bytes, *, windows=(),
-            max_cycles: int = 20_000_000, timeout: float = 1800.0, progress=None) -> SocRun:
+            max_cycles: int = 20_000_000, timeout: float = 1800.0, progress=None,
+            preloaded: bool = False) -> SocRun:
+    """`preloaded`: the simulator is built with the RAM holding `firmware` and the external
+    memory `flash` from the start, as a bitstream (fpga/board_soc.py), and nothing is loaded over
+    the debug bus; otherwise both are loaded over it while the CPU is held in reset."""
     from sim.build import run_test
     from sim.soc_build import build_soc
-    built = build_soc(config)
+    if preloaded:
+        built = build_soc(config, bytes(firmware), np.asarray(flash, np.uint8).tobytes())
+    else:
+        built = build_soc(config)
     with tempfile.TemporaryDirectory(prefix="soc-run-") as folder:
         spec_path, out_path = Path(folder) / "spec.npz", Path(folder) / "out.npz"
         transcript_path = Path(folder) / "transcript.txt"
@@ -64,7 +71,7 @@ def run_soc(config: SocConfig, flash: np.ndarray, firmware: bytes, *, windows=()
         np.savez(spec_path, addresses=np.array([config.region("ram").base, config.region("scratchpad").base,
                                                 config.region("external").base, pause], np.int64),
                  scratchpad_bytes=np.array(config.engine.scratchpad_bytes),
-                 max_cycles=np.array(max_cycles), windows=np.array(list(windows), np.int64).reshape(-1),
+                 max_cycles=np.array(max_cycles), preloaded=np.array(int(preloaded)), windows=np.array(list(windows), np.int64).reshape(-1),
                  firmware=np.frombuffer(bytes(firmware), np.uint8), flash=np.asarray(flash, np.uint8),
                  flash_ranges=np.array(nonzero_ranges(flash), np.int64).reshape(-1))
         finished = threading.Event()
@@ -244,8 +251,10 @@ def golden_scratchpads(exp: Experiment, iterations: int):
 
 
 def soc_training_run(iterations: int = 3, config: SocConfig = SIM, seed: int = 1, pause: bool = True,
-                     progress=None, scheme_name: str = DEFAULT_SCHEME) -> dict:
-    """Train on the SoC and compare with the golden model; returns the JSON-ready result."""
+                     progress=None, scheme_name: str = DEFAULT_SCHEME, preloaded: bool = False) -> dict:
+    """Train on the SoC and compare with the golden model; returns the JSON-ready result.
+    `preloaded`: firmware and flash image are the simulator's initial memory contents, as in a
+    bitstream (run_soc)."""
     from golden.engine import layout
     from golden.engine.cycles import end_cycles, program_cycles
     from hw.soc.firmware import build_firmware
@@ -256,7 +265,8 @@ def soc_training_run(iterations: int = 3, config: SocConfig = SIM, seed: int = 1
     windows = exp.windows()
     firmware = build_firmware(config)
     run = run_soc(config, exp.flash.data, firmware.binary,
-                  windows=[(at, size) for _, at, size in windows] if pause else (), progress=progress)
+                  windows=[(at, size) for _, at, size in windows] if pause else (), progress=progress,
+                  preloaded=preloaded)
     rows = parse_iterations(run.transcript)
     golden_after, golden_losses = golden_scratchpads(exp, iterations)
     predicted_forward = program_cycles(exp.program.forward.descriptors, config.engine)

@@ -1,4 +1,4 @@
-"""`sparsebp build --board BOARD`: the engine-alone FPGA build for one board (fpga/build.py),
+"""`sparsebp build --board BOARD [--design soc]`: an FPGA build for one board (fpga/build.py),
 its bitstream, and a utilization and timing report as a table and, with --json, as JSON.
 
 Errors a user can cause (an unknown board, a configuration that does not fit, missing tools)
@@ -12,11 +12,12 @@ from pathlib import Path
 
 def add_parser(subparsers) -> None:
     from fpga.boards import BOARDS
-    p = subparsers.add_parser("build", help="FPGA bitstream of the engine for a board, with a report")
+    p = subparsers.add_parser("build", help="FPGA bitstream of the engine or the SoC for a board, with a report")
     # choices are checked by fpga.boards.get_board so the message is the project's one-line error
     p.add_argument("--board", required=True, metavar="BOARD", help=f"one of {', '.join(sorted(BOARDS))}")
-    p.add_argument("--design", default="engine", choices=["engine", "requantizer"],
-                   help="the engine alone (default) or one per-lane requantizer alone")
+    p.add_argument("--design", default="engine", choices=["engine", "requantizer", "soc"],
+                   help="the engine alone (default), one per-lane requantizer alone, or the SoC "
+                        "(CPU, engine, firmware and the built-in CNN's training job in the bitstream)")
     p.add_argument("--lanes", type=int, help="override the preset's lane count")
     p.add_argument("--scratchpad-kb", type=int, help="override the preset's scratchpad size (KiB)")
     p.add_argument("--clock-mhz", type=float, help="override the preset's clock (the PLL must make it exactly)")

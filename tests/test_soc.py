@@ -10,6 +10,7 @@ and after the run the golden executor's whole scratchpad. Set SPARSEBP_SOC_ITERA
 the number of builtin-sparse iterations (default 6: from iteration 4 on the label is often the top
 class, which caught a wrong max|A| in the firmware's quantizer that 3 iterations did not).
 """
+import dataclasses
 import importlib.util
 import os
 
@@ -149,3 +150,17 @@ def test_cli_sim_soc_prints_progress_and_writes_the_json(tmp_path, capsys):
         assert it["cycles"] > it["engine_idle_cycles"] > 0
         assert it["bit_exact"] is True
     assert result["final_scratchpad_equals_golden"] and result["bit_exact"]
+
+
+def test_soc_runs_its_job_from_initialised_memories():
+    """What a bitstream carries (fpga/board_soc.py): the simulator is built with the RAM holding
+    the firmware and the external memory the flash image, and nothing is loaded over the debug
+    bus. The CPU starts at reset and trains as the golden model does (losses, final scratchpad).
+    The RAM is the boards' 16 KiB, so the firmware's stack is known to fit it."""
+    from fpga.board_soc import BOARD_RAM_BYTES
+    from sim.soc_run import soc_training_run
+    run = soc_training_run(3, dataclasses.replace(SIM, ram_bytes=BOARD_RAM_BYTES), seed=1, pause=False,
+                           preloaded=True)
+    assert (run["status"], run["exit_code"]) == ("halted", 0)
+    assert [it["bit_exact"] for it in run["iterations"]] == [True] * 3
+    assert run["final_scratchpad_equals_golden"] and run["flash_unchanged"] and run["bit_exact"]

@@ -31,8 +31,8 @@ SCRATCHPAD_SPACE, EXTERNAL_SPACE = 0, 1
 
 
 class EngineOnBus(wiring.Component):
-    def __init__(self, config: EngineConfig):
-        self.config = config
+    def __init__(self, config: EngineConfig, external_init: bytes = b""):
+        self.config, self.external_init = config, external_init
         super().__init__({
             "csr": In(Signature(addr_width=6)),
             "scratchpad": In(Signature(addr_width=(config.scratchpad_bytes // 4 - 1).bit_length())),
@@ -41,7 +41,7 @@ class EngineOnBus(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.engine = engine = Engine(self.config)
+        m.submodules.engine = engine = Engine(self.config, self.external_init)
 
         # ---------------------------------------------------------------- registers
         csr = self.csr

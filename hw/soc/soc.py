@@ -16,7 +16,9 @@ The address map is `SocConfig.regions` (hw/soc/config.py). Ports:
 - `cpu_reset` in: holds the CPU in reset (the rest of the SoC runs).
 - `uart_tx` out; `console_valid`/`console_data` out (hw/soc/uart.py).
 - `halted`, `exit_code`, `paused` out (hw/soc/sysctl.py).
-`firmware` (bytes, optional) initialises the RAM (for a bitstream); the simulation leaves it empty.
+`firmware` and `flash` (bytes, optional) initialise the RAM and the engine's external memory (a
+bitstream carries both, fpga/board_soc.py); the simulation leaves them empty and loads both over
+`debug`.
 """
 from __future__ import annotations
 
@@ -35,8 +37,12 @@ from .wishbone import Arbiter, Decoder, Signature
 
 
 class Soc(wiring.Component):
-    def __init__(self, config: SocConfig, firmware: bytes | None = None):
+    def __init__(self, config: SocConfig, firmware: bytes | None = None, flash: bytes | None = None):
         self.config = config
+        self.flash = bytes(flash or b"")
+        if len(self.flash) > config.engine.external_bytes:
+            raise ValueError(f"a flash image of {len(self.flash)} bytes does not fit the "
+                             f"{config.engine.external_bytes}-byte external memory")
         words = []
         if firmware:
             if len(firmware) > config.ram_bytes:
@@ -59,7 +65,7 @@ class Soc(wiring.Component):
         windows = [(r.name, r.base // 4, r.size // 4) for r in cfg.regions]
         m.submodules.decoder = decoder = Decoder(addr_width=30, windows=windows)
         m.submodules.ram = ram = WishboneRAM(size_bytes=cfg.ram_bytes, init=self.firmware_words)
-        m.submodules.engine = engine = EngineOnBus(cfg.engine)
+        m.submodules.engine = engine = EngineOnBus(cfg.engine, self.flash)
         m.submodules.sysctl = sysctl = SystemControl()
         m.submodules.uart = uart = UartTx(cycles_per_bit=cfg.uart_cycles_per_bit,
                                           fifo_depth=cfg.uart_fifo_depth)
