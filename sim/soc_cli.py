@@ -5,6 +5,10 @@ iterations: cycles, engine idle cycles (the CPU overhead), the loss, and whether
 in the scratchpad equals the golden Trainer's byte for byte (every updated conv's resident weights and
 parameters, the `sr` PRNG state, the channel lists). `--json` writes the same, with a
 list `iterations` of {cycles, engine_idle_cycles, bit_exact, ...}.
+
+`--board BOARD` runs the SoC a board's bitstream carries (fpga/board_soc.py: the board's engine,
+16 KiB of RAM, a 32 KiB external memory, the UART divided for the board's clock) with the RAM and
+the external memory built initialised, as in the bitstream, instead of loaded over the debug bus.
 """
 from __future__ import annotations
 
@@ -22,21 +26,39 @@ def add_parser(sim_subparsers) -> None:
     s.add_argument("--no-pause", action="store_true",
                    help="do not stop after each iteration to read the classifier (faster; only the "
                         "final scratchpad is compared)")
+    s.add_argument("--board", metavar="BOARD",
+                   help="run the SoC of BOARD's bitstream (ulx3s-85f, orangecrab-85f) with its memories "
+                        "initialised as there, instead of the small simulation SoC")
     s.add_argument("--json", type=Path, help="write the results as JSON")
 
 
-def run(args) -> dict:
+def soc_config(board_name: str | None):
+    """The simulation SoC, or the SoC of a board's bitstream; a bad board name is a ValueError."""
     from hw.soc.config import SIM
+    if board_name is None:
+        return SIM
+    from fpga.board_soc import board_soc_config
+    from fpga.boards import get_board
+    board = get_board(board_name)
+    if board.device.family != "ecp5":
+        raise ValueError(f"{board.name} carries no SoC: its engine does not fit the {board.device.name} "
+                         f"(docs/fpga.md)")
+    return board_soc_config(board.config, board.target_hz)
+
+
+def run(args) -> dict:
     from sim.toolchain import verilator_available
     from hw.soc.firmware import compiler_available
+    board_name = getattr(args, "board", None)
+    config = soc_config(board_name)
     for ok, reason in (verilator_available(), compiler_available()):
         if not ok:
             raise ValueError(reason)
     began = time.perf_counter()
     scheme = getattr(args, "scheme", "builtin-sparse")
     print(f"{args.iterations} training iteration(s) of the built-in CNN (scheme {scheme}) run by the firmware on the SoC "
-          f"(VexRiscv {SIM.cpu_variant}, engine {SIM.engine.lanes} lanes, "
-          f"{SIM.engine.scratchpad_bytes // 1024} KiB scratchpad); the first run builds the simulator "
+          f"(VexRiscv {config.cpu_variant}, engine {config.engine.lanes} lanes, "
+          f"{config.engine.scratchpad_bytes // 1024} KiB scratchpad); the first run builds the simulator "
           f"(several minutes)", flush=True)
 
     def progress(line: str) -> None:
@@ -44,8 +66,9 @@ def run(args) -> dict:
         print(f"  [{elapsed:6.1f} s] uart: {line}", flush=True)
 
     from sim.soc_run import soc_training_run
-    result = soc_training_run(args.iterations, SIM, seed=args.seed, pause=not args.no_pause, progress=progress,
-                              scheme_name=scheme)
+    result = soc_training_run(args.iterations, config, seed=args.seed, pause=not args.no_pause, progress=progress,
+                              scheme_name=scheme, preloaded=board_name is not None)
+    result["board"] = board_name
     print(f"\n{'iter':>4s} {'cycles':>8s} {'engine idle':>11s} {'idle %':>7s} {'forward':>8s} "
           f"{'backward':>8s} {'loss':>7s} {'golden':>7s}  bit-exact")
     for it in result["iterations"]:

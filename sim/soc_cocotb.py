@@ -28,13 +28,26 @@ class BusError(Exception):
 
 class DebugBus:
     """Wishbone initiator on the SoC's `debug` port; outputs change and inputs are read at
-    falling edges. One word every two cycles (the subordinates' ack/idle rhythm)."""
+    falling edges, or, when the engine has a pumped scratchpad (a `fast` clock whose rising
+    edges fall there and read the host port's address, hw/banked_memory.py), a quarter cycle
+    after the rising edges, as sim/host.py does. One word every two cycles (the subordinates'
+    ack/idle rhythm)."""
 
     def __init__(self, dut):
         self.dut = dut
-        self.falling = FallingEdge(dut.clk)
+        self.pumped = hasattr(dut, "fast_clk")
+        self._falling, self._rising = FallingEdge(dut.clk), RisingEdge(dut.clk)
+        self._quarter = get_sim_steps(CLOCK_PERIOD_NS, "ns") // 4
         for name in ("cyc", "stb", "we", "adr", "dat_w", "sel"):
             getattr(dut, f"debug__{name}").value = 0
+
+    async def step(self) -> None:
+        """To the next point where the bus's outputs change and its inputs are read."""
+        if self.pumped:
+            await self._rising
+            await Timer(self._quarter, unit="step")
+        else:
+            await self._falling
 
     async def _access(self, byte_address: int, data: int | None) -> int:
         dut = self.dut
@@ -45,7 +58,7 @@ class DebugBus:
         dut.debug__cyc.value = 1
         dut.debug__stb.value = 1
         for _ in range(10_000):
-            await self.falling
+            await self.step()
             if dut.debug__ack.value == 1:
                 return dut.debug__dat_r.value.to_unsigned()
             if dut.debug__err.value == 1:
@@ -55,16 +68,16 @@ class DebugBus:
     async def _release(self):
         self.dut.debug__stb.value = 0
         self.dut.debug__cyc.value = 0
-        await self.falling
+        await self.step()
 
     async def write_words(self, byte_address: int, words) -> None:
-        await self.falling
+        await self.step()
         for i, word in enumerate(np.asarray(words, dtype=np.uint32).tolist()):
             await self._access(byte_address + 4 * i, int(word))
         await self._release()
 
     async def read_words(self, byte_address: int, count: int) -> np.ndarray:
-        await self.falling
+        await self.step()
         values = [await self._access(byte_address + 4 * i, None) for i in range(count)]
         await self._release()
         return np.array(values, dtype=np.uint32)
@@ -89,13 +102,19 @@ async def run_firmware(dut):
     windows = spec["windows"].reshape(-1, 2)          # (scratchpad address, bytes) read at each pause
     transcript_path = os.environ[SPEC_ENV + "_TRANSCRIPT"]
 
+    resets = [dut.rst]
+    if hasattr(dut, "fast_clk"):    # the pumped scratchpad's clock: twice clk, rising edges on clk's
+        Clock(dut.fast_clk, CLOCK_PERIOD_NS // 2, unit="ns").start()
+        resets.append(dut.fast_rst)
     Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns").start()
-    dut.rst.value = 1
+    for rst in resets:
+        rst.value = 1
     dut.cpu_reset.value = 1
     bus = DebugBus(dut)
     for _ in range(3):
-        await bus.falling
-    dut.rst.value = 0
+        await bus.step()
+    for rst in resets:
+        rst.value = 0
     wall = time.perf_counter()
     flash = spec["flash"]
     ranges = spec["flash_ranges"].reshape(-1, 2).tolist()     # the non-zero parts (memory starts zeroed)
@@ -118,7 +137,7 @@ async def run_firmware(dut):
 
     cocotb.start_soon(monitor())
     period = get_sim_steps(CLOCK_PERIOD_NS, "ns")
-    await bus.falling
+    await bus.step()
     dut.cpu_reset.value = 0
     started = get_sim_time("step")
     paused_cycles = 0
@@ -145,7 +164,7 @@ async def run_firmware(dut):
     run_seconds = time.perf_counter() - wall
     wall = time.perf_counter()
     for _ in range(4):
-        await bus.falling
+        await bus.step()
     out = {"status": np.array(status), "exit_code": np.array(dut.exit_code.value.to_unsigned()),
            "cycles": np.array(total_cycles), "transcript": np.frombuffer(bytes(transcript), np.uint8),
            "console_valid_edges": np.array(len(transcript))}

@@ -43,6 +43,8 @@ def test_train_json_keys_and_saved_model(tmp_path):
     (["sim", "engine", "--scheme", "nonsense"], "unknown scheme"),
     # refused by the compiler before anything is simulated
     (["sim", "engine", "--scheme", "bias=7;w=0:0.5"], "regular 3x3 convs run over all input channels"),
+    (["sim", "soc", "--board", "arty-a7"], "unknown board 'arty-a7'"),
+    (["sim", "soc", "--board", "icebreaker"], "icebreaker carries no SoC"),
 ])
 def test_user_errors_are_one_line(argv, fragment, capsys, tmp_path):
     assert main(argv + ["--json", str(tmp_path / "x.json")]) == 1

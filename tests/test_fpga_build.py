@@ -10,6 +10,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fpga import report
@@ -91,6 +92,69 @@ def test_ecp5_presets_fit_their_boards():
         assert found.list_blocks == 14
         assert board.config.scratchpad_bytes == 256 * 1024 and board.config.lanes == 8
         assert board.config.scratchpad_pumped
+
+
+def test_soc_on_the_icebreaker_is_refused_before_any_tool(capsys, tmp_path):
+    build_dir = tmp_path / "b"
+    assert main(["build", "--board", "icebreaker", "--design", "soc", "--build-dir", str(build_dir)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sparsebp: error: the SoC with 8 lanes with a 1 KB scratchpad do not fit icebreaker")
+    assert "\n" not in err and not build_dir.exists()
+
+
+def test_soc_estimate_adds_the_cpu_ram_and_the_larger_external_window():
+    from fpga.board_soc import BOARD_RAM_BYTES, board_soc_config
+    for name in ("ulx3s-85f", "orangecrab-85f"):
+        board = get_board(name)
+        engine = board_soc_config(board.config, board.target_hz).engine
+        assert engine.external_bytes == 32 * 1024 and engine.clock_hz == board.target_hz
+        found = check_fit(board, engine, BOARD_RAM_BYTES)
+        # the engine alone is 170 with an 8-block window; the 32 KiB window is 2 banks x 2 read
+        # ports x 8 blocks; the SoC adds 8 blocks of RAM (4096 x 32 bits), 2 of instruction
+        # cache and 1 of UART FIFO
+        assert (found.external_blocks, found.soc_blocks, found.block_rams) == (32, 11, 170 - 8 + 32 + 11)
+        assert found.block_rams <= board.device.block_rams
+
+
+def _soc_tools_missing():
+    from hw.soc.firmware import compiler_available
+    ok, reason = compiler_available()
+    return None if ok else reason
+
+
+def test_soc_image_holds_the_firmware_and_the_training_job():
+    reason = _soc_tools_missing()
+    if reason:
+        pytest.skip(reason)
+    from fpga.board_soc import BOARD_SAMPLES, board_soc_image
+    from hw.soc.job import JOB_FIELDS, JOB_MAGIC
+    board = get_board("ulx3s-85f")
+    image = board_soc_image(board.config, 20e6)
+    assert image.config.uart_cycles_per_bit == round(20e6 / 115200)
+    assert 4096 < len(image.firmware) <= image.config.ram_bytes
+    assert len(image.flash) <= image.config.engine.external_bytes
+    job = np.frombuffer(image.flash, "<u4", count=len(JOB_FIELDS), offset=image.config.job_offset)
+    fields = dict(zip(JOB_FIELDS, job.tolist()))
+    assert fields["magic"] == JOB_MAGIC and fields["iterations"] == BOARD_SAMPLES
+    assert fields["flags"] == 0          # no pause: nothing on a board would release it
+
+
+@pytest.mark.parametrize("name", ["ulx3s-85f", "orangecrab-85f"])
+def test_soc_build_plan_wires_the_uart_and_leds_and_carries_the_cpu(name, tmp_path):
+    reason = _soc_tools_missing()
+    if reason:
+        pytest.skip(reason)
+    from fpga.build import prepare
+    board = get_board(name)
+    prepare(board, board.config, tmp_path, design="soc")
+    constraints = (tmp_path / "top.lpf").read_text()
+    if name == "ulx3s-85f":
+        assert 'LOCATE COMP "uart_0__tx__io"' in constraints
+        assert all(f'LOCATE COMP "led_{k}__io"' in constraints for k in range(3))
+    else:                        # no UART on the OrangeCrab; its RGB LED
+        assert "uart" not in constraints and 'LOCATE COMP "rgb_led_0__r__io"' in constraints
+    assert (tmp_path / "VexRiscv_Lite.v").is_file()
+    assert "VexRiscv" in (tmp_path / "top.il").read_text()
 
 
 def test_memory_estimate_matches_what_yosys_inferred():

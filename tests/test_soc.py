@@ -152,15 +152,20 @@ def test_cli_sim_soc_prints_progress_and_writes_the_json(tmp_path, capsys):
     assert result["final_scratchpad_equals_golden"] and result["bit_exact"]
 
 
-def test_soc_runs_its_job_from_initialised_memories():
-    """What a bitstream carries (fpga/board_soc.py): the simulator is built with the RAM holding
-    the firmware and the external memory the flash image, and nothing is loaded over the debug
-    bus. The CPU starts at reset and trains as the golden model does (losses, final scratchpad).
-    The RAM is the boards' 16 KiB, so the firmware's stack is known to fit it."""
-    from fpga.board_soc import BOARD_RAM_BYTES
+def test_board_soc_runs_its_job_from_initialised_memories():
+    """What the ULX3S-85F's bitstream carries (fpga/board_soc.py): the board's engine (8 lanes,
+    256 KiB pumped scratchpad with its `fast` clock), 16 KiB of RAM holding the firmware and the
+    32 KiB external memory holding the flash image from the start; nothing is loaded over the
+    debug bus. The CPU starts at reset and trains as the golden model does (losses, final
+    scratchpad), with the UART divided for the board's 50 MHz."""
+    from fpga.board_soc import board_soc_config
+    from fpga.boards import get_board
     from sim.soc_run import soc_training_run
-    run = soc_training_run(3, dataclasses.replace(SIM, ram_bytes=BOARD_RAM_BYTES), seed=1, pause=False,
-                           preloaded=True)
+    board = get_board("ulx3s-85f")
+    config = board_soc_config(board.config, board.target_hz)
+    assert config.engine.scratchpad_pumped and config.uart_cycles_per_bit == 434
+    run = soc_training_run(2, config, seed=1, pause=False, preloaded=True)
+    assert run["uart"][0].startswith("sparsebp SoC: VexRiscv Lite, engine 8 lanes, 256 KiB scratchpad; 2 ")
     assert (run["status"], run["exit_code"]) == ("halted", 0)
-    assert [it["bit_exact"] for it in run["iterations"]] == [True] * 3
+    assert [it["bit_exact"] for it in run["iterations"]] == [True] * 2
     assert run["final_scratchpad_equals_golden"] and run["flash_unchanged"] and run["bit_exact"]
