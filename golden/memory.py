@@ -117,6 +117,9 @@ class MemoryPlan:
     stripe_rows: int
     step_breakdown: list[dict[str, int]] = field(default_factory=list)   # per step, per category
     buffers: list[Buffer] = field(default_factory=list)
+    rules: str = "default"                        # "engine": golden/memory_engine.py
+    fragmentation_bytes: int = 0                  # engine rules: packed peak above the largest step
+    image_external: bool = False                  # engine rules: the image stays in external memory
 
     @property
     def forward_peak(self) -> int:
@@ -130,8 +133,9 @@ class MemoryPlan:
 
     def allocated(self, category: str) -> int:
         """Total bytes of all buffers of a category over the iteration (not a peak)."""
-        if category not in CATEGORIES:
-            raise ValueError(f"unknown category {category!r}; use one of {CATEGORIES}")
+        known = tuple(self.breakdown) or CATEGORIES
+        if category not in known:
+            raise ValueError(f"unknown category {category!r}; use one of {known}")
         return sum(b.nbytes for b in self.buffers if b.category == category)
 
 
@@ -174,8 +178,22 @@ def chain_blocks(model: Model, first_ok) -> list[tuple[Conv, Conv, Conv]]:
 
 
 def plan_memory(model: Model, scheme: UpdateScheme, resolution: int | None = None,
-                reorder: bool = True, striped: bool = True, stripe_rows: int = 1) -> MemoryPlan:
-    """Peak scratchpad bytes of one training iteration; see the module docstring for the rules."""
+                reorder: bool = True, striped: bool = True, stripe_rows: int = 1,
+                rules: str = "default", image_external: bool = True) -> MemoryPlan:
+    """Peak scratchpad bytes of one training iteration; see the module docstring for the rules.
+
+    `rules="engine"` follows the engine compiler's allocation instead (golden/memory_engine.py,
+    docs/memory.md "Engine rules"): updates are always applied in place as their gradients
+    exist and blocks before the backward path are always striped, so `reorder` and `striped`
+    must keep their defaults; `image_external` applies to it alone."""
+    if rules == "engine":
+        if not (reorder and striped):
+            raise ValueError("the engine rules follow the compiler, which always reorders updates and "
+                             "stripes the blocks before the backward path: reorder and striped must be True")
+        from .memory_engine import plan_engine_memory
+        return plan_engine_memory(model, scheme, resolution, stripe_rows, image_external)
+    if rules != "default":
+        raise ValueError(f"rules must be 'default' or 'engine', not {rules!r}")
     scheme.check(model)
     if int(stripe_rows) != stripe_rows or stripe_rows < 1:
         raise ValueError(f"stripe_rows must be a positive integer, not {stripe_rows}")
@@ -360,28 +378,38 @@ def plan_memory(model: Model, scheme: UpdateScheme, resolution: int | None = Non
 
 
 _SHORT = {"activations": "act", "saved_activations": "saved", "masks": "masks",
-          "gradients": "grads", "weight_gradients": "dW/db", "updated_params": "params"}
+          "gradients": "grads", "weight_gradients": "dW/db", "updated_params": "params",
+          "overhead": "other"}
 
 
 def format_plan(plan: MemoryPlan, timeline: bool = True) -> str:
     """A readable table: settings, peak with its breakdown, and (optionally) every step."""
+    categories = list(plan.breakdown) or list(CATEGORIES)
+    if plan.rules == "engine":
+        settings = (f"engine rules (image {'external' if plan.image_external else 'in the scratchpad'}, "
+                    f"{plan.stripe_rows} row{'s' if plan.stripe_rows > 1 else ''} per stripe)")
+    else:
+        settings = (f"reorder={'on' if plan.reorder else 'off'}, "
+                    f"striped={'on (%d rows)' % plan.stripe_rows if plan.striped else 'off'}")
     lines = [
-        f"memory plan: {plan.model}, scheme {plan.scheme}, {plan.resolution}x{plan.resolution}, "
-        f"reorder={'on' if plan.reorder else 'off'}, "
-        f"striped={'on (%d rows)' % plan.stripe_rows if plan.striped else 'off'}",
+        f"memory plan: {plan.model}, scheme {plan.scheme}, {plan.resolution}x{plan.resolution}, " + settings,
         f"peak {plan.peak_bytes:,} bytes ({plan.peak_bytes / 1024:.1f} KiB) at '{plan.peak_at}' "
         f"(forward peak {plan.forward_peak:,}, backward peak {plan.backward_peak:,})",
     ]
-    for c in CATEGORIES:
+    if plan.fragmentation_bytes:
+        lines.append(f"  (packing: the largest step holds {plan.peak_bytes - plan.fragmentation_bytes:,} "
+                     f"bytes, the packed buffers span {plan.fragmentation_bytes:,} more)")
+    for c in categories:
         lines.append(f"  {c:<18} {plan.breakdown[c]:>10,}")
     if timeline and plan.step_breakdown:
         width = max(len(label) for label, _ in plan.timeline)
-        head = f"{'step':<{width}} " + " ".join(f"{_SHORT[c]:>8}" for c in CATEGORIES) + f" {'total':>9}"
+        head = f"{'step':<{width}} " + " ".join(f"{_SHORT[c]:>8}" for c in categories) + f" {'total':>9}"
         lines += ["", head, "-" * len(head)]
+        top = plan.peak_bytes - plan.fragmentation_bytes
         peak = next(i for i, (label, total) in enumerate(plan.timeline)
-                    if label == plan.peak_at and total == plan.peak_bytes)
+                    if label == plan.peak_at and total == top)
         for i, ((label, total), d) in enumerate(zip(plan.timeline, plan.step_breakdown)):
             mark = "  <- peak" if i == peak else ""
-            lines.append(f"{label:<{width}} " + " ".join(f"{d[c]:>8,}" for c in CATEGORIES)
+            lines.append(f"{label:<{width}} " + " ".join(f"{d[c]:>8,}" for c in categories)
                          + f" {total:>9,}{mark}")
     return "\n".join(lines)
