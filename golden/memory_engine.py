@@ -157,7 +157,6 @@ class _Walk:
         self.streamed = image_external and INPUT not in self.kept and all(
             id(n) in self.striped for n in model.nodes if INPUT in node_inputs(n))
         self.lead = self._leads()
-        self.inside: dict[str, str] = {}          # tensor -> the tensor whose buffer holds it
 
     def numel(self, tensor: str) -> int:
         return math.prod(self.shapes[tensor])
@@ -220,7 +219,6 @@ class _Walk:
         x = first.input
         if x in self.lead:
             # written over the input: counted once the input is freed (same packing offset)
-            self.inside[pw2.output] = x
             ledger.alloc(pw2.output, "activations", self.numel(pw2.output), inside=x)
         else:
             self.place(pw2.output)
