@@ -60,3 +60,19 @@ def test_bad_flags_exit_2(argv, capsys):
         main(argv)
     assert exc.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_plan_reports_the_engine_rules_beside_the_default_rules(tmp_path):
+    """`sparsebp plan` prints and writes the engine-rules plan (docs/memory.md): for the built-in
+    CNN a bound on what compile_training allocates, below the default rules' figure."""
+    from golden.builtin import builtin_model
+    from golden.engine.config import DEFAULT
+    from golden.engine.training import compile_training
+    from golden.scheme import parse_scheme
+    out = tmp_path / "plan.json"
+    assert main(["plan", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    model = builtin_model()
+    compiled = compile_training(model, parse_scheme("builtin-sparse", model), DEFAULT).forward.peak_bytes
+    assert compiled <= result["engine_rules_peak_bytes"] <= 1.02 * compiled
+    assert result["engine_rules_peak_bytes"] < result["planned_peak_bytes"]
