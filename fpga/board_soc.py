@@ -24,10 +24,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal
+from amaranth.hdl import Elaboratable, Module, Signal
 from amaranth.lib import io
 
 from hw.soc.config import SocConfig
+
+from .clocks import add_clock_domains
 
 # Block RAM decides the sizes: the ECP5-85F preset's engine takes 170 of the 208 DP16KD with a
 # 4 KiB external window (fpga/fit.py); the window has two read ports, so yosys maps it twice, and
@@ -77,11 +79,7 @@ class BoardSoc(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        if self.clocks is not None:
-            m.domains.sync = ClockDomain("sync")
-            if getattr(self.clocks, "fast", False):
-                m.domains.fast = ClockDomain("fast")
-            m.submodules.clocks = self.clocks
+        add_clock_domains(m, self.clocks)
         m.submodules.soc = soc = self.soc
         running, finished, failed = Signal(), Signal(), Signal()
         m.d.comb += [running.eq(~soc.halted), finished.eq(soc.halted & (soc.exit_code == 0)),

@@ -9,7 +9,7 @@ oscillator pin's (the board resource's `Clock`) and the PLL parameters, so none 
 """
 from __future__ import annotations
 
-from amaranth.hdl import ClockSignal, Elaboratable, Instance, Module, Signal
+from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Instance, Module, Signal
 from amaranth.lib.cdc import ResetSynchronizer
 
 
@@ -129,3 +129,14 @@ class PLLClock(Elaboratable):
             m.d.comb += ClockSignal("sync").eq(pll_clk)
         m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
         return m
+
+
+def add_clock_domains(m: Module, clocks) -> None:
+    """Define `sync` (and `fast` when `clocks.fast`) in `m` and add `clocks` (a PLLClock) as
+    their driver; nothing when `clocks` is None (the design is simulated or converted alone)."""
+    if clocks is None:
+        return
+    m.domains.sync = ClockDomain("sync")
+    if getattr(clocks, "fast", False):
+        m.domains.fast = ClockDomain("fast")
+    m.submodules.clocks = clocks

@@ -12,9 +12,11 @@ Timing: one bit shifts in per cycle; the inputs are registered slices of the shi
 The clock is the `sync` domain the build gives it (the board oscillator through a PLL,
 fpga/clocks.py), with a `fast` domain beside it for an engine with a pumped scratchpad.
 """
-from amaranth.hdl import Cat, ClockDomain, Elaboratable, Module, Signal
+from amaranth.hdl import Cat, Elaboratable, Module, Signal
 from amaranth.lib import io, wiring
 from amaranth.lib.cdc import FFSynchronizer
+
+from .clocks import add_clock_domains
 
 
 def _ports(component, direction):
@@ -30,11 +32,7 @@ class TestWrapper(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        if self.clocks is not None:
-            m.domains.sync = ClockDomain("sync")
-            if getattr(self.clocks, "fast", False):
-                m.domains.fast = ClockDomain("fast")
-            m.submodules.clocks = self.clocks
+        add_clock_domains(m, self.clocks)
         m.submodules.dut = dut = self.component
 
         serial_in = Signal()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .engine.backward import path_nodes
 from .engine.compiler import ALIGN
 from .engine.config import DEFAULT
 from .engine.program import PARAM_BYTES_PER_CHANNEL
@@ -88,13 +89,7 @@ def _backward_path(model: Model, scheme: UpdateScheme) -> tuple[int, set[int]]:
     else:
         target = model.convs[earliest]
         start = next(p for p, n in enumerate(model.nodes) if n is target)
-    on = {len(model.nodes) - 1}
-    needed = set(node_inputs(model.nodes[-1]))
-    for p in range(len(model.nodes) - 2, start - 1, -1):
-        if model.nodes[p].output in needed:
-            on.add(p)
-            needed |= set(node_inputs(model.nodes[p]))
-    return start, on
+    return start, path_nodes(model, start)
 
 
 def _stripe_rows_of(first: Conv, dw: Conv, shapes, rows: int) -> list[tuple[int, int, int, int]]:
