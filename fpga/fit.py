@@ -17,12 +17,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from hw.engine import LIST_ROW
+
 from .boards import Board, BoardError
 
 SCRATCHPAD_READ_PORTS = 3
 EXTERNAL_READ_PORTS = 2
 TRACE_BITS, TRACE_DEPTH = 32, 1024
-LIST_BITS = 16 + 3 * 32          # hw/engine.py: a list entry and its A, B and output offsets
+LIST_BITS = LIST_ROW.size        # a list entry and its A, B and output offsets
 
 # Block shapes (depth, data width) yosys uses with byte (9-bit column) write enables.
 BLOCK_SHAPES = {"ice40": [(256, 16), (512, 8)],

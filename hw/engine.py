@@ -28,8 +28,8 @@ rising edges on `sync`'s, for the scratchpad's block RAMs (hw/banked_memory.py).
 scratchpad returns A and B reads a cycle later than the plain one (its `read_latency`), so the
 engine delays them one stage less, and needs `D >= 4` (golden/engine/config.py).
 """
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import memory, wiring
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.engine import program as isa
@@ -42,6 +42,10 @@ from .weight_updater import BiasUpdater, WeightUpdater
 from .xorshift_vector import jump_outputs
 
 TRACE_DEPTH = 1024
+# A row of the channel-list memory: the list entry (a channel index) and its offsets, the entry
+# times the list loop's A, B and output strides, multiplied once as the list loads so the issue
+# addresses sum straight from the memory's output. fpga/fit.py sizes the memory from it.
+LIST_ROW = data.StructLayout({"entry": unsigned(16), "a": signed(32), "b": signed(32), "out": signed(32)})
 # For memories whose reads never use a word written in the same cycle: the trace (written as a
 # descriptor ends, read by the host when idle), the list and parameter memories (written in
 # LIST and PARAMS, read from RUN on), the external window (written by the host when idle). It
@@ -418,10 +422,10 @@ class Engine(wiring.Component):
                         if k < 3:
                             m.d.sync += po[k].eq(po[k] + fs("out_strides", k))
 
-        # Each list row holds the entry and its three offsets (entry x the list loop's A, B and
-        # output strides), multiplied when the list is loaded: the issue addresses then sum
-        # straight from the memory's output instead of through three products after it.
-        list_mem = m.submodules.list_mem = memory.Memory(shape=16 + 3 * 32, depth=cfg.param_channels,
+        # Each list row holds the entry and its three offsets (LIST_ROW), multiplied when the list
+        # is loaded: the issue addresses then sum straight from the memory's output instead of
+        # through three products after it.
+        list_mem = m.submodules.list_mem = memory.Memory(shape=LIST_ROW, depth=cfg.param_channels,
                                                          init=[], attrs=NO_RW_CHECK)
         list_w = list_mem.write_port()
         list_r = list_mem.read_port()
@@ -438,7 +442,7 @@ class Engine(wiring.Component):
         # The entry of the current list index: read one cycle ahead (a bubble precedes every new
         # index, so during a step the read port's data is the current index's entry).
         m.d.comb += list_r.addr.eq(list_index)
-        list_value = list_r.data[:16]
+        list_value = list_r.data.entry
         # the list loop's strides, registered (descriptor fields alone: settled long before LIST)
         stride_a, stride_b, stride_out = Signal(signed(32)), Signal(signed(32)), Signal(signed(32))
         with m.Switch(list_loop):
@@ -446,9 +450,7 @@ class Engine(wiring.Component):
                 with m.Case(k):
                     m.d.sync += [stride_a.eq(fs("a_strides", k)), stride_b.eq(fs("b_strides", k)),
                                  stride_out.eq(fs("out_strides", k))]
-        list_a, list_b, list_out = (Signal(signed(32), name=n) for n in ("list_a", "list_b", "list_out"))
-        m.d.comb += [list_a.eq(list_r.data[16:48]), list_b.eq(list_r.data[48:80]),
-                     list_out.eq(list_r.data[80:112])]
+        list_a, list_b, list_out = list_r.data.a, list_r.data.b, list_r.data.out
 
         def through_list(offsets, listed, operand_on):
             return [Mux(operand_on & list_on & (list_loop == k), listed, o) if k < isa.OUTPUT_LOOPS else o
@@ -964,7 +966,9 @@ class Engine(wiring.Component):
         list_arrive_index = delayed(list_issue, D, "list_index")
         entry = b_data[:16]
         m.d.comb += [list_w.addr.eq(list_arrive_index), list_w.en.eq(list_arrive_valid),
-                     list_w.data.eq(Cat(entry, *[(entry * stride)[:32] for stride in (stride_a, stride_b, stride_out)]))]
+                     list_w.data.entry.eq(entry)]
+        m.d.comb += [getattr(list_w.data, name).eq((entry * stride)[:32])
+                     for name, stride in (("a", stride_a), ("b", stride_b), ("out", stride_out))]
         with m.If(list_arrive_valid & (entry >= list_limit)):
             m.d.sync += list_bad.eq(1)
 
