@@ -246,7 +246,7 @@ def test_engine_windows_merge_partial_writes_and_report_an_idle_engine():
         seen["idle_step"] = second - first
 
     simulate(dut, bench)
-    assert seen == {"partial_wait": 2, "scratchpad": 0x11BB_CC44, "external": 0xFF02_0304,
+    assert seen == {"partial_wait": 3, "scratchpad": 0x11BB_CC44, "external": 0xFF02_0304,
                     "scratchpad_again": 0x11BB_CC44, "status": 0, "idle_step": 2}
 
 

@@ -2,9 +2,12 @@
 memory as two memory windows, all through the engine's host port (hw/engine.py).
 
 Windows: `csr` (hw/soc/registers.py, ENGINE), `scratchpad` and `external` (word addressed,
-any byte select). Timing of a memory access: the host port answers one cycle after the address,
-so a read or a full-word write is acknowledged in the second cycle; a write of fewer than four
-bytes reads the word, merges the selected bytes and writes it back (three cycles). The engine's
+any byte select). Timing of a memory access: the access (address, data, byte select) is
+registered in its first cycle and presented to the host port in the second, which answers a
+cycle later, so a read or a full-word write is acknowledged in the third cycle; a write of fewer
+than four bytes reads the word, merges the selected bytes and writes it back (four cycles). The
+register keeps the bus's multiplexers off the host port's half-cycle path to a pumped
+scratchpad's block RAMs. The engine's
 host port may only be used while the engine is idle: a memory access that arrives while the
 engine runs waits (no `ack`) until the run ends, so firmware cannot read half-written data.
 Registers answer in the second cycle at any time.
@@ -89,24 +92,33 @@ class EngineOnBus(wiring.Component):
             with m.If(bus.cyc & bus.stb):
                 m.d.comb += [requested.eq(1), space.eq(code), address.eq(bus.adr),
                              write_data.eq(bus.dat_w), select.eq(bus.sel), writing.eq(bus.we)]
+        # The access is registered before it reaches the engine's host port: with a pumped
+        # scratchpad the port's address has half a cycle to the block RAMs (the middle edge,
+        # hw/banked_memory.py), too little for the arbiter's and decoder's multiplexers in front.
+        space_q, address_q = Signal(2), Signal(30)
+        write_data_q, select_q, writing_q = Signal(32), Signal(4), Signal()
         ack = Signal()
-        m.d.comb += [engine.host_space.eq(space), engine.host_addr.eq(address)]
+        m.d.comb += [engine.host_space.eq(space_q), engine.host_addr.eq(address_q)]
         for bus, code in windows:
-            m.d.comb += [bus.ack.eq(ack & (space == code)), bus.dat_r.eq(engine.host_rdata)]
+            m.d.comb += [bus.ack.eq(ack & (space_q == code)), bus.dat_r.eq(engine.host_rdata)]
         merged = Signal(32)          # a partial write: the selected new bytes over the old word
         for b in range(4):
             m.d.comb += merged.word_select(b, 8).eq(
-                Mux(select[b], write_data.word_select(b, 8), engine.host_rdata.word_select(b, 8)))
+                Mux(select_q[b], write_data_q.word_select(b, 8), engine.host_rdata.word_select(b, 8)))
         with m.FSM():
             with m.State("idle"):
                 with m.If(requested & ~engine.busy & ~engine.start):
-                    with m.If(writing & (select == 0b1111)):
-                        m.d.comb += [engine.host_we.eq(1), engine.host_wdata.eq(write_data)]
-                        m.next = "acknowledge"
-                    with m.Else():
-                        m.next = "read"
+                    m.d.sync += [space_q.eq(space), address_q.eq(address), write_data_q.eq(write_data),
+                                 select_q.eq(select), writing_q.eq(writing)]
+                    m.next = "issue"
+            with m.State("issue"):         # the host port has the registered address
+                with m.If(writing_q & (select_q == 0b1111)):
+                    m.d.comb += [engine.host_we.eq(1), engine.host_wdata.eq(write_data_q)]
+                    m.next = "acknowledge"
+                with m.Else():
+                    m.next = "read"
             with m.State("read"):          # host_rdata holds the addressed word now
-                with m.If(writing):
+                with m.If(writing_q):
                     m.d.comb += [engine.host_we.eq(1), engine.host_wdata.eq(merged)]
                     m.next = "acknowledge"
                 with m.Else():
