@@ -8,6 +8,7 @@ reruns one, and docs/fpga.md keeps its latest figures.
 """
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -299,7 +300,7 @@ def test_pumped_scratchpad_is_one_block_ram_copy_on_ecp5():
     assert unit_cost("ecp5", "scratchpad_16k_pumped")["DP16KD"] == 8
 
 
-def _build(board, design, tmp_path, clock_mhz=None, **changes):
+def _build(board, design, tmp_path, clock_mhz=None, router=None, **changes):
     reason = tools_missing()
     if reason:
         pytest.skip(reason)
@@ -311,6 +312,8 @@ def _build(board, design, tmp_path, clock_mhz=None, **changes):
             "--json", str(out)]
     if clock_mhz is not None:
         args += ["--clock-mhz", str(clock_mhz)]
+    if router is not None:
+        args += ["--router", router]
     if changes:
         args += ["--lanes", str(config.lanes), "--scratchpad-kb", str(config.scratchpad_bytes // 1024)]
     assert main(args) == 0
@@ -341,3 +344,17 @@ def test_ecp5_requantizer_build_meets_timing(tmp_path):
     assert result["target_mhz"] == 60.0
     assert result["timing_met"]
     assert result["resources"]["DSP"][0] == 4
+
+
+BOARD_BUILDS = os.environ.get("SPARSEBP_BOARD_BUILDS") == "1"
+
+
+@pytest.mark.skipif(not BOARD_BUILDS, reason="a board's SoC build takes over an hour on 2 cores: "
+                    "set SPARSEBP_BOARD_BUILDS=1 to run it (the longer tier; docs/fpga.md keeps its figures)")
+@pytest.mark.parametrize("board", ["ulx3s-85f", "orangecrab-85f"])
+def test_board_soc_build_fits_and_reports(board, tmp_path):
+    """The longer tier: the SoC with its firmware and training job, through the whole flow."""
+    result = _build(board, "soc", tmp_path, router="router2")
+    assert result["design"] == "soc" and result["soc"]["training_iterations"] == 64
+    assert result["resources"]["BRAM"][0] <= result["resources"]["BRAM"][1] == 208
+    assert result["macs_per_cycle"] == 8 and result["fmax_mhz"] > 0
