@@ -16,8 +16,9 @@ UART's transmit pin, and LEDs: running, finished (exit code 0), failed (any othe
 The CPU leaves reset when the PLL locks and runs the job once (`BOARD_SAMPLES` iterations,
 one UART line each, sim/soc_run.py's `LINE`), then halts.
 
-This is the same SoC and firmware the Verilator tests run (tests/test_soc.py); the bitstream's
-initial contents are tested there too (`test_soc_runs_its_job_from_initialised_memories`).
+This is the same SoC and firmware the Verilator tests run (tests/test_soc.py); the ULX3S's
+configuration with both memories initialised runs there too, bit-exact
+(`test_board_soc_runs_its_job_from_initialised_memories`, `sparsebp sim soc --board`).
 """
 from __future__ import annotations
 
