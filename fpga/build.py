@@ -192,6 +192,7 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
                        fast=design in WITH_ENGINE and config.scratchpad_pumped)
     except ClockError as e:
         raise BoardError(str(e)) from None
+    image = soc_image(config, board.target_hz) if design == "soc" else None   # before any file is written
     env = tool_environment()
     build_dir = Path(build_dir or Path("build") / board.name)
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -200,7 +201,6 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
     log(f"{board.name}: {what}, target {board.target_hz / 1e6:g} MHz; building in {build_dir} "
         f"(yosys, nextpnr, pack)")
     revision = source_revision()
-    image = soc_image(config, board.target_hz) if design == "soc" else None
     prepare(board, config, build_dir, seed, design, router, synthesis, image)
     script = "build_top.sh"
     start = time.monotonic()
