@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 
 from .engine.backward import path_nodes
-from .engine.compiler import ALIGN
+from .engine.compiler import ALIGN, overwrite_lead, stripe_rows
 from .engine.config import DEFAULT
 from .engine.program import PARAM_BYTES_PER_CHANNEL
 from .graph import INPUT, Conv, Model, node_inputs
@@ -90,34 +90,6 @@ def _backward_path(model: Model, scheme: UpdateScheme) -> tuple[int, set[int]]:
         target = model.convs[earliest]
         start = next(p for p, n in enumerate(model.nodes) if n is target)
     return start, path_nodes(model, start)
-
-
-def _stripe_rows_of(first: Conv, dw: Conv, shapes, rows: int) -> list[tuple[int, int, int, int]]:
-    """Per stripe: (dw output rows r0..r1, first's input rows x0..x1 it reads), halo included."""
-    _, h_in, _ = shapes[first.input]
-    _, h, _ = shapes[first.output]
-    _, ho, _ = shapes[dw.output]
-    k, s, pad = dw.kernel, dw.stride, dw.kernel // 2
-    out = []
-    for r0 in range(0, ho, rows):
-        r1 = min(ho, r0 + rows)
-        a0, a1 = max(0, r0 * s - pad), min(h, (r1 - 1) * s - pad + k)
-        x0 = max(0, a0 * first.stride - first.kernel // 2)
-        x1 = min(h_in, (a1 - 1) * first.stride - first.kernel // 2 + first.kernel)
-        out.append((r0, r1, x0, x1))
-    return out
-
-
-def overwrite_lead(first: Conv, dw: Conv, pw2: Conv, shapes, rows: int) -> int:
-    """Bytes a striped block's output must start before its input to be written over it: after
-    each stripe but the last, the output bytes written so far must not pass the first input
-    byte a later stripe still reads (rounded up to ALIGN; 0 when the output never catches up)."""
-    c_in, _, w_in = shapes[first.input]
-    c_out, _, wo = shapes[pw2.output]
-    lead = 0
-    for r0, _, x0, _ in _stripe_rows_of(first, dw, shapes, rows)[1:]:
-        lead = max(lead, r0 * wo * c_out - x0 * w_in * c_in)
-    return -(-lead // ALIGN) * ALIGN
 
 
 class _Walk:
@@ -225,7 +197,7 @@ class _Walk:
         names = [f"stripe:{first.output}", f"stripe:{dw.output}"]
         if self.streamed and x == INPUT:
             c_in, _, w_in = shapes[x]
-            tallest = max(x1 - x0 for *_, x0, x1 in _stripe_rows_of(first, dw, shapes, rows))
+            tallest = max(x1 - x0 for *_, x0, x1 in stripe_rows(first, dw, shapes, rows))
             ledger.alloc(f"stripe:{x}", "activations", tallest * w_in * c_in)
             names.append(f"stripe:{x}")
         for name in names:

@@ -38,7 +38,7 @@ class Allocator:
     then with the packing, wastes no space to fragmentation the way first-fit does.
 
     A block allocated `inside` a live block starts at that block's address and may outlive it:
-    a striped block's output written over its dying input (`_overwrite_lead`). The caller
+    a striped block's output written over its dying input (`overwrite_lead`). The caller
     guarantees that no byte is overwritten while still to be read, and the block fits inside.
     """
 
@@ -319,20 +319,33 @@ def stripe_blocks(model: Model) -> list[tuple[Conv, Conv, Conv]]:
                         and not first.is_classifier)
 
 
-def _overwrite_lead(first: Conv, dw: Conv, pw2: Conv, shapes, rows: int) -> int:
+def overwrite_lead(first: Conv, dw: Conv, pw2: Conv, shapes, rows: int) -> int:
     """Bytes the block output must start before its input so that the striped block can write
     its output over its input: after each stripe but the last, the output rows written so far
     must end at or before the first input byte a later stripe still reads."""
     c_in, _, w_in = shapes[first.input]
-    _, h, _ = shapes[first.output]
-    c_out, ho, wo = shapes[pw2.output]
-    k, s, pad = dw.kernel, dw.stride, dw.kernel // 2
+    c_out, _, wo = shapes[pw2.output]
     lead = 0
-    for r1 in range(rows, ho, rows):                   # r1: first dw row of the next stripe
-        a0 = max(0, r1 * s - pad)                      # its first row of first's output ...
-        x0 = max(0, a0 * first.stride - first.kernel // 2)       # ... and of first's input
-        lead = max(lead, r1 * wo * c_out - x0 * w_in * c_in)
+    for r0, _, _, _, x0, _ in stripe_rows(first, dw, shapes, rows)[1:]:   # r0: the next stripe's first dw row
+        lead = max(lead, r0 * wo * c_out - x0 * w_in * c_in)
     return -(-lead // ALIGN) * ALIGN
+
+
+def stripe_rows(first: Conv, dw: Conv, shapes, rows: int) -> list[tuple[int, int, int, int, int, int]]:
+    """Per stripe of `rows` dw-output rows: (r0, r1) its dw output rows, (a0, a1) the rows of
+    first's output (dw's input) it reads, halo included, and (x0, x1) the rows of first's input
+    those read (padding excluded). Used by the compiler and the memory planner's engine rules."""
+    _, h_in, _ = shapes[first.input]
+    _, h, _ = shapes[first.output]
+    _, ho, _ = shapes[dw.output]
+    k, s, pad = dw.kernel, dw.stride, dw.kernel // 2
+    stripes = []
+    for r0 in range(0, ho, rows):
+        r1 = min(ho, r0 + rows)
+        a0 = max(0, r0 * s - pad)
+        a1 = min(h, (r1 - 1) * s - pad + k)
+        stripes.append((r0, r1, a0, a1) + _first_rows(first, a0, a1, h_in))
+    return stripes
 
 
 def _first_rows(first: Conv, a0: int, a1: int, h_in: int) -> tuple[int, int]:
@@ -357,12 +370,7 @@ def _striped_block(first: Conv, dw: Conv, pw2: Conv, shapes, config: EngineConfi
     c_exp, h, w = shapes[first.output]
     _, ho, wo = shapes[dw.output]
     k, s, pad = dw.kernel, dw.stride, dw.kernel // 2
-    stripes = []
-    for r0 in range(0, ho, rows):
-        r1 = min(ho, r0 + rows)
-        a0 = max(0, r0 * s - pad)                      # input rows of dw (rows of first's output) this stripe reads
-        a1 = min(h, (r1 - 1) * s - pad + k)
-        stripes.append((r0, r1, a0, a1) + _first_rows(first, a0, a1, h_in))
+    stripes = stripe_rows(first, dw, shapes, rows)
     halo_rows = min(h, (rows - 1) * s + k)
     expanded = alloc.alloc(f"stripe:{first.output}", c_exp * halo_rows * w)
     depthwise = alloc.alloc(f"stripe:{dw.output}", c_exp * rows * wo)
@@ -537,7 +545,7 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
                 # the output goes over the input when this block is the input's last reader
                 x = pw1.input
                 if not keep_tensors and x not in keep_alive and last_reader[x] == position[id(pw1)]:
-                    lead = _overwrite_lead(pw1, dw, pw2, shapes, rows)
+                    lead = overwrite_lead(pw1, dw, pw2, shapes, rows)
                     if np.prod(shapes[pw2.output]) <= lead + np.prod(shapes[x]):
                         overwrite[x] = (lead, pw2.output)
 
