@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test clean
+.PHONY: demo test board-builds clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
+
+# The longer tier: each board's SoC through yosys, nextpnr and the packer (over an hour each).
+board-builds: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m board tests/test_fpga_build.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -8,7 +8,6 @@ reruns one, and docs/fpga.md keeps its latest figures.
 """
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -346,11 +345,7 @@ def test_ecp5_requantizer_build_meets_timing(tmp_path):
     assert result["resources"]["DSP"][0] == 4
 
 
-BOARD_BUILDS = os.environ.get("SPARSEBP_BOARD_BUILDS") == "1"
-
-
-@pytest.mark.skipif(not BOARD_BUILDS, reason="a board's SoC build takes over an hour on 2 cores: "
-                    "set SPARSEBP_BOARD_BUILDS=1 to run it (the longer tier; docs/fpga.md keeps its figures)")
+@pytest.mark.board            # over an hour each on 2 cores: `make board-builds`, not CI
 @pytest.mark.parametrize("board", ["ulx3s-85f", "orangecrab-85f"])
 def test_board_soc_build_fits_and_reports(board, tmp_path):
     """The longer tier: the SoC with its firmware and training job, through the whole flow."""
