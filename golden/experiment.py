@@ -31,7 +31,7 @@ from . import prefix_cache
 from .fixedpoint import MultiplierVector
 from .graph import Conv, Model
 from .scheme import parse_scheme
-from .train import Trainer, UpdateRule
+from .train import MULTIPLIER_LIMIT, Trainer, UpdateRule, update_factors
 
 MODEL_FILES = {
     "mbv2": "models/tiny-training/mbv2-w0.35.pkl",
@@ -57,23 +57,16 @@ SCHEMES = {
 }
 
 
-MULTIPLIER_LIMIT = 2.0 ** 29      # golden/fixedpoint.py Multiplier: larger constants are rejected
-
-
 def bounded_update_multipliers(node: Conv, rule: UpdateRule):
     """update_multipliers (golden/train.py) with out-of-range channels frozen.
 
     MCUNet's file has "dead" channels (s_w = 3.9e-9, numerics 4.2) whose QAS bias multiplier
     lr / (s_x s_w) exceeds the 2^29 a fixed-point multiplier can hold, so golden/train.py
-    refuses to build a Trainer for MCUNet at all. Here such a channel gets the multiplier
-    (0, 1), i.e. a zero update: the channel is frozen. Every other channel's multiplier is
-    exactly golden/train.py's. Returns (U, V, number of frozen entries of U and of V).
+    refuses to train such a conv at all. Here such a channel gets the multiplier (0, 1), i.e.
+    a zero update: the channel is frozen. Every other channel's multiplier is exactly
+    golden/train.py's. Returns (U, V, number of frozen entries of U and of V).
     """
-    s_x, s_w = node.x.scale, node.w_scales
-    if rule.qas:
-        u, v = rule.lr * s_x / s_w, rule.lr / (s_x * s_w)
-    else:
-        u = v = rule.lr * s_x * s_w
+    u, v = update_factors(node, rule)
     frozen = (int((u >= MULTIPLIER_LIMIT).sum()), int((v >= MULTIPLIER_LIMIT).sum()))
     return (MultiplierVector.from_real(np.where(u >= MULTIPLIER_LIMIT, 0.0, u)),
             MultiplierVector.from_real(np.where(v >= MULTIPLIER_LIMIT, 0.0, v)), frozen)

@@ -41,14 +41,52 @@ class StepResult:
     predicted: int
 
 
-def update_multipliers(node: Conv, rule: UpdateRule):
-    """(weight multipliers U, bias multipliers V) of numerics 7.1."""
-    s_x, s_w = node.x.scale, node.w_scales
+MULTIPLIER_LIMIT = 2.0 ** 29   # the largest constant a Multiplier holds (golden/fixedpoint.py)
+
+
+def update_factors(node: Conv, rule: UpdateRule) -> tuple[np.ndarray, np.ndarray]:
+    """The real per-channel factors (u, v) of numerics 7.1, before they become multipliers."""
+    s_x, s_w = node.x.scale, np.asarray(node.w_scales, dtype=np.float64)
     if rule.qas:
-        return (MultiplierVector.from_real(rule.lr * s_x / s_w),
-                MultiplierVector.from_real(rule.lr / (s_x * s_w)))
+        return rule.lr * s_x / s_w, rule.lr / (s_x * s_w)
     plain = rule.lr * s_x * s_w
-    return MultiplierVector.from_real(plain), MultiplierVector.from_real(plain)
+    return plain, plain
+
+
+def _asked(u, v, weights: bool, biases: bool) -> list[tuple[str, np.ndarray]]:
+    return [(kind, f) for kind, f, wanted in (("weight", u, weights), ("bias", v, biases)) if wanted]
+
+
+def largest_learning_rate(node: Conv, rule: UpdateRule, weights: bool = True, biases: bool = True) -> float:
+    """The learning rate at which the first of `node`'s asked-for update factors reaches 2^29
+    (every factor of numerics 7.1 is proportional to the learning rate); inf if none asked."""
+    asked = _asked(*update_factors(node, rule), weights, biases)
+    return min((rule.lr * MULTIPLIER_LIMIT / f.max() for _, f in asked), default=float("inf"))
+
+
+def update_multipliers(node: Conv, rule: UpdateRule, weights: bool = True, biases: bool = True):
+    """(weight multipliers U, bias multipliers V) of numerics 7.1; None for the one not asked.
+
+    A factor of 2^29 or more cannot be a multiplier: with QAS that happens for channels whose
+    weight scale is tiny (MCUNet's file has "dead" channels with s_w = 3.9e-9) at an ordinary
+    learning rate. The ValueError names the conv, the channel with the largest factor asked for
+    and the learning rate below which every factor asked for fits; so ask only for what is
+    updated.
+    """
+    u, v = update_factors(node, rule)
+    asked = _asked(u, v, weights, biases)
+    if asked:
+        kind, factors = max(asked, key=lambda item: item[1].max())
+        worst = int(np.argmax(factors))
+        if not factors[worst] < MULTIPLIER_LIMIT:
+            raise ValueError(
+                f"conv {node.name!r}: the {kind} update multiplier of channel {worst} would be "
+                f"{factors[worst]:.3g} (learning rate {rule.lr:g}, weight scale {node.w_scales[worst]:.3g}, "
+                f"QAS {'on' if rule.qas else 'off'}), above the 2^29 a fixed-point multiplier holds; "
+                f"a learning rate below {rule.lr * MULTIPLIER_LIMIT / factors[worst]:.3g} fits every "
+                f"channel of this conv")
+    return (MultiplierVector.from_real(u) if weights else None,
+            MultiplierVector.from_real(v) if biases else None)
 
 
 def apply_weight_update(weight_rows: np.ndarray, weight_grad: np.ndarray, e_y: int,
@@ -114,8 +152,18 @@ class Trainer:
     def set_rule(self, rule: UpdateRule) -> None:
         """Change the learning rate (the host recompiles the update multipliers)."""
         self.rule = rule
-        self.multipliers = {id(n): update_multipliers(n, rule)
-                            for n in self.model.nodes if isinstance(n, Conv)}
+        # Only updated convs get multipliers: a frozen conv's factor may not fit one (MCUNet).
+        updated = [(node, node in self.weight_index or (node.is_classifier and self.scheme.classifier),
+                    node in self.bias_nodes) for node in self.model.nodes if isinstance(node, Conv)]
+        updated = [(node, weights, biases) for node, weights, biases in updated if weights or biases]
+        try:
+            self.multipliers = {id(node): update_multipliers(node, rule, weights, biases)
+                                for node, weights, biases in updated}
+        except ValueError as error:
+            # One conv's limit is not enough: the user needs the rate every updated conv takes.
+            fits = min(largest_learning_rate(node, rule, weights, biases) for node, weights, biases in updated)
+            raise ValueError(f"{error}; for scheme {self.scheme.name} on {self.model.name} a learning "
+                             f"rate below {fits:.3g} fits every updated conv") from None
 
     def _weight_selection(self, node: Conv, selection) -> np.ndarray | None:
         if node.is_classifier:
@@ -197,7 +245,7 @@ class Trainer:
         sel, x_sel = saved if saved is not None else (None, None)
         input_grad, bias_grad, weight_grad = int_ops.conv_backward(
             node, g_y, e_y, mask, self.shapes[node.input][1:], x_sel, sel, want_input_grad)
-        U, V = self.multipliers[id(node)]
+        U, V = self.multipliers.get(id(node), (None, None))
         if node in self.bias_nodes:
             node.bias = apply_bias_update(node.bias, bias_grad, e_y, V)
         if weight_grad is not None:

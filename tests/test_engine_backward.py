@@ -86,11 +86,13 @@ def test_scaled_gradient_and_dot_match_numerics(seed):
     assert m.read(4008, 1, np.int32)[0] == e2
 
 
-def run_iterations(scheme_text, iterations, config=SMALL, rounding="stochastic", image_external=False):
+def run_iterations(scheme_text, iterations, config=SMALL, rounding="stochastic", image_external=False,
+                   model=None):
     """Compiled iterations on the golden executor beside the Trainer; yields per-iteration
     (loss from the program, loss from the Trainer, names of mismatching tensors, prng equal).
-    With `image_external` the host writes each image into external memory."""
-    model = builtin_model().with_new_head(10, seed=0)
+    With `image_external` the host writes each image into external memory. `model` defaults to
+    the built-in CNN with a fresh head."""
+    model = model or builtin_model().with_new_head(10, seed=0)
     scheme = parse_scheme(scheme_text, model)
     rule = UpdateRule(rounding=rounding)
     data = load_digits("train")
@@ -119,6 +121,45 @@ def run_iterations(scheme_text, iterations, config=SMALL, rounding="stochastic",
                 wrong.append(name + " bias")
         same_prng = int(machine.read(program.prng_addr, 1, np.uint32)[0]) == trainer.sr_rng.state
         yield loss, result.loss, wrong, same_prng
+
+
+def _with_dead_channel(conv_index, channel=3, scale=1e-12):
+    """The built-in CNN (fresh head) with one "dead" channel in a conv, as MCUNet's file has:
+    a weight scale so small that its QAS update factors exceed what a multiplier holds."""
+    model = builtin_model().with_new_head(10, seed=0)
+    conv = model.convs[conv_index]
+    conv.w_scales = conv.w_scales.copy()
+    conv.w_scales[channel] = scale
+    return model
+
+
+def test_a_conv_on_the_backward_path_that_is_not_updated_needs_no_update_multipliers():
+    """b2.dw (conv 5) only passes the gradient on to b2.pw1, whose weights are updated: with a
+    dead channel in b2.dw the Trainer and the compiler still build the iteration, bit-exact."""
+    model = _with_dead_channel(5)
+    losses = []
+    for loss, trainer_loss, wrong, same_prng in run_iterations("bias=1;w=4:1", 3, model=model):
+        assert loss == trainer_loss
+        assert wrong == []
+        assert same_prng
+        losses.append(loss)
+    assert len(set(losses)) == 3
+
+
+@pytest.mark.parametrize("scheme", ["bias=2;w=4:1", "bias=1;w=5:1"])
+def test_an_updated_conv_with_a_dead_channel_is_refused_by_name(scheme):
+    """Updating b2.dw's biases (bias=2) or weights (w=5) needs its channel 3's multiplier, which
+    does not fit: the Trainer and the compiler both refuse, naming the conv, the channel and
+    the learning rate that would fit."""
+    model = _with_dead_channel(5)
+    parsed = parse_scheme(scheme, model)
+    with pytest.raises(ValueError, match=r"conv 'b2\.dw'.*channel 3 .*a learning rate below") as exc:
+        compile_training(model, parsed, SMALL, UpdateRule())
+    with pytest.raises(ValueError, match=r"conv 'b2\.dw'.*channel 3 .*a learning rate below") as exc:
+        Trainer(model, parsed, "dynamic", UpdateRule(), seed=1)
+    # The Trainer adds the rate every updated conv takes, and that rate trains.
+    fits = float(re.search(r"a learning rate below (\S+) fits every updated conv", str(exc.value)).group(1))
+    Trainer(model, parsed, "dynamic", UpdateRule(lr=fits * 0.99), seed=1)
 
 
 @pytest.mark.parametrize("scheme,rounding", [("last-layer", "stochastic"), ("bias-4", "stochastic"),

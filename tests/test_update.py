@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from fractions import Fraction
 
 import numpy as np
@@ -273,6 +274,37 @@ def test_update_multipliers_without_qas(lr):
         plain = lr * s_x * s_w
         assert (int(U.M[c]), int(U.n[c])) == ref_multiplier(plain)
         assert (int(V.M[c]), int(V.n[c])) == ref_multiplier(plain)
+
+
+@pytest.mark.parametrize("qas", [True, False])
+def test_a_factor_too_large_for_a_multiplier_is_refused_with_the_learning_rate_that_fits(qas):
+    """A factor of 2^29 or more (numerics 7.1) cannot be a multiplier: the error names the conv,
+    the worst channel and the learning rate below which every channel fits, and that rate works."""
+    node = make_node(np.random.default_rng(11))
+    node.w_scales = node.w_scales.copy()
+    node.w_scales[2] = 1e-11 if qas else 1e12      # QAS divides by s_w, plain SGD multiplies
+    lr = 0.05
+    kind = "bias" if qas else "weight"             # without QAS both factors are lr s_x s_w
+    with pytest.raises(ValueError, match=rf"conv 'c'.* {kind} update multiplier of channel 2 ") as exc:
+        update_multipliers(node, UpdateRule(lr=lr, qas=qas))
+    fits = float(re.search(r"a learning rate below (\S+) fits", str(exc.value)).group(1))
+    factor = 1 / (node.x.scale * 1e-11) if qas else node.x.scale * 1e12
+    assert fits == pytest.approx(2.0 ** 29 / factor, rel=1e-2)
+    U, V = update_multipliers(node, UpdateRule(lr=fits * 0.99, qas=qas))
+    assert int(V.M[2]) * 2.0 ** -int(V.n[2]) == pytest.approx(0.99 * 2 ** 29, rel=1e-2)   # near the top
+    with pytest.raises(ValueError):
+        update_multipliers(node, UpdateRule(lr=fits * 1.02, qas=qas))
+
+
+def test_only_the_multipliers_asked_for_are_built():
+    """With QAS the weight factor lr s_x / s_w is 1 / s_x^2 times smaller than the bias factor:
+    a conv whose biases are frozen gets its weight multipliers even when the bias ones would not fit."""
+    node = make_node(np.random.default_rng(12))
+    node.w_scales = node.w_scales.copy()
+    node.w_scales[0] = 1e-9
+    U, V = update_multipliers(node, UpdateRule(lr=0.05), weights=True, biases=False)
+    assert V is None and U.M.shape == (node.out_channels,)
+    assert update_multipliers(node, UpdateRule(lr=0.05), weights=False, biases=False) == (None, None)
 
 
 def test_qas_update_equals_sgd_on_real_weights():

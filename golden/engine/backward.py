@@ -270,7 +270,8 @@ class BackwardLowering:
         c, ho, wo = self.shapes[node.output]
         k, s, pad = node.kernel, node.stride, node.kernel // 2
         w_addr, p_addr = self.forward.resident.get(node.name, (None, None))
-        U, V = update_multipliers(node, self.rule)
+        # Only what is updated gets multipliers: a frozen conv's factor may not fit one (MCUNet).
+        U, V = update_multipliers(node, self.rule, weights=weight_ratio > 0, biases=bias_updated)
 
         if self._wants(node.input):
             scale = node.input_grad_scale
