@@ -123,6 +123,18 @@ def run_iterations(scheme_text, iterations, config=SMALL, rounding="stochastic",
         yield loss, result.loss, wrong, same_prng
 
 
+def assert_iterations_equal_the_trainer(scheme_text, iterations, **options):
+    """run_iterations, asserting every iteration bit-exact (loss, resident weights and biases,
+    PRNG state) and that the losses differ (the images differ and the model moves)."""
+    losses = []
+    for loss, trainer_loss, wrong, same_prng in run_iterations(scheme_text, iterations, **options):
+        assert loss == trainer_loss
+        assert wrong == []
+        assert same_prng
+        losses.append(loss)
+    assert len(set(losses)) == iterations
+
+
 def _with_dead_channel(conv_index, channel=3, scale=1e-12):
     """The built-in CNN (fresh head) with one "dead" channel in a conv, as MCUNet's file has:
     a weight scale so small that its QAS update factors exceed what a multiplier holds."""
@@ -137,13 +149,7 @@ def test_a_conv_on_the_backward_path_that_is_not_updated_needs_no_update_multipl
     """b2.dw (conv 5) only passes the gradient on to b2.pw1, whose weights are updated: with a
     dead channel in b2.dw the Trainer and the compiler still build the iteration, bit-exact."""
     model = _with_dead_channel(5)
-    losses = []
-    for loss, trainer_loss, wrong, same_prng in run_iterations("bias=1;w=4:1", 3, model=model):
-        assert loss == trainer_loss
-        assert wrong == []
-        assert same_prng
-        losses.append(loss)
-    assert len(set(losses)) == 3
+    assert_iterations_equal_the_trainer("bias=1;w=4:1", 3, model=model)
 
 
 @pytest.mark.parametrize("scheme", ["bias=2;w=4:1", "bias=1;w=5:1"])
@@ -170,13 +176,7 @@ def test_an_updated_conv_with_a_dead_channel_is_refused_by_name(scheme):
                                              ("bias=4;w=4:0.125,5:0.5,6:0.25", "stochastic"),
                                              ("bias=6;w=1:0.5,3:0.25", "stochastic")])
 def test_compiled_iterations_equal_the_trainer(scheme, rounding):
-    losses = []
-    for loss, trainer_loss, wrong, same_prng in run_iterations(scheme, 4, rounding=rounding):
-        assert loss == trainer_loss
-        assert wrong == []
-        assert same_prng
-        losses.append(loss)
-    assert len(set(losses)) == 4          # the images differ and the model moves
+    assert_iterations_equal_the_trainer(scheme, 4, rounding=rounding)
 
 
 @pytest.mark.parametrize("rounding", ["stochastic", "truncate"])
@@ -185,13 +185,7 @@ def test_full_scheme_equals_the_trainer(rounding):
     model = builtin_model().with_new_head(10, seed=0)
     program = compile_training(model, parse_scheme("full", model), SMALL, UpdateRule(rounding=rounding))
     assert program.backward_ops.count("conv0 weight update") == model.convs[0].in_channels
-    losses = []
-    for loss, trainer_loss, wrong, same_prng in run_iterations("full", 3, rounding=rounding):
-        assert loss == trainer_loss
-        assert wrong == []
-        assert same_prng
-        losses.append(loss)
-    assert len(set(losses)) == 3
+    assert_iterations_equal_the_trainer("full", 3, rounding=rounding)
 
 
 def test_buffers_are_freed_after_their_last_reader():
