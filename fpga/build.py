@@ -105,9 +105,12 @@ def _check_synthesis(synthesis: str) -> None:
         raise BoardError(f"unknown synthesis {synthesis!r}; choose one of {', '.join(SYNTHESIS)}")
 
 
-def toolchain_options(board: Board, seed: int, router: str = "router1", synthesis: str = "flat") -> dict:
+def toolchain_options(board: Board, seed: int, router: str = "router1", synthesis: str = "flat",
+                      place_only: bool = False) -> dict:
     _check_synthesis(synthesis)
     nextpnr = [f"--report {NAME}.report.json", "--timing-allow-fail", f"--seed {seed}", f"--router {router}"]
+    if place_only:
+        nextpnr.append("--no-route")
     options = {"nextpnr_opts": " ".join(nextpnr)}
     synth = ["-dsp"] if board.device.family == "ice40" else []
     if board.device.family == "ecp5":
@@ -134,7 +137,7 @@ def source_revision() -> str:
 
 
 def prepare(board: Board, config, build_dir: Path, seed: int = 1, design: str = "engine",
-            router: str = "router1", synthesis: str = "flat", image=None):
+            router: str = "router1", synthesis: str = "flat", image=None, place_only: bool = False):
     """Checks that need no tool, then the build plan written into build_dir. For the SoC,
     `image` is its `soc_image` (made here when None)."""
     if design == "soc":
@@ -150,7 +153,7 @@ def prepare(board: Board, config, build_dir: Path, seed: int = 1, design: str = 
     else:
         top = TestWrapper(DESIGNS[design](config), clocks)
     platform = board.platform()
-    plan = platform.prepare(top, name=NAME, **toolchain_options(board, seed, router, synthesis))
+    plan = platform.prepare(top, name=NAME, **toolchain_options(board, seed, router, synthesis, place_only))
     plan.extract(str(build_dir))
     return plan
 
@@ -176,7 +179,10 @@ def _check_design(board: Board, config, design: str):
 
 def build(board_name: str, build_dir: Path | None = None, config=None, seed: int = 1,
           design: str = "engine", clock_hz: float | None = None, log=print,
-          router: str = "router1", synthesis: str = "flat") -> dict:
+          router: str = "router1", synthesis: str = "flat", place_only: bool = False) -> dict:
+    """The whole build and its report (module docstring). `place_only` stops nextpnr after
+    placement: the report's Fmax is then nextpnr's estimate for the placed design, `stage` is
+    "placed", `timing_met` is None (not known before routing) and there is no bitstream."""
     board = get_board(board_name)
     if clock_hz is not None:
         if not 1e6 <= clock_hz <= 400e6:
@@ -201,7 +207,7 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
     log(f"{board.name}: {what}, target {board.target_hz / 1e6:g} MHz; building in {build_dir} "
         f"(yosys, nextpnr, pack)")
     revision = source_revision()
-    prepare(board, config, build_dir, seed, design, router, synthesis, image)
+    prepare(board, config, build_dir, seed, design, router, synthesis, image, place_only)
     script = "build_top.sh"
     start = time.monotonic()
     with open(build_dir / "build.log", "w") as out:
@@ -211,15 +217,20 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
         tail = (build_dir / "build.log").read_text(errors="replace").strip().splitlines()[-3:]
         raise RuntimeError(f"the toolchain failed after {seconds:.0f} s (see {build_dir}/build.log): "
                            + " | ".join(tail))
-    figures = nextpnr_report.read_build_dir(board.device.family, build_dir, NAME)
+    figures = nextpnr_report.read_build_dir(board.device.family, build_dir, NAME, placed_only=place_only)
     bitstream = build_dir / (f"{NAME}.bin" if board.device.family == "ice40" else f"{NAME}.bit")
+    if place_only:
+        # The packer ran on a placed, unrouted design: its output must not reach a board.
+        for product in (bitstream, build_dir / f"{NAME}.svf"):
+            product.unlink(missing_ok=True)
+        bitstream = None
     engine = design in WITH_ENGINE  # a unit build has no lanes, scratchpad or parameters of its own
     result = {"board": board.name, "device": board.device.name, "design": design,
               "lanes": config.lanes if engine else 1, "macs_per_cycle": config.macs_per_cycle if engine else 0,
               "scratchpad_bytes": config.scratchpad_bytes if engine else 0,
               "external_bytes": config.external_bytes if engine else 0,
               "param_channels": config.param_channels if engine else 0,
-              **figures, "build_seconds": round(seconds, 1), "bitstream": str(bitstream),
+              **figures, "build_seconds": round(seconds, 1), "bitstream": bitstream and str(bitstream),
               "estimate": dataclasses.asdict(estimate(board, config, BOARD_RAM_BYTES if design == "soc" else None))
               if engine else None,
               "synthesis": synthesis, "router": router, "source": revision}

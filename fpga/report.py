@@ -110,21 +110,38 @@ def format_table(result: dict) -> str:
     for name, (used, total) in result["resources"].items():
         share = f"{100 * used / total:.1f}%" if total else "-"
         lines.append(f"{name:10} {used:8d} {total:8d} {share:>6}")
-    verdict = "met" if result["timing_met"] else "FAILED"
-    lines.append(f"Fmax {result['fmax_mhz']:.2f} MHz against {result['target_mhz']:.2f} MHz: timing {verdict}")
+    if result.get("stage") == "placed":
+        lines.append(f"Fmax after placement {result['fmax_mhz']:.2f} MHz against {result['target_mhz']:.2f} MHz "
+                     f"(nextpnr's estimate; not routed, so timing is not known)")
+    else:
+        verdict = "met" if result["timing_met"] else "FAILED"
+        lines.append(f"Fmax {result['fmax_mhz']:.2f} MHz against {result['target_mhz']:.2f} MHz: timing {verdict}")
     if "fmax_limited_by" in result:
         lines.append(f"  (the engine clock's bound, set by {result['fmax_limited_by']})")
     if "build_seconds" in result:
-        lines.append(f"build {result['build_seconds']:.0f} s; bitstream {result['bitstream']}")
+        lines.append(f"build {result['build_seconds']:.0f} s; bitstream {result['bitstream'] or 'none (placed only)'}")
     return "\n".join(lines)
 
 
-def read_build_dir(family: str, build_dir: Path, name: str = "top") -> dict:
+def read_build_dir(family: str, build_dir: Path, name: str = "top", placed_only: bool = False) -> dict:
+    """The build's figures from nextpnr's report and log. After `--no-route` (`placed_only`) the
+    report has the utilization but no Fmax: the clocks are then the log's estimates for the
+    placed design, and `timing_met` is None, since only routing can tell."""
     build_dir = Path(build_dir)
     report = parse_nextpnr_report((build_dir / f"{name}.report.json").read_text())
     log_path = build_dir / f"{name}.tim"
     log_text = log_path.read_text(errors="replace") if log_path.exists() else ""
-    return summarize(family, report, log_text)
+    if placed_only:
+        report["fmax"] = fmax_estimates(log_text)
+        figures = summarize(family, report, log_text)
+        return {**figures, "timing_met": None, "stage": "placed"}
+    return {**summarize(family, report, log_text), "stage": "routed"}
+
+
+def fmax_estimates(text: str) -> dict:
+    """clock -> (achieved, constraint) from a nextpnr log's 'Max frequency for clock' lines;
+    nextpnr prints them after placement and after routing, and the last of each clock wins."""
+    return {clock: (float(achieved), float(constraint)) for clock, achieved, _, constraint in _FMAX.findall(text)}
 
 
 _UTILISATION = re.compile(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%")
@@ -135,9 +152,7 @@ def parse_nextpnr_progress_log(text: str) -> dict:
     """What a nextpnr log says before the route finishes (a build stopped early): the cell
     utilization after packing and the last Fmax estimate, in parse_nextpnr_report's shape."""
     utilization = {name: (int(used), int(total)) for name, used, total in _UTILISATION.findall(text)}
-    fmax = {}
-    for clock, achieved, _verdict, constraint in _FMAX.findall(text):
-        fmax[clock] = (float(achieved), float(constraint))     # the last estimate wins
+    fmax = fmax_estimates(text)
     if not utilization:
         raise ReportError("no 'Device utilisation' section in this nextpnr log")
     return {"utilization": utilization, "fmax": fmax}

@@ -203,7 +203,9 @@ def fmax_from(fmax_mhz: float | None, build_report: Path | None, config_name: st
             raise ValueError(f"{build_report}: not a `sparsebp build --json` report with fmax_mhz ({bad})") from None
         if not value > 0:
             raise ValueError(f"{build_report}: fmax_mhz is {value}")
+        timing = ("placed only: nextpnr's estimate, not a routed Fmax" if report.get("stage") == "placed"
+                  else f"timing met {report.get('timing_met')}")
         return {"fmax_mhz": value, "source": f"{build_report} (board {report.get('board')}, "
-                f"{report.get('macs_per_cycle')} lanes, timing met {report.get('timing_met')})"}
+                f"{report.get('macs_per_cycle')} lanes, {timing})"}
     return {"fmax_mhz": PRESETS[config_name].clock_hz / 1e6,
             "source": "the configuration's design clock: no FPGA build of it has met timing (pass --build-report)"}

@@ -28,6 +28,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--synthesis", choices=["flat", "hierarchical"], default="flat",
                    help="yosys on the flattened design (default, fewest LUTs) or module by module, "
                         "then flattened (about 9%% more LUTs on the engine)")
+    p.add_argument("--place-only", action="store_true",
+                   help="stop after placement (nextpnr --no-route): the report's Fmax is nextpnr's estimate "
+                        "for the placed design, timing_met is null and no bitstream is written; the whole "
+                        "engine places in about half an hour, where routing takes hours")
     p.add_argument("--json", type=Path, help="write the report as JSON")
 
 
@@ -51,7 +55,7 @@ def run(args) -> dict:
         clock_hz = None if args.clock_mhz is None else args.clock_mhz * 1e6
         result = build.build(board.name, args.build_dir, config, seed=args.seed, design=args.design,
                              clock_hz=clock_hz, router=args.router,
-                             synthesis=args.synthesis)
+                             synthesis=args.synthesis, place_only=args.place_only)
     except (build.ToolsMissing, RuntimeError) as exc:
         raise ValueError(str(exc)) from None
     print(format_table(result))

@@ -65,7 +65,12 @@ def test_fmax_sources(tmp_path):
     report = tmp_path / "build.json"
     report.write_text(json.dumps({"board": "ulx3s-85f", "fmax_mhz": 18.73, "timing_met": False, "macs_per_cycle": 8}))
     got = fmax_from(None, report, "default")
-    assert got["fmax_mhz"] == 18.73 and "ulx3s-85f" in got["source"]
+    assert got["fmax_mhz"] == 18.73 and "ulx3s-85f" in got["source"] and "timing met False" in got["source"]
+    # a --place-only report's Fmax is an estimate, and the source says so
+    report.write_text(json.dumps({"board": "ulx3s-85f", "fmax_mhz": 26.0, "timing_met": None,
+                                  "stage": "placed", "macs_per_cycle": 8}))
+    got = fmax_from(None, report, "default")
+    assert got["fmax_mhz"] == 26.0 and "placed only: nextpnr's estimate, not a routed Fmax" in got["source"]
     assert fmax_from(None, None, "default")["fmax_mhz"] == 100.0
     report.write_text("{}")
     with pytest.raises(ValueError, match="fmax_mhz"):

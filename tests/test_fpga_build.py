@@ -203,6 +203,26 @@ def test_parse_captured_unrouted_engine_log():
     assert (figures["fmax_mhz"], figures["target_mhz"], figures["timing_met"]) == (18.73, 50.0, False)
 
 
+def test_a_placed_only_build_reads_its_clock_from_the_log_and_claims_no_timing(tmp_path):
+    # tests/data/fpga/*-placed.*: `sparsebp build --board orangecrab-85f --design requantizer
+    # --place-only`; nextpnr's --report has the utilization but no Fmax after --no-route
+    for suffix in ("report.json", "tim"):
+        (tmp_path / f"top.{suffix}").write_bytes((DATA / f"orangecrab-85f-requantizer-placed.{suffix}").read_bytes())
+    assert json.loads((tmp_path / "top.report.json").read_text())["fmax"] == {}
+    figures = report.read_build_dir("ecp5", tmp_path, placed_only=True)
+    assert (figures["fmax_mhz"], figures["target_mhz"]) == (94.33, 60.0)
+    assert figures["timing_met"] is None and figures["stage"] == "placed"
+    assert figures["resources"]["DSP"] == [4, 156] and figures["resources"]["LUT"] == [1010, 83640]
+    table = report.format_table({"board": "orangecrab-85f", "device": "LFE5U-85F", "design": "requantizer",
+                                 **figures, "build_seconds": 20, "bitstream": None}).splitlines()
+    assert table[-2] == ("Fmax after placement 94.33 MHz against 60.00 MHz "
+                         "(nextpnr's estimate; not routed, so timing is not known)")
+    assert table[-1] == "build 20 s; bitstream none (placed only)"
+    # read as a routed build the same files have no clock at all
+    with pytest.raises(report.ReportError, match="no clock"):
+        report.read_build_dir("ecp5", tmp_path)
+
+
 def test_pumped_engine_clock_is_bounded_by_the_fast_clock_and_the_crossings():
     # the ULX3S preset of e4f456a after placement: `sync` paths 32.01 MHz, `fast` 51.27 MHz (at
     # twice the engine clock), crossings 16.93 ns and 21.43 ns, each in half an engine cycle
@@ -320,7 +340,7 @@ def _build(board, design, tmp_path, clock_mhz=None, router=None, **changes):
     assert {"board", "fmax_mhz", "target_mhz", "timing_met", "scratchpad_bytes", "macs_per_cycle",
             "resources"} <= set(result)
     assert set(result["resources"]) >= {"LUT", "FF", "BRAM", "SPRAM", "DSP"}
-    assert Path(result["bitstream"]).stat().st_size > 0
+    assert result["stage"] == "routed" and Path(result["bitstream"]).stat().st_size > 0
     for name, (used, total) in result["resources"].items():
         assert used <= total or total == 0, name
     return result
@@ -343,6 +363,23 @@ def test_ecp5_requantizer_build_meets_timing(tmp_path):
     assert result["target_mhz"] == 60.0
     assert result["timing_met"]
     assert result["resources"]["DSP"][0] == 4
+
+
+@pytest.mark.slow
+def test_place_only_build_writes_no_bitstream(tmp_path):
+    """`--place-only` (nextpnr --no-route): a report with nextpnr's placed estimate, no verdict
+    on timing and no bitstream, since the packer's output of an unrouted design is unusable."""
+    if tools_missing():
+        pytest.skip(tools_missing())
+    out = tmp_path / "report.json"
+    assert main(["build", "--board", "orangecrab-85f", "--design", "requantizer", "--place-only",
+                 "--build-dir", str(tmp_path / "build"), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["stage"] == "placed" and result["timing_met"] is None and result["bitstream"] is None
+    assert result["fmax_mhz"] > 0 and result["target_mhz"] == 60.0
+    assert result["resources"]["DSP"][0] == 4
+    assert not list((tmp_path / "build").glob("top.bit")) and not list((tmp_path / "build").glob("top.svf"))
+    assert "--no-route" in (tmp_path / "build" / "build_top.sh").read_text()
 
 
 @pytest.mark.board            # over an hour each on 2 cores: `make board-builds`, not CI
