@@ -23,7 +23,11 @@ from .board_soc import BOARD_RAM_BYTES, BoardSoc, board_soc_config, board_soc_im
 from .boards import Board, BoardError, get_board
 from .clocks import ClockError, PLLClock, pll_parameters
 from .fit import check_fit, estimate
+from .progress import ProgressReporter
 from .wrapper import TestWrapper
+
+
+PROGRESS_POLL_SECONDS = 30      # how often a running build's logs are read for its progress line
 
 
 def _engine(config):
@@ -210,8 +214,20 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
     prepare(board, config, build_dir, seed, design, router, synthesis, image, place_only)
     script = "build_top.sh"
     start = time.monotonic()
+    progress = ProgressReporter(build_dir, log)
     with open(build_dir / "build.log", "w") as out:
-        process = subprocess.run(["sh", script], cwd=build_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(["sh", script], cwd=build_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            while True:
+                try:
+                    process.wait(timeout=PROGRESS_POLL_SECONDS)
+                    break
+                except subprocess.TimeoutExpired:
+                    progress.poll()
+        except BaseException:            # Ctrl-C or a failing log read: no tool left running
+            process.kill()
+            process.wait()
+            raise
     seconds = time.monotonic() - start
     if process.returncode != 0:
         tail = (build_dir / "build.log").read_text(errors="replace").strip().splitlines()[-3:]

@@ -223,6 +223,41 @@ def test_a_placed_only_build_reads_its_clock_from_the_log_and_claims_no_timing(t
         report.read_build_dir("ecp5", tmp_path)
 
 
+def test_progress_line_follows_the_logs_through_every_stage(tmp_path):
+    """A running build's stage, read from its logs (fpga/progress.py): yosys's pass, the two
+    placers' iterations and the router's progress, on captured real logs."""
+    from fpga.progress import ProgressReporter, build_stage, nextpnr_stage, yosys_stage
+    assert build_stage(tmp_path) == ("starting", "")
+    (tmp_path / "top.rpt").write_text("2.45. Executing ABC pass.\n2.46. Executing OPT_CLEAN pass (remove unused cells).\n")
+    assert build_stage(tmp_path) == ("synthesis (yosys)", "OPT_CLEAN pass (remove unused cells)")
+    assert yosys_stage("") == ("synthesis (yosys)", "started")
+    placed = (DATA / "ulx3s-85f-engine-placed.log").read_text()
+    analytic = placed[:placed.index("Running simulated annealing")]
+    assert nextpnr_stage(analytic)[0] == "placing (analytic)"
+    assert nextpnr_stage(placed) == ("placing (annealing)", "iteration 25, wirelength 530,982")
+    unrouted = (DATA / "ulx3s-85f-engine-unrouted.log").read_text()
+    assert nextpnr_stage(unrouted) == ("routing", "router1: 72,000 arcs routed, 257,641 remaining")
+    assert nextpnr_stage("Info: Routing..\nInfo:     iter=3 wires=812345 overused=41434 overuse=51210\n") == \
+        ("routing", "router2 iteration 3: 41,434 overused wires")
+    finished = (DATA / "orangecrab-85f-requantizer-placed.tim").read_text()
+    assert nextpnr_stage(finished) == ("packing the bitstream", "nextpnr finished")
+    # a line when the stage changes, and within a stage once per interval
+    (tmp_path / "top.tim").write_text(analytic)
+    lines, now = [], [0.0]
+    reporter = ProgressReporter(tmp_path, lines.append, interval=600, clock=lambda: now[0])
+    reporter.poll()
+    now[0] = 300
+    reporter.poll()
+    assert lines == ["  [0 min] placing (analytic): iteration 22"]      # the last HeAP line
+    now[0] = 660
+    reporter.poll()
+    (tmp_path / "top.tim").write_text(placed)
+    now[0] = 700
+    reporter.poll()
+    assert lines[1:] == ["  [11 min] placing (analytic): iteration 22",
+                         "  [12 min] placing (annealing): iteration 25, wirelength 530,982"]
+
+
 def test_pumped_engine_clock_is_bounded_by_the_fast_clock_and_the_crossings():
     # the ULX3S preset of e4f456a after placement: `sync` paths 32.01 MHz, `fast` 51.27 MHz (at
     # twice the engine clock), crossings 16.93 ns and 21.43 ns, each in half an engine cycle
@@ -366,11 +401,14 @@ def test_ecp5_requantizer_build_meets_timing(tmp_path):
 
 
 @pytest.mark.slow
-def test_place_only_build_writes_no_bitstream(tmp_path):
+def test_place_only_build_writes_no_bitstream(tmp_path, monkeypatch, capsys):
     """`--place-only` (nextpnr --no-route): a report with nextpnr's placed estimate, no verdict
-    on timing and no bitstream, since the packer's output of an unrouted design is unusable."""
+    on timing and no bitstream, since the packer's output of an unrouted design is unusable.
+    The logs are read for progress lines while the tools run (every half second here)."""
     if tools_missing():
         pytest.skip(tools_missing())
+    from fpga import build
+    monkeypatch.setattr(build, "PROGRESS_POLL_SECONDS", 0.5)
     out = tmp_path / "report.json"
     assert main(["build", "--board", "orangecrab-85f", "--design", "requantizer", "--place-only",
                  "--build-dir", str(tmp_path / "build"), "--json", str(out)]) == 0
@@ -380,6 +418,8 @@ def test_place_only_build_writes_no_bitstream(tmp_path):
     assert result["resources"]["DSP"][0] == 4
     assert not list((tmp_path / "build").glob("top.bit")) and not list((tmp_path / "build").glob("top.svf"))
     assert "--no-route" in (tmp_path / "build" / "build_top.sh").read_text()
+    printed = capsys.readouterr().out
+    assert "min] synthesis (yosys)" in printed and "min] " in printed.split("synthesis (yosys)", 1)[1]
 
 
 @pytest.mark.board            # over an hour each on 2 cores: `make board-builds`, not CI
