@@ -42,7 +42,6 @@ class Board:
     oscillator_hz: float
     config: EngineConfig        # the engine this board carries
     target_hz: float            # the clock the build constrains the engine to
-    note: str = ""
 
     def platform(self):
         import importlib
@@ -59,9 +58,16 @@ ENGINE_ALONE_EXTERNAL_BYTES = 4096
 # because its banks are pumped (one copy, 128 DP16KD, at twice the engine
 # clock); three plain copies would need 384 of the 208. The parameter memories keep the default's
 # 2048 channels (18 DP16KD), enough for every conv of MIT's models.
+#
+# Clock: 20 MHz (the pumped scratchpad's `fast` clock 40 MHz). Placed, the engine alone allows
+# 24.9-26.3 MHz over five placements and the SoC 26.0 MHz: the scratchpad's half-cycle crossings
+# and its `fast` paths bind, not the logic (docs/fpga.md, "Measured results"). 20 MHz keeps a
+# margin for routing and is the fastest such clock the PLL makes from both boards' oscillators
+# (22 and 24 MHz are not exact from the ULX3S's 25 MHz).
+ECP5_85F_CLOCK_HZ = 20e6
 ECP5_85F_CONFIG = dataclasses.replace(DEFAULT, lanes=8, scratchpad_bytes=256 * 1024,
                                       scratchpad_pumped=True,
-                                      external_bytes=ENGINE_ALONE_EXTERNAL_BYTES, clock_hz=50e6)
+                                      external_bytes=ENGINE_ALONE_EXTERNAL_BYTES, clock_hz=ECP5_85F_CLOCK_HZ)
 ICE40_CONFIG = dataclasses.replace(DEFAULT, lanes=8, scratchpad_bytes=1024, scratchpad_pumped=False,
                                    external_bytes=256, param_channels=8, clock_hz=24e6)
 
@@ -69,10 +75,9 @@ BOARDS = {
     "icebreaker": Board("icebreaker", "amaranth_boards.icebreaker", "ICEBreakerPlatform", UP5K,
                         12e6, ICE40_CONFIG, 24e6),
     "ulx3s-85f": Board("ulx3s-85f", "amaranth_boards.ulx3s", "ULX3S_85F_Platform", LFE5U_85F,
-                       25e6, ECP5_85F_CONFIG, 50e6),
+                       25e6, ECP5_85F_CONFIG, ECP5_85F_CLOCK_HZ),
     "orangecrab-85f": Board("orangecrab-85f", "amaranth_boards.orangecrab_r0_2",
-                            "OrangeCrabR0_2_85FPlatform", LFE5U_85F, 48e6, dataclasses.replace(ECP5_85F_CONFIG, clock_hz=60e6), 60e6,
-                            note="the PLL cannot make 50 MHz exactly from 48 MHz"),
+                            "OrangeCrabR0_2_85FPlatform", LFE5U_85F, 48e6, ECP5_85F_CONFIG, ECP5_85F_CLOCK_HZ),
 }
 
 
