@@ -109,7 +109,7 @@ def _check_synthesis(synthesis: str) -> None:
         raise BoardError(f"unknown synthesis {synthesis!r}; choose one of {', '.join(SYNTHESIS)}")
 
 
-def toolchain_options(board: Board, seed: int, router: str = "router1", synthesis: str = "flat",
+def toolchain_options(board: Board, seed: int, router: str = "router2", synthesis: str = "flat",
                       place_only: bool = False) -> dict:
     _check_synthesis(synthesis)
     nextpnr = [f"--report {NAME}.report.json", "--timing-allow-fail", f"--seed {seed}", f"--router {router}"]
@@ -141,7 +141,7 @@ def source_revision() -> str:
 
 
 def prepare(board: Board, config, build_dir: Path, seed: int = 1, design: str = "engine",
-            router: str = "router1", synthesis: str = "flat", image=None, place_only: bool = False):
+            router: str = "router2", synthesis: str = "flat", image=None, place_only: bool = False):
     """Checks that need no tool, then the build plan written into build_dir. For the SoC,
     `image` is its `soc_image` (made here when None)."""
     if design == "soc":
@@ -183,7 +183,7 @@ def _check_design(board: Board, config, design: str):
 
 def build(board_name: str, build_dir: Path | None = None, config=None, seed: int = 1,
           design: str = "engine", clock_hz: float | None = None, log=print,
-          router: str = "router1", synthesis: str = "flat", place_only: bool = False) -> dict:
+          router: str = "router2", synthesis: str = "flat", place_only: bool = False) -> dict:
     """The whole build and its report (module docstring). `place_only` stops nextpnr after
     placement: the report's Fmax is then nextpnr's estimate for the placed design, `stage` is
     "placed", `timing_met` is None (not known before routing) and there is no bitstream."""

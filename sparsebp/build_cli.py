@@ -23,8 +23,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--clock-mhz", type=float, help="override the preset's clock (the PLL must make it exactly)")
     p.add_argument("--build-dir", type=Path, help="where the tools run (default build/BOARD)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
-    p.add_argument("--router", choices=["router1", "router2"], default="router1",
-                   help="nextpnr's router (router2 is much faster on the whole engine)")
+    p.add_argument("--router", choices=["router1", "router2"], default="router2",
+                   help="nextpnr's router (default router2: router1 never got past its second "
+                        "iteration on the whole engine here)")
     p.add_argument("--synthesis", choices=["flat", "hierarchical"], default="flat",
                    help="yosys on the flattened design (default, fewest LUTs) or module by module, "
                         "then flattened (about 9%% more LUTs on the engine)")

@@ -418,7 +418,8 @@ def test_place_only_build_writes_no_bitstream(tmp_path, monkeypatch, capsys):
     assert result["fmax_mhz"] > 0 and result["target_mhz"] == 20.0        # the board's preset
     assert result["resources"]["DSP"][0] == 4
     assert not list((tmp_path / "build").glob("top.bit")) and not list((tmp_path / "build").glob("top.svf"))
-    assert "--no-route" in (tmp_path / "build" / "build_top.sh").read_text()
+    script = (tmp_path / "build" / "build_top.sh").read_text()
+    assert "--no-route" in script and "--router router2" in script     # router2 is the default
     printed = capsys.readouterr().out
     assert "min] synthesis (yosys)" in printed and "min] " in printed.split("synthesis (yosys)", 1)[1]
 
