@@ -62,7 +62,7 @@ def build_stage(build_dir: Path, name: str = "top") -> tuple[str, str]:
 
 
 class ProgressReporter:
-    """`poll()` logs "[12 min] routing: router2 iteration 7: 18,211 overused wires" when the
+    """`poll()` logs e.g. "[N min] routing: router2 iteration 9: 18,419 overused wires" when the
     stage changed since the last line or `interval` seconds have passed in the same stage."""
 
     def __init__(self, build_dir: Path, log=print, interval: float = 600.0, clock=time.monotonic):
