@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from . import prefix_cache
-from .fixedpoint import MultiplierVector
+from .fixedpoint import MULTIPLIER_LIMIT, MultiplierVector
 from .graph import Conv, Model
 from .scheme import parse_scheme
-from .train import MULTIPLIER_LIMIT, Trainer, UpdateRule, update_factors
+from .train import Trainer, UpdateRule, update_factors
 
 MODEL_FILES = {
     "mbv2": "models/tiny-training/mbv2-w0.35.pkl",

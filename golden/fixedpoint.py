@@ -52,6 +52,9 @@ def _round_half_up_real(x: float) -> int:
     return int(math.floor(x + 0.5))
 
 
+MULTIPLIER_LIMIT = 2.0 ** 29     # a constant this large or larger cannot be a Multiplier
+
+
 @dataclass(frozen=True)
 class Multiplier:
     """A positive real constant m stored as M * 2^-n, M in [2^30, 2^31], n in [1, 62].
@@ -68,7 +71,7 @@ class Multiplier:
             raise ValueError(f"multiplier must be a finite non-negative number, not {m}")
         if m < 2.0 ** -32:
             return cls(0, 1)
-        if m >= 2.0 ** 29:
+        if m >= MULTIPLIER_LIMIT:
             raise ValueError(f"multiplier {m} is too large (at most 2^29 is supported)")
         n = 30 - math.floor(math.log2(m))
         M = _round_half_up_real(m * 2.0 ** n)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import int_ops
-from .fixedpoint import MultiplierVector, add_gradients, shift_signed
+from .fixedpoint import MULTIPLIER_LIMIT, MultiplierVector, add_gradients, shift_signed
 from .graph import Add, AvgPool, Conv, INPUT, Model, node_inputs
 from .prng import Xorshift32
 from .scheme import ChannelSelector, UpdateScheme
@@ -39,9 +39,6 @@ class UpdateRule:
 class StepResult:
     loss: float
     predicted: int
-
-
-MULTIPLIER_LIMIT = 2.0 ** 29   # the largest constant a Multiplier holds (golden/fixedpoint.py)
 
 
 def update_factors(node: Conv, rule: UpdateRule) -> tuple[np.ndarray, np.ndarray]:
@@ -83,8 +80,8 @@ def update_multipliers(node: Conv, rule: UpdateRule, weights: bool = True, biase
                 f"conv {node.name!r}: the {kind} update multiplier of channel {worst} would be "
                 f"{factors[worst]:.3g} (learning rate {rule.lr:g}, weight scale {node.w_scales[worst]:.3g}, "
                 f"QAS {'on' if rule.qas else 'off'}), above the 2^29 a fixed-point multiplier holds; "
-                f"a learning rate below {rule.lr * MULTIPLIER_LIMIT / factors[worst]:.3g} fits every "
-                f"channel of this conv")
+                f"a learning rate below {largest_learning_rate(node, rule, weights, biases):.3g} fits "
+                f"every channel of this conv")
     return (MultiplierVector.from_real(u) if weights else None,
             MultiplierVector.from_real(v) if biases else None)
 
