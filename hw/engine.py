@@ -404,6 +404,13 @@ class Engine(wiring.Component):
         step = Signal()
         bubble = Signal(3)
         write_cycles = Signal(3)
+        # Steps of the current output vector so far, saturating at S (weight_update_cycles,
+        # below): a weight update's vectors must end at least S cycles apart for the shared
+        # weight updaters, so a reduction of R < S steps pauses S - R cycles after it.
+        vector_steps = Signal(range(cfg.weight_update_cycles + 1))
+        steps_so_far = Signal.like(vector_steps)
+        m.d.comb += steps_so_far.eq(Mux(first_reduction, 1, Mux(vector_steps == cfg.weight_update_cycles,
+                                                               vector_steps, vector_steps + 1)))
         m.d.comb += write_cycles.eq(Mux(gradient, 1, Mux(is_add | requant, Mux(write_mask, 2, 1),
                                                          Mux(dot | weight_update, 1, 4))))
 
@@ -709,39 +716,67 @@ class Engine(wiring.Component):
             m.d.sync += amax_bits.eq(0)
 
         # ---------------------------------------------------------------- update epilogues
-        # Weight update: read the old weight row at e, update at u1 (+1), new row WeightUpdater
-        # .LATENCY later. Bias update: read the four rows of old int32 biases at e..e+3, update
-        # each row as it arrives; the new vector goes to the writer at e+5+BiasUpdater.LATENCY.
-        u1_valid = Signal(); u1_active = Signal.like(x_active); u1_out = Signal(32)
-        u1_acc = [Signal(signed(32), name=f"u1_acc{l}") for l in range(L)]
-        u1_mult = Signal(32 * L); u1_shift = Signal(8 * L)
-        m.d.sync += [u1_valid.eq(e_valid & weight_update), u1_active.eq(e_active), u1_out.eq(e_out),
-                     u1_mult.eq(param_r[1].data >> (e_slot * 32)), u1_shift.eq(param_r[2].data >> (e_slot * 8))]
-        m.d.sync += [u1_acc[l].eq(acc[l]) for l in range(L)]
-        draws = jump_outputs(sr_state, L)
-        with m.If(u1_valid & (rounding == isa.ROUND_STOCHASTIC)):
-            with m.Switch(u1_active):
-                for k in range(1, L + 1):
+        # Weight update: read the old weight row at e; S = weight_update_cycles groups of G = L / S
+        # lanes go through the G weight updaters at u1 .. u1 + S - 1 (u1 = e + 1), each group's
+        # accumulators, factors and shifts shifted down to lanes 0..G-1 of the u_ registers, the
+        # old row on the host port at u1 and held for the later groups. The new weights are
+        # collected into `upd_new`, which goes to the writer one cycle after the last group
+        # leaves the updaters. The sequencer keeps vectors S cycles apart (`vector_steps`), so
+        # the u_ registers are free again when the next vector arrives. The `sr` stream steps
+        # once per active lane of each group, in lane order: lane l still gets the draw
+        # T^(l+1) s of the vector's state s, as with one updater per lane (numerics 8).
+        S = cfg.weight_update_cycles
+        G = L // S
+        u_valid = Signal(); u_group = Signal(range(S)); u_active = Signal.like(x_active); u_out = Signal(32)
+        u_acc = Signal(32 * L); u_mult = Signal(32 * L); u_shift = Signal(8 * L); u_weights = Signal(8 * L)
+        with m.If(e_valid & weight_update):
+            m.d.sync += [u_valid.eq(1), u_group.eq(0), u_active.eq(e_active), u_out.eq(e_out),
+                         u_acc.eq(Cat(*acc)), u_mult.eq(param_r[1].data >> (e_slot * 32)),
+                         u_shift.eq(param_r[2].data >> (e_slot * 8))]
+        with m.Elif(u_valid & (u_group != S - 1)):
+            m.d.sync += [u_group.eq(u_group + 1), u_acc.eq(u_acc >> (32 * G)), u_mult.eq(u_mult >> (32 * G)),
+                         u_shift.eq(u_shift >> (8 * G))]
+        with m.Else():
+            m.d.sync += u_valid.eq(0)
+        first_group = u_group == 0
+        m.d.sync += u_weights.eq(Mux(first_group, spad_host.data, u_weights) >> (8 * G))
+        # the stream steps over this group's active lanes: min(G, active - group * G), at least 0
+        group_base = Signal(range(L + 1))
+        m.d.comb += group_base.eq(u_group * G)
+        lanes_left = Signal(range(L + 1))
+        m.d.comb += lanes_left.eq(Mux(u_active > group_base, u_active - group_base, 0))
+        draws = jump_outputs(sr_state, G)
+        with m.If(u_valid & (rounding == isa.ROUND_STOCHASTIC)):
+            with m.Switch(lanes_left):
+                for k in range(1, G):
                     with m.Case(k):
                         m.d.sync += sr_state.eq(draws[k - 1])
-        upd_new = Signal(8 * L)
+                with m.Case(*range(G, L + 1)):
+                    m.d.sync += sr_state.eq(draws[G - 1])
         weight_updaters = []
 
         def fraction_bits(shift_byte):
             return saturate(shift_byte[:6].as_unsigned() - exponent, -128, 127)[:8].as_signed()
 
-        for l in range(L):
+        old_weights = Mux(first_group, spad_host.data, u_weights)
+        for j in range(G):
             wu = WeightUpdater(shared_product=True)
-            m.submodules[f"weight_updater{l}"] = wu
+            m.submodules[f"weight_updater{j}"] = wu
             weight_updaters.append(wu)
-            m.d.comb += [wu.valid.eq(u1_valid), wu.weight.eq(spad_host.data[8 * l: 8 * l + 8].as_signed()),
-                         wu.grad.eq(u1_acc[l]), wu.multiplier.eq(u1_mult[32 * l: 32 * l + 32]),
-                         wu.fraction_bits.eq(fraction_bits(u1_shift[8 * l: 8 * l + 8])),
-                         wu.rounding.eq(rounding), wu.random.eq(draws[l]),
-                         upd_new[8 * l: 8 * l + 8].eq(wu.new_weight)]
-        upd_valid = delayed(u1_valid, WeightUpdater.LATENCY, "upd_valid")
-        upd_active = delayed(u1_active, WeightUpdater.LATENCY, "upd_active")
-        upd_out = delayed(u1_out, WeightUpdater.LATENCY, "upd_out")
+            m.d.comb += [wu.valid.eq(u_valid), wu.weight.eq(old_weights[8 * j: 8 * j + 8].as_signed()),
+                         wu.grad.eq(u_acc[32 * j: 32 * j + 32].as_signed()), wu.multiplier.eq(u_mult[32 * j: 32 * j + 32]),
+                         wu.fraction_bits.eq(fraction_bits(u_shift[8 * j: 8 * j + 8])),
+                         wu.rounding.eq(rounding), wu.random.eq(draws[j])]
+        upd_new = Signal(8 * L)
+        done_group = delayed(u_group, WeightUpdater.LATENCY, "upd_group")
+        with m.If(weight_updaters[0].out_valid):
+            with m.Switch(done_group):
+                for q in range(S):
+                    with m.Case(q):
+                        m.d.sync += upd_new.word_select(q, 8 * G).eq(Cat(*[wu.new_weight for wu in weight_updaters]))
+        upd_valid = delayed(weight_updaters[0].out_valid & (done_group == S - 1), 1, "upd_valid")
+        upd_active = delayed(u_active, WeightUpdater.LATENCY + 1, "upd_active")
+        upd_out = delayed(u_out, WeightUpdater.LATENCY + 1, "upd_out")
 
         # Bias update, streamed by rows: a scratchpad row holds L/4 old int32 biases, so L/4
         # updaters take row q's lanes q*L/4.. as it arrives on the host port (read at e+q, there
@@ -804,8 +839,8 @@ class Engine(wiring.Component):
         # descriptor runs one epilogue, and an update or a scaled gradient leaves the
         # requantizer's result unused, so the requantizer's request is the default.
         for l in range(L):
-            # lane l's product also serves bias updater l (l < L/4)
-            updaters = [weight_updaters[l]] + bias_updaters[l:l + 1]
+            # lane l's product also serves weight updater l (l < L/S) and bias updater l (l < L/4)
+            updaters = weight_updaters[l:l + 1] + bias_updaters[l:l + 1]
             scale_valid, scale_a, scale_b, unscaled = scale_requests[l]
             rq = requantizers[l]
             shared = m.submodules[f"shared_product{l}"] = SharedProduct(
@@ -1100,9 +1135,12 @@ class Engine(wiring.Component):
                 with m.Else():
                     m.d.comb += [step.eq(1), b_read_addr.eq(b_addr), b_read_en.eq(~b_ones),
                                  b_read_external.eq(b_external)]
+                    m.d.sync += vector_steps.eq(steps_so_far)
                     with m.If(last_reduction):
-                        # writes catch up; a new list index waits one cycle for its entry
-                        m.d.sync += bubble.eq(write_cycles - 1 + (list_on & list_inner_last))
+                        # writes catch up (a weight update: the shared updaters free up); a new
+                        # list index waits one cycle for its entry
+                        pause = Mux(weight_update, S - steps_so_far, write_cycles - 1)
+                        m.d.sync += bubble.eq(pause + (list_on & list_inner_last))
                     with m.If(all_last & grad_pass1):
                         m.d.sync += drain.eq(D + GRADIENT_WAIT)
                         m.next = "GRADIENT_WAIT"

@@ -163,7 +163,9 @@ def random_op_case(rng: np.random.Generator, config: EngineConfig = CASE_CONFIG,
         d.counts = [selected, 9, _ceil(c_out, L), 1, ho, wo]
         d.a_base, d.a_row_stride, d.a_col_stride = x_addr, w * selected, selected
         d.a_strides = [1, 0, 0, 0, 0, 0]
-        d.a_row0 = d.a_col0 = -1
+        # a one-row input starts at row 0: padded above, its window (taps along a row) would
+        # read only padding, and a 1 x 1 input is the one-step-per-vector case worth having
+        d.a_row0, d.a_col0 = (0 if h == 1 else -1), -1
         d.a_row_coefs, d.a_col_coefs = [0, 0, 0, 0, s, 0], [0, 1, 0, 0, 0, s]
         d.a_rows, d.a_cols = h, w
         d.b_base, d.b_strides = region // 2 + x_addr % 1024, [0, 0, L, 0, wo * c_out, c_out]
@@ -227,7 +229,9 @@ def random_op_case(rng: np.random.Generator, config: EngineConfig = CASE_CONFIG,
         d.epilogue = isa.RAW32 if kind == "raw32-list" else isa.UPDATE
         d.flags = isa.FLAG_PARAMS_EXTERNAL | (rounding << isa.ROUNDING_SHIFT)
         d.a_row_stride, d.a_col_stride = w * c, c
-        d.a_row0 = d.a_col0 = -1
+        # a one-row input starts at row 0: padded above, its window (taps along a row) would
+        # read only padding, and a 1 x 1 input is the one-step-per-vector case worth having
+        d.a_row0, d.a_col0 = (0 if h == 1 else -1), -1
         d.a_rows, d.a_cols = h, w
         d.exp_addr, d.prng_addr = mask_addr + 64, mask_addr + 128
         if kind == "update-list-dw":
@@ -279,7 +283,9 @@ def random_op_case(rng: np.random.Generator, config: EngineConfig = CASE_CONFIG,
         spad[d.exp_addr:d.exp_addr + 8] = np.array([e1, e2], "<i4").view(np.uint8)
         name += f"{' masked' if with_mask else ''} e {e1},{e2}"
     if kind in ("update", "bias-update", "update-list", "update-list-dw"):
-        spad[d.exp_addr:d.exp_addr + 4] = np.array([rng.integers(-40, 10)], "<i4").view(np.uint8)
+        # e_y sets the updates' right shift (numerics 7.1): in this range most lanes change,
+        # some saturate and a few round to nothing
+        spad[d.exp_addr:d.exp_addr + 4] = np.array([rng.integers(-10, 40)], "<i4").view(np.uint8)
         if kind != "bias-update":
             spad[d.prng_addr:d.prng_addr + 4] = np.array([rng.integers(0, 2 ** 32)], "<u4").view(np.uint8)
     words = isa.encode([d, isa.Descriptor()])
@@ -289,10 +295,15 @@ def random_op_case(rng: np.random.Generator, config: EngineConfig = CASE_CONFIG,
 
 def tight_cases(config: EngineConfig = CASE_CONFIG) -> list[OpCase]:
     """Operations whose output vectors come as close together as the writer allows (a 1 x 1
-    input: one reduction step per vector), the timing the epilogues' pipelines must keep up with."""
+    input: one reduction step per vector), the timing the epilogues' pipelines must keep up with;
+    then weight updates of 1 to 4 steps per vector around the shared updaters' pause
+    (`EngineConfig.weight_update_cycles`)."""
     rng = np.random.default_rng(11)
-    return [random_op_case(rng, config, kind=kind, hw=(1, 1))
-            for kind in ("bias-update", "bias-update", "update", "raw32", "pointwise", "add")]
+    closest = [random_op_case(rng, config, kind=kind, hw=(1, 1))
+               for kind in ("bias-update", "bias-update", "update", "raw32", "pointwise", "add")]
+    short = [random_op_case(rng, config, kind=kind, hw=hw)
+             for kind in ("update", "update-list", "update-list-dw") for hw in ((1, 1), (1, 2), (1, 3), (2, 2))]
+    return closest + short
 
 
 def bad_program_cases(config: EngineConfig) -> list[OpCase]:

@@ -60,6 +60,8 @@ def test_configuration_rejects_bad_values_with_a_sentence():
     assert EngineConfig(external_latency_cycles=3, scratchpad_pumped=False).external_latency_cycles == 3
     with pytest.raises(ValueError, match="external latency must be 3..64 cycles, not 2"):
         EngineConfig(external_latency_cycles=2, scratchpad_pumped=False)
+    with pytest.raises(ValueError, match="weight_update_cycles must be 1, 2 or 4, not 3"):
+        EngineConfig(weight_update_cycles=3)
 
 
 @pytest.mark.parametrize("config", [DEFAULT, SMALL], ids=["default", "small"])
@@ -123,6 +125,21 @@ def test_weight_gradient_cycles_scale_with_selected_channels():
     assert per_channel > 0
     for selected in (4, 8, 16, 32):      # 1/8, 1/4, 1/2, 1 of 32 channels
         assert cycles(selected) - cycles(1) == per_channel * (selected - 1)
+
+
+def test_shared_weight_updaters_cost_cycles_only_below_their_cycles_per_vector():
+    """A weight update's vectors end at least S = weight_update_cycles apart: a reduction of R
+    steps pauses S - R cycles after each vector but the last, and R >= S costs nothing."""
+    rng = np.random.default_rng(3)
+    case = random_op_case(rng, CASE_CONFIG, kind="update", hw=(1, 1))
+    d = case.descriptors[0]
+    outputs = int(np.prod(d.counts[:isa.OUTPUT_LOOPS]))
+    for steps in (1, 2, 3, 4, 9):
+        shaped = isa.with_fields(d, counts=d.counts[:4] + [1, steps])
+        cost = {S: descriptor_cycles(shaped, dataclasses.replace(CASE_CONFIG, weight_update_cycles=S)).total
+                for S in (1, 2, 4)}
+        for S in (2, 4):
+            assert cost[S] - cost[1] == (outputs - 1) * max(0, S - steps), (steps, S)
 
 
 @pytest.mark.parametrize("nbytes", [3, 8, 16, 45, 384])

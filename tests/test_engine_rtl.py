@@ -40,11 +40,13 @@ def measured_op_cycles(result, count):
     return np.diff(np.concatenate([[0], ends]))
 
 
-# The plain scratchpad at the least external latency it allows, and the pumped one (what the
-# ECP5 builds carry, its `fast` clock driven by sim.host) at its own least, D = 4.
-SCRATCHPADS = {"plain-scratchpad": CASE_CONFIG,
+# The plain scratchpad at the least external latency it allows, with one weight updater per
+# lane; and the pumped one (what the ECP5 builds carry, its `fast` clock driven by sim.host) at
+# its own least, D = 4, with the weight updaters shared four ways as on the boards.
+SCRATCHPADS = {"plain-scratchpad": dataclasses.replace(CASE_CONFIG, weight_update_cycles=1),
                "pumped-scratchpad": dataclasses.replace(CASE_CONFIG, scratchpad_pumped=True,
-                                                        external_latency_cycles=4)}
+                                                        external_latency_cycles=4, weight_update_cycles=4)}
+UPDATE_KINDS = ("update", "update-list", "update-list-dw")
 
 
 @pytest.fixture(scope="module", params=list(SCRATCHPADS))
@@ -60,6 +62,24 @@ def case_results(request):
     return cases, config, run_on_rtl(config, jobs)
 
 
+def assert_case_matches_golden(case, rtl, config):
+    """One operation's RTL run against the golden executor and the cycle model."""
+    expected, outcome = golden_run(config, case.program, case.scratchpad, case.external)
+    assert outcome.error_code == 0 and rtl.error_code == 0, case.name
+    wrong = np.nonzero(rtl.scratchpad != expected)[0]
+    assert wrong.size == 0, f"{case.name}: {wrong.size} bytes differ, first at {wrong[:8]}"
+    predicted = descriptor_cycles(case.descriptors[0], config).total
+    assert measured_op_cycles(rtl, 1)[0] == predicted, case.name
+    assert rtl.cycles == predicted + end_cycles(config), case.name
+    # the activity monitor: external traffic as the cycle model counts it, and a high-water
+    # mark above every byte the operation changed
+    assert rtl.external_reads == program_external_reads(case.descriptors, config), case.name
+    changed = np.nonzero(rtl.scratchpad != case.scratchpad)[0]
+    assert 0 < rtl.high_water <= config.scratchpad_bytes + config.lanes, case.name
+    if changed.size:
+        assert changed[-1] < rtl.high_water, case.name
+
+
 def test_random_operations_bit_exact_and_cycle_exact(case_results):
     cases, config, results = case_results
     kinds = set()
@@ -67,23 +87,26 @@ def test_random_operations_bit_exact_and_cycle_exact(case_results):
         if case.expect_code:
             continue
         kinds.add(case.name.split()[0])
-        expected, outcome = golden_run(config, case.program, case.scratchpad, case.external)
-        assert outcome.error_code == 0 and rtl.error_code == 0, case.name
-        wrong = np.nonzero(rtl.scratchpad != expected)[0]
-        assert wrong.size == 0, f"{case.name}: {wrong.size} bytes differ, first at {wrong[:8]}"
-        predicted = descriptor_cycles(case.descriptors[0], config).total
-        assert measured_op_cycles(rtl, 1)[0] == predicted, case.name
-        assert rtl.cycles == predicted + end_cycles(config), case.name
-        # the activity monitor: external traffic as the cycle model counts it, and a high-water
-        # mark above every byte the operation changed
-        assert rtl.external_reads == program_external_reads(case.descriptors, config), case.name
-        changed = np.nonzero(rtl.scratchpad != case.scratchpad)[0]
-        assert 0 < rtl.high_water <= config.scratchpad_bytes + config.lanes, case.name
-        if changed.size:
-            assert changed[-1] < rtl.high_water, case.name
+        assert_case_matches_golden(case, rtl, config)
     assert kinds == {"conv", "pointwise", "depthwise", "avgpool", "add", "raw32", "dot", "update",
                      "bias-update", "grad-scale", "grad-dot", "grad-sum", "update-list", "update-list-dw",
                      "raw32-list"}
+
+
+def test_weight_updaters_shared_two_ways_bit_exact_and_cycle_exact():
+    """The third sharing the configuration allows (weight_update_cycles 2; 1 and 4 run above):
+    weight updates only, random and with 1 to 4 steps per vector."""
+    from sim.engine_job import EngineJob, run_on_rtl
+    config = dataclasses.replace(CASE_CONFIG, weight_update_cycles=2)
+    rng = np.random.default_rng(2027)
+    cases = ([random_op_case(rng, config, kind=kind) for kind in UPDATE_KINDS for _ in range(CASES // 15)]
+             + [c for c in tight_cases(config) if c.name.split()[0] in UPDATE_KINDS])
+    results = run_on_rtl(config, [EngineJob(c.scratchpad, c.external) for c in cases])
+    for case, rtl in zip(cases, results):
+        assert_case_matches_golden(case, rtl, config)
+    paused = [c for c in cases if c.name.split()[0] in UPDATE_KINDS
+              and np.prod(c.descriptors[0].counts[isa.OUTPUT_LOOPS:]) < config.weight_update_cycles]
+    assert paused, "no case with fewer reduction steps than the updaters' cycles"
 
 
 def test_bad_programs_stop_with_code_and_write_nothing(case_results):

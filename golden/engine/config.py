@@ -31,6 +31,12 @@ class EngineConfig:
     # copy serves its 3 read ports and write port (hw/banked_memory.py). Needs a `fast` clock
     # domain; the program format, the compiler and the cycle model do not change.
     scratchpad_pumped: bool = True
+    # Cycles one weight-update vector spends in the weight updaters: L / this many updaters
+    # serve the L lanes in turn, a group of lanes per cycle (hw/engine.py). Vectors whose
+    # reduction is shorter than this wait for the updaters (golden/engine/cycles.py:
+    # `vector_pause`); every other cycle count is the same as with one updater per lane.
+    # 4 on the ECP5 boards: the updaters were 18% of the engine's logic (docs/fpga.md).
+    weight_update_cycles: int = 4
 
     def __post_init__(self):
         if not _is_pow2(self.lanes) or not 8 <= self.lanes <= 64:
@@ -52,6 +58,8 @@ class EngineConfig:
                              f"not {self.external_latency_cycles}")
         if not _is_pow2(self.param_channels) or self.param_channels < self.lanes:
             raise ValueError(f"param_channels must be a power of two >= lanes, not {self.param_channels}")
+        if self.weight_update_cycles not in (1, 2, 4):
+            raise ValueError(f"weight_update_cycles must be 1, 2 or 4, not {self.weight_update_cycles}")
         if not self.clock_hz > 0:
             raise ValueError(f"clock must be positive, not {self.clock_hz}")
 

@@ -13,13 +13,17 @@ known before it runs and the RTL can be held to it (docs/engine.md, "Timing"):
     state     (updates, gradient) exponent and PRNG / second exponent:  D + 2
     pass 1    (gradient) the loop nest without writes, finding max|v|,
               then the pipeline empties and k, e are formed:             steps + D + GRADIENT_TURN
-    run       one step per reduction index, plus (write_cycles - 1)
-              idle cycles after every output vector but the last, plus
+    run       one step per reduction index, plus `vector_pause` idle
+              cycles after every output vector but the last, plus
               (channel list) one idle cycle before each list index:      prod(counts[:list loop + 1])
     drain     the pipeline empties:                                      D + 20
 
 `write_cycles` is 1 for int8 outputs, 2 with clamp masks, 4 for raw int32 vectors, 1 for a dot
-product's int32. MAC utilization is useful products over lanes x cycles.
+product's int32; the pause after a vector is `write_cycles - 1`, so the single write port keeps
+up. A weight update's vectors instead pause until the shared weight updaters are free: S =
+`config.weight_update_cycles` cycles from one vector's end to the next, i.e. max(0, S - R) idle
+cycles after a reduction of R steps (only the classifier's, R = 1, and tiny feature maps pause).
+MAC utilization is useful products over lanes x cycles.
 """
 from __future__ import annotations
 
@@ -58,6 +62,14 @@ def write_cycles(d: isa.Descriptor) -> int:
     return 1 if d.mode == isa.DOT else 4
 
 
+def vector_pause(d: isa.Descriptor, config: EngineConfig) -> int:
+    """Idle cycles the step generator inserts after each output vector but the last."""
+    if d.opcode == isa.MAC and d.epilogue == isa.UPDATE:
+        reduction = prod(d.counts[isa.OUTPUT_LOOPS:])
+        return max(0, config.weight_update_cycles - reduction)
+    return write_cycles(d) - 1
+
+
 def useful_macs(d: isa.Descriptor, config: EngineConfig) -> int:
     """Products that contribute to an output (active lanes x steps; padding counts as work)."""
     if d.opcode != isa.MAC:
@@ -80,7 +92,7 @@ def descriptor_cycles(d: isa.Descriptor, config: EngineConfig) -> OpCycles:
         total += D + 2            # read the exponent and the PRNG state (or the second exponent)
     if d.epilogue == isa.GRADIENT:
         total += steps + D + GRADIENT_TURN
-    total += steps + (outputs - 1) * (write_cycles(d) - 1)
+    total += steps + (outputs - 1) * vector_pause(d, config)
     total += D + DRAIN_AFTER_LATENCY
     return OpCycles(total, steps, useful_macs(d, config), config.lanes)
 
