@@ -44,7 +44,12 @@ LUTRAM_DEPTH = {"ice40": 0, "ecp5": 64}
 # fpga/build.py); outside the lanes the list-address, range-span and address-generator
 # products take 8 (72 in all for 8 lanes, e4f456a). The iCE40 has no estimate of its own:
 # the ECP5 figures, a lower bound for 4-input LUTs without DSP help, already rule it out.
-PER_LANE = {"ice40": {"luts": 3620, "dsps": 0}, "ecp5": {"luts": 3620, "dsps": 8}}
+# The weight updaters are counted apart from the lanes: there are L / weight_update_cycles of
+# them (hw/engine.py). Measured: the SoC's TRELLIS_COMB fell by 11,469 (63,313 -> 51,844) when
+# its 8 weight updaters became 2 (the stochastic-rounding jump-ahead shrinks with them), i.e.
+# 1,911 per updater; the rest of the 3,620 per lane stays with the lane.
+PER_LANE = {"ice40": {"luts": 1709, "dsps": 0}, "ecp5": {"luts": 1709, "dsps": 8}}
+WEIGHT_UPDATER_LUTS = 1911
 FIXED = {"ice40": {"luts": 33606, "dsps": 0}, "ecp5": {"luts": 33606, "dsps": 8}}
 # The SoC around the engine (fpga/board_soc.py): VexRiscv Lite's 2 KiB instruction cache (data
 # and tags, 2 blocks) and the UART's 64-entry FIFO (1 block) beside the RAM, which is counted
@@ -106,7 +111,9 @@ def estimate(board: Board, config, soc_ram_bytes: int | None = None) -> Estimate
     cost = PER_LANE[family]
     return Estimate(block_rams=scratchpad + external + trace + channel_list + params + soc,
                     dsps=FIXED[family]["dsps"] + cost["dsps"] * L,
-                    luts=FIXED[family]["luts"] + cost["luts"] * L + (0 if soc_ram_bytes is None else SOC_LUTS),
+                    luts=(FIXED[family]["luts"] + cost["luts"] * L
+                          + WEIGHT_UPDATER_LUTS * (L // config.weight_update_cycles)
+                          + (0 if soc_ram_bytes is None else SOC_LUTS)),
                     scratchpad_blocks=scratchpad, external_blocks=external, list_blocks=channel_list,
                     soc_blocks=soc)
 

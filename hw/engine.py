@@ -11,7 +11,8 @@ it finished.
 Timing: a MAC step (one reduction index) issues every cycle. Reads take `D` =
 `external_latency_cycles` cycles (scratchpad reads are delayed to match), the product and the
 accumulate one cycle each, the requantizer `Requantizer.LATENCY`; after each output vector the
-step generator pauses `write_cycles - 1` cycles so the single write port keeps up. The cycle
+step generator pauses `write_cycles - 1` cycles so the single write port keeps up (a weight
+update: until its vectors are `weight_update_cycles` apart, for the L / S shared updaters). The cycle
 model (golden/engine/cycles.py) restates this schedule and is checked against it.
 
 Host port: `host_space` 0 scratchpad, 1 external memory, 2 trace (read only), 3 activity
