@@ -739,8 +739,9 @@ class Engine(wiring.Component):
                          u_shift.eq(u_shift >> (8 * G))]
         with m.Else():
             m.d.sync += u_valid.eq(0)
-        first_group = u_group == 0
-        m.d.sync += u_weights.eq(Mux(first_group, spad_host.data, u_weights) >> (8 * G))
+        # the old row: on the host port for the first group, then from u_weights
+        old_weights = Mux(u_group == 0, spad_host.data, u_weights)
+        m.d.sync += u_weights.eq(old_weights >> (8 * G))
         # the stream steps over this group's active lanes: min(G, active - group * G), at least 0
         group_base = Signal(range(L + 1))
         m.d.comb += group_base.eq(u_group * G)
@@ -759,7 +760,6 @@ class Engine(wiring.Component):
         def fraction_bits(shift_byte):
             return saturate(shift_byte[:6].as_unsigned() - exponent, -128, 127)[:8].as_signed()
 
-        old_weights = Mux(first_group, spad_host.data, u_weights)
         for j in range(G):
             wu = WeightUpdater(shared_product=True)
             m.submodules[f"weight_updater{j}"] = wu
