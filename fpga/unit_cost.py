@@ -4,7 +4,8 @@ and count the cells, so the lane count a device allows can be reasoned about per
     python -m fpga.unit_cost {ecp5,ice40} [UNIT ...]
 
 Each unit sits between registers (Amaranth's RTLIL with its ports as top-level ports), so the
-LUT counts include no I/O; the figures in docs/fpga.md came from this script.
+LUT counts include no I/O; the figures in docs/fpga.md came from this script. On ECP5 the
+narrow products go through yosys's `booth` first, as in the board build (fpga/build.py).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from hw.banked_memory import BankedMemory
 from hw.requantizer import Requantizer
 from hw.weight_updater import BiasUpdater, WeightUpdater
 
-from .build import find_tool
+from .build import NARROW_MULTIPLIERS, find_tool
 
 
 class ResidualAddLane(Elaboratable):
@@ -55,6 +56,27 @@ class MacLane(Elaboratable):
         return m
 
 
+class DotLane(Elaboratable):
+    """A lane that reduces over `k` input channels a cycle: k products (a_i - a_zero) * b_i
+    (9 x 8 bits) registered, their adder tree and a 32-bit accumulator, so k MACs per cycle.
+    Not in the engine: it prices proposal 9 of docs/fpga.md (64 MACs as 8 lanes x 8)."""
+
+    def __init__(self, k: int = 8):
+        self.a = [Signal(signed(9), name=f"a{i}") for i in range(k)]
+        self.b = [Signal(signed(8), name=f"b{i}") for i in range(k)]
+        self.acc = Signal(signed(32))
+
+    def elaborate(self, platform):
+        m = Module()
+        products = [Signal(signed(17), name=f"p{i}") for i in range(len(self.a))]
+        m.d.sync += [p.eq(a * b) for p, a, b in zip(products, self.a, self.b)]
+        total = products[0]
+        for p in products[1:]:
+            total = total + p
+        m.d.sync += self.acc.eq(self.acc + total)
+        return m
+
+
 def _memory_ports(memory):
     ports = [memory.write_addr, memory.write_data, memory.write_enable]
     for i in range(memory.read_port_count):
@@ -71,10 +93,11 @@ def _scratchpad(pumped):
 UNITS = {"mac": (MacLane, lambda u: [u.a, u.b, u.first, u.acc]),
          "requantizer": (Requantizer, None), "weight_updater": (WeightUpdater, None),
          "bias_updater": (BiasUpdater, None),
+         "dot8": (DotLane, lambda u: [*u.a, *u.b, u.acc]),
          "residual_add": (ResidualAddLane, lambda u: [u.x1, u.x2, u.m1, u.m2, u.total]),
          "scratchpad_16k": (_scratchpad(False), _memory_ports),
          "scratchpad_16k_pumped": (_scratchpad(True), _memory_ports)}
-SYNTH = {"ecp5": "synth_ecp5", "ice40": "synth_ice40 -dsp"}
+SYNTH = {"ecp5": f"proc; booth {NARROW_MULTIPLIERS}; synth_ecp5", "ice40": "synth_ice40 -dsp"}
 CELL = re.compile(r"^\s+(\d+)\s+(\S+)$")
 
 
