@@ -4,8 +4,8 @@ This sums those lines by the part of the design each net belongs to.
 
     python -m fpga.heatmap build/ulx3s-85f/h/heat_congestion_by_net_5.csv [--top 20]
 
-A net of the engine (`soc.engine.engine.NAME...` in the SoC, `engine.NAME...` in the engine
-build) is grouped by NAME with its digits replaced by `#`, so the eight lanes' `acc0`..`acc7`
+A net of the engine (`soc.engine.engine.NAME...` in the SoC, `dut.NAME...` in the engine-alone
+build, whose wrapper names it `dut`: fpga/wrapper.py) is grouped by NAME with its digits replaced by `#`, so the eight lanes' `acc0`..`acc7`
 are one group; the packer's suffixes (`_TRELLIS...`, `$...`, `[...]`) are dropped. The CPU's
 nets are `cpu`; anything else is `other: ` and its first two name parts. docs/fpga.md,
 "Measured results", has the tables this made and the nextpnr command.
@@ -18,7 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-ENGINE_PREFIXES = ("soc.engine.engine.", "engine.")
+ENGINE_PREFIXES = ("soc.engine.engine.", "dut.")
 CPU_PREFIXES = ("soc.cpu",)
 
 
@@ -50,10 +50,10 @@ def overuse_by_group(lines) -> tuple[int, list[tuple[str, int, int]]]:
         net, comma, value = line.rpartition(",")
         if not comma or not value.strip().isdigit():
             raise HeatmapError(f"line {number} is not 'net,overused wires': {line[:80]!r}")
-        group = group_of(net)
-        overuse[group] += int(value)
+        group, wires = group_of(net), int(value)
+        overuse[group] += wires
         nets[group] += 1
-        total += int(value)
+        total += wires
     return total, [(g, v, nets[g]) for g, v in overuse.most_common()]
 
 

@@ -58,7 +58,8 @@ class MacLane(Elaboratable):
 
 class DotLane(Elaboratable):
     """A lane that reduces over `k` input channels a cycle: k products (a_i - a_zero) * b_i
-    (9 x 8 bits) registered, their adder tree and a 32-bit accumulator, so k MACs per cycle.
+    (9 x 8 bits) registered, their sum (written as a chain of adds; yosys maps it as it likes)
+    and a 32-bit accumulator, so k MACs per cycle.
     Not in the engine: it prices proposal 9 of docs/fpga.md (64 MACs as 8 lanes x 8)."""
 
     def __init__(self, k: int = 8):

@@ -7,7 +7,7 @@ from fpga.heatmap import HeatmapError, group_of, main, overuse_by_group
 def test_nets_are_grouped_by_engine_module_with_lanes_merged():
     assert group_of("soc.engine.engine.acc3[17]") == "acc#"
     assert group_of("soc.engine.engine.weight_updater1.s4_LUT4_Z") == "weight_updater#"
-    assert group_of("engine.product_TRELLIS_FF_Q") == "product"
+    assert group_of("dut.product_TRELLIS_FF_Q") == "product"
     assert group_of("soc.engine.engine.mult_mem.0.5_DOA13_LUT4_C_Z[0]") == "mult_mem"
     assert group_of("soc.cpu.VexRiscv.decode_INSTRUCTION[3]") == "cpu"
     assert group_of("clocks.fast_reset_sync.locked_LUT4_D_Z") == "other: clocks.fast_reset_sync"
