@@ -109,10 +109,23 @@ def _check_synthesis(synthesis: str) -> None:
         raise BoardError(f"unknown synthesis {synthesis!r}; choose one of {', '.join(SYNTHESIS)}")
 
 
+# nextpnr's placers: "heap" (analytic, its default) or "static" (electrostatic). On the SoC's
+# netlist "static" placed in 6 minutes where HeAP took 18, with 25% less wire and fewer
+# overused wires at every router2 iteration (docs/fpga.md, "Measured results", session 14).
+PLACERS = ("heap", "static")
+
+
+def _check_placer(placer: str) -> None:
+    if placer not in PLACERS:
+        raise BoardError(f"unknown placer {placer!r}; choose one of {', '.join(PLACERS)}")
+
+
 def toolchain_options(board: Board, seed: int, router: str = "router2", synthesis: str = "flat",
-                      place_only: bool = False) -> dict:
+                      place_only: bool = False, placer: str = "heap") -> dict:
     _check_synthesis(synthesis)
-    nextpnr = [f"--report {NAME}.report.json", "--timing-allow-fail", f"--seed {seed}", f"--router {router}"]
+    _check_placer(placer)
+    nextpnr = [f"--report {NAME}.report.json", "--timing-allow-fail", f"--seed {seed}",
+               f"--placer {placer}", f"--router {router}"]
     if place_only:
         nextpnr.append("--no-route")
     options = {"nextpnr_opts": " ".join(nextpnr)}
@@ -141,7 +154,8 @@ def source_revision() -> str:
 
 
 def prepare(board: Board, config, build_dir: Path, seed: int = 1, design: str = "engine",
-            router: str = "router2", synthesis: str = "flat", image=None, place_only: bool = False):
+            router: str = "router2", synthesis: str = "flat", image=None, place_only: bool = False,
+            placer: str = "heap"):
     """Checks that need no tool, then the build plan written into build_dir. For the SoC,
     `image` is its `soc_image` (made here when None)."""
     if design == "soc":
@@ -157,7 +171,7 @@ def prepare(board: Board, config, build_dir: Path, seed: int = 1, design: str = 
     else:
         top = TestWrapper(DESIGNS[design](config), clocks)
     platform = board.platform()
-    plan = platform.prepare(top, name=NAME, **toolchain_options(board, seed, router, synthesis, place_only))
+    plan = platform.prepare(top, name=NAME, **toolchain_options(board, seed, router, synthesis, place_only, placer))
     plan.extract(str(build_dir))
     return plan
 
@@ -183,7 +197,8 @@ def _check_design(board: Board, config, design: str):
 
 def build(board_name: str, build_dir: Path | None = None, config=None, seed: int = 1,
           design: str = "engine", clock_hz: float | None = None, log=print,
-          router: str = "router2", synthesis: str = "flat", place_only: bool = False) -> dict:
+          router: str = "router2", synthesis: str = "flat", place_only: bool = False,
+          placer: str = "heap") -> dict:
     """The whole build and its report (module docstring). `place_only` stops nextpnr after
     placement: the report's Fmax is then nextpnr's estimate for the placed design, `stage` is
     "placed", `timing_met` is None (not known before routing) and there is no bitstream."""
@@ -196,6 +211,7 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
     if design == "soc":
         config = board_soc_config(config, board.target_hz).engine
     _check_synthesis(synthesis)
+    _check_placer(placer)
     _check_design(board, config, design)
     try:
         pll_parameters(board.device.family, board.oscillator_hz, board.target_hz,
@@ -211,7 +227,7 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
     log(f"{board.name}: {what}, target {board.target_hz / 1e6:g} MHz; building in {build_dir} "
         f"(yosys, nextpnr, pack)")
     revision = source_revision()
-    prepare(board, config, build_dir, seed, design, router, synthesis, image, place_only)
+    prepare(board, config, build_dir, seed, design, router, synthesis, image, place_only, placer)
     script = "build_top.sh"
     start = time.monotonic()
     progress = ProgressReporter(build_dir, log)
@@ -249,7 +265,7 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
               **figures, "build_seconds": round(seconds, 1), "bitstream": bitstream and str(bitstream),
               "estimate": dataclasses.asdict(estimate(board, config, BOARD_RAM_BYTES if design == "soc" else None))
               if engine else None,
-              "synthesis": synthesis, "router": router, "source": revision}
+              "synthesis": synthesis, "placer": placer, "router": router, "source": revision}
     if image is not None:
         result["soc"] = {"cpu": f"VexRiscv {image.config.cpu_variant}", "ram_bytes": image.config.ram_bytes,
                          "firmware_bytes": len(image.firmware), "flash_bytes": len(image.flash),

@@ -15,6 +15,8 @@ from pathlib import Path
 _YOSYS_PASS = re.compile(r"^[\d.]+ Executing (.+?)\.?$", re.M)
 _HEAP = re.compile(r"at (?:initial placer iter|iteration #)\s*(\d+), (?:type ALL: )?wirelen")
 _ANNEALING = re.compile(r"at iteration #(\d+): temp = [\d.]+, timing cost = \d+, wirelen = (\d+)")
+_STATIC = re.compile(r"^Info: iter=(\d+) steplen=", re.M)
+_STATIC_OVERLAP = re.compile(r"^Info: overlap: COMB=([\d.]+)%", re.M)
 _ROUTER1 = re.compile(r"^Info:\s+(\d+) \|\s+\d+\s+\d+ \|\s+\d+\s+\d+ \|\s+(\d+)\|", re.M)
 _ROUTER2 = re.compile(r"iter=(\d+) wires=\d+ overused=(\d+)")
 
@@ -36,6 +38,10 @@ def nextpnr_stage(text: str) -> tuple[str, str]:
         steps = _ANNEALING.findall(text)
         return "placing (annealing)", (f"iteration {steps[-1][0]}, wirelength {int(steps[-1][1]):,}"
                                        if steps else "started")
+    if "Running Static placer" in text:
+        steps, overlaps = _STATIC.findall(text), _STATIC_OVERLAP.findall(text)
+        return "placing (static)", (f"iteration {steps[-1]}, {overlaps[-1]}% of the logic overlapping"
+                                    if steps and overlaps else "started")
     if "Creating initial analytic placement" in text:
         steps = _HEAP.findall(text)
         return "placing (analytic)", f"iteration {steps[-1]}" if steps else "started"

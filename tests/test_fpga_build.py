@@ -236,6 +236,10 @@ def test_progress_line_follows_the_logs_through_every_stage(tmp_path):
     analytic = placed[:placed.index("Running simulated annealing")]
     assert nextpnr_stage(analytic)[0] == "placing (analytic)"
     assert nextpnr_stage(placed) == ("placing (annealing)", "iteration 25, wirelength 530,982")
+    static = (DATA / "ulx3s-85f-soc-static-placed.log").read_text()     # `--placer static`, the SoC
+    assert nextpnr_stage(static[:static.index("Running simulated annealing")]) == \
+        ("placing (static)", "iteration 558, 9.9% of the logic overlapping")
+    assert nextpnr_stage(static) == ("placing (annealing)", "iteration 18, wirelength 403,386")
     unrouted = (DATA / "ulx3s-85f-engine-unrouted.log").read_text()
     assert nextpnr_stage(unrouted) == ("routing", "router1: 72,000 arcs routed, 257,641 remaining")
     assert nextpnr_stage("Info: Routing..\nInfo:     iter=3 wires=812345 overused=41434 overuse=51210\n") == \
@@ -314,6 +318,17 @@ def test_hierarchical_synthesis_maps_modules_apart_then_flattens_for_nextpnr():
     assert "-dsp" in toolchain_options(get_board("icebreaker"), seed=1, synthesis="hierarchical")["synth_opts"]
     with pytest.raises(BoardError, match="unknown synthesis 'fast'"):
         build("ulx3s-85f", synthesis="fast")
+
+
+def test_placer_choice_reaches_nextpnr_and_a_bad_one_is_refused_before_any_tool():
+    from fpga.build import build, toolchain_options
+    board = get_board("ulx3s-85f")
+    assert "--placer heap" in toolchain_options(board, seed=1)["nextpnr_opts"]      # nextpnr's default
+    assert "--placer static" in toolchain_options(board, seed=1, placer="static")["nextpnr_opts"]
+    with pytest.raises(BoardError, match="unknown placer 'sa'; choose one of heap, static"):
+        toolchain_options(board, seed=1, placer="sa")
+    with pytest.raises(BoardError, match="unknown placer 'sa'"):
+        build("ulx3s-85f", build_dir=Path("/nonexistent/never-made"), placer="sa")
 
 
 def test_engine_breakdown_accounts_for_every_cell_of_the_captured_synthesis():
