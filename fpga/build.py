@@ -109,21 +109,27 @@ def _check_synthesis(synthesis: str) -> None:
         raise BoardError(f"unknown synthesis {synthesis!r}; choose one of {', '.join(SYNTHESIS)}")
 
 
-# nextpnr's placers: "heap" (analytic, its default) or "static" (electrostatic). On the SoC's
-# netlist "static" placed in 6 minutes where HeAP took 18, with 25% less wire and fewer
-# overused wires at every router2 iteration (docs/fpga.md, "Measured results", session 14).
+# nextpnr's placers: "heap" (analytic, nextpnr's own default) and "static" (electrostatic).
+# On the ECP5 SoC static is the one that routes: placed in 12 minutes with a quarter less wire,
+# router2 finished in 10 minutes, where HeAP's placement left router2 at ~10,000 overused wires
+# after hours (docs/fpga.md, "Measured results", session 14). On the iCE40 it was not tried, so
+# the iCE40 builds keep HeAP, whose figures docs/fpga.md gives.
 PLACERS = ("heap", "static")
+DEFAULT_PLACER = {"ecp5": "static", "ice40": "heap"}
 
 
-def _check_placer(placer: str) -> None:
+def _placer(board: Board, placer: str | None) -> str:
+    """The placer asked for, or the family's default; an unknown name is a BoardError."""
+    placer = placer or DEFAULT_PLACER[board.device.family]
     if placer not in PLACERS:
         raise BoardError(f"unknown placer {placer!r}; choose one of {', '.join(PLACERS)}")
+    return placer
 
 
 def toolchain_options(board: Board, seed: int, router: str = "router2", synthesis: str = "flat",
-                      place_only: bool = False, placer: str = "heap") -> dict:
+                      place_only: bool = False, placer: str | None = None) -> dict:
     _check_synthesis(synthesis)
-    _check_placer(placer)
+    placer = _placer(board, placer)
     nextpnr = [f"--report {NAME}.report.json", "--timing-allow-fail", f"--seed {seed}",
                f"--placer {placer}", f"--router {router}"]
     if place_only:
@@ -155,7 +161,7 @@ def source_revision() -> str:
 
 def prepare(board: Board, config, build_dir: Path, seed: int = 1, design: str = "engine",
             router: str = "router2", synthesis: str = "flat", image=None, place_only: bool = False,
-            placer: str = "heap"):
+            placer: str | None = None):
     """Checks that need no tool, then the build plan written into build_dir. For the SoC,
     `image` is its `soc_image` (made here when None)."""
     if design == "soc":
@@ -198,7 +204,7 @@ def _check_design(board: Board, config, design: str):
 def build(board_name: str, build_dir: Path | None = None, config=None, seed: int = 1,
           design: str = "engine", clock_hz: float | None = None, log=print,
           router: str = "router2", synthesis: str = "flat", place_only: bool = False,
-          placer: str = "heap") -> dict:
+          placer: str | None = None) -> dict:
     """The whole build and its report (module docstring). `place_only` stops nextpnr after
     placement: the report's Fmax is then nextpnr's estimate for the placed design, `stage` is
     "placed", `timing_met` is None (not known before routing) and there is no bitstream."""
@@ -211,7 +217,7 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
     if design == "soc":
         config = board_soc_config(config, board.target_hz).engine
     _check_synthesis(synthesis)
-    _check_placer(placer)
+    placer = _placer(board, placer)
     _check_design(board, config, design)
     try:
         pll_parameters(board.device.family, board.oscillator_hz, board.target_hz,

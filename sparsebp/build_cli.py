@@ -23,9 +23,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--clock-mhz", type=float, help="override the preset's clock (the PLL must make it exactly)")
     p.add_argument("--build-dir", type=Path, help="where the tools run (default build/BOARD)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
-    p.add_argument("--placer", choices=["heap", "static"], default="heap",
-                   help="nextpnr's placer (default heap, nextpnr's own; static places the SoC in a "
-                        "third of the time with less wire, docs/fpga.md)")
+    p.add_argument("--placer", choices=["heap", "static"],
+                   help="nextpnr's placer (default: static on the ECP5 boards, the one with which the "
+                        "SoC routes; heap, nextpnr's own default, on the iCE40)")
     p.add_argument("--router", choices=["router1", "router2"], default="router2",
                    help="nextpnr's router (default router2: router1 never got past its second "
                         "iteration on the whole engine here)")

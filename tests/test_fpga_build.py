@@ -323,8 +323,9 @@ def test_hierarchical_synthesis_maps_modules_apart_then_flattens_for_nextpnr():
 def test_placer_choice_reaches_nextpnr_and_a_bad_one_is_refused_before_any_tool():
     from fpga.build import build, toolchain_options
     board = get_board("ulx3s-85f")
-    assert "--placer heap" in toolchain_options(board, seed=1)["nextpnr_opts"]      # nextpnr's default
-    assert "--placer static" in toolchain_options(board, seed=1, placer="static")["nextpnr_opts"]
+    assert "--placer static" in toolchain_options(board, seed=1)["nextpnr_opts"]     # the ECP5 default
+    assert "--placer heap" in toolchain_options(board, seed=1, placer="heap")["nextpnr_opts"]
+    assert "--placer heap" in toolchain_options(get_board("icebreaker"), seed=1)["nextpnr_opts"]
     with pytest.raises(BoardError, match="unknown placer 'sa'; choose one of heap, static"):
         toolchain_options(board, seed=1, placer="sa")
     with pytest.raises(BoardError, match="unknown placer 'sa'"):
