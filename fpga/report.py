@@ -100,11 +100,13 @@ def crossing_delays(log_text: str) -> dict:
 
 
 def format_table(result: dict) -> str:
-    if result.get("design", "engine") == "engine":
-        what = (f"engine {result['lanes']} lanes, {result['macs_per_cycle']} MACs/cycle, "
-                f"scratchpad {result['scratchpad_bytes']} bytes")
+    design = result.get("design", "engine")
+    if design in ("engine", "soc"):
+        engine = (f"engine {result['lanes']} lanes, {result['macs_per_cycle']} MACs/cycle, "
+                  f"scratchpad {result['scratchpad_bytes']} bytes")
+        what = engine if design == "engine" else f"SoC: CPU and {engine}"
     else:
-        what = f"{result['design']} alone"
+        what = f"{design} alone"
     lines = [f"board {result['board']} ({result['device']}), {what}",
              f"{'resource':10} {'used':>8} {'total':>8} {'use':>6}"]
     for name, (used, total) in result["resources"].items():

@@ -25,7 +25,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     p.add_argument("--placer", choices=["heap", "static"],
                    help="nextpnr's placer (default: static on the ECP5 boards, the one with which the "
-                        "SoC routes; heap, nextpnr's own default, on the iCE40)")
+                        "SoC routes; heap, nextpnr's own default, on the iCE40, where the two placed alike)")
     p.add_argument("--router", choices=["router1", "router2"], default="router2",
                    help="nextpnr's router (default router2: router1 never got past its second "
                         "iteration on the whole engine here)")

@@ -307,6 +307,24 @@ def test_table_lists_every_resource_and_the_verdict():
     assert table[-1] == "Fmax 51.23 MHz against 50.00 MHz: timing met"
 
 
+def test_routed_soc_report_bounds_the_engine_clock_by_its_half_cycle_crossings(tmp_path):
+    """The first routed SoC (ULX3S-85F, static placer, session 14), captured: the engine clock
+    is the least of its own paths, half the `fast` clock and 1 / (2 x each crossing)."""
+    for suffix in ("report.json", "tim"):
+        (tmp_path / f"top.{suffix}").write_bytes((DATA / f"ulx3s-85f-soc-routed.{suffix}").read_bytes())
+    figures = report.read_build_dir("ecp5", tmp_path)
+    assert figures["stage"] == "routed" and figures["timing_met"] is True
+    assert (figures["fmax_mhz"], figures["target_mhz"]) == (27.7, 20.0)     # 1 / (2 x 18.05 ns)
+    assert figures["fmax_limited_by"] == "$glbnet$clocks.clk -> $glbnet$clocks.fast_clk in half a cycle"
+    assert figures["fmax_bounds_mhz"]["$glbnet$clocks.fast_clk paths / 2"] == 34.93
+    assert figures["resources"]["BRAM"] == [201, 208] and figures["resources"]["LUT"] == [51844, 83640]
+    table = report.format_table({"board": "ulx3s-85f", "device": "LFE5U-85F", "design": "soc", "lanes": 8,
+                                 "macs_per_cycle": 8, "scratchpad_bytes": 262144, **figures}).splitlines()
+    assert table[0] == ("board ulx3s-85f (LFE5U-85F), SoC: CPU and engine 8 lanes, 8 MACs/cycle, "
+                        "scratchpad 262144 bytes")
+    assert "Fmax 27.70 MHz against 20.00 MHz: timing met" in table
+
+
 def test_hierarchical_synthesis_maps_modules_apart_then_flattens_for_nextpnr():
     from fpga.build import build, toolchain_options
     for name in ("ulx3s-85f", "icebreaker"):
