@@ -59,15 +59,17 @@ ENGINE_ALONE_EXTERNAL_BYTES = 4096
 # clock); three plain copies would need 384 of the 208. The parameter memories keep the default's
 # 2048 channels (18 DP16KD), enough for every conv of MIT's models.
 #
-# Clock: 20 MHz (the pumped scratchpad's `fast` clock 40 MHz). Placed, the engine alone allows
-# 24.9-26.3 MHz over five placements and the SoC 26.0 MHz: the scratchpad's half-cycle crossings
-# and its `fast` paths bind, not the logic (docs/fpga.md, "Measured results"). 20 MHz keeps a
-# margin for routing and is the fastest such clock the PLL makes from both boards' oscillators
-# (22 and 24 MHz are not exact from the ULX3S's 25 MHz).
-ECP5_85F_CLOCK_HZ = 20e6
+# Clock: the SoC routed on the ULX3S (session 14, static placer) with the engine clock bounded at
+# 27.7 MHz by the scratchpad's `sync` -> `fast` half-cycle crossing (18.05 ns); its own paths
+# allow 36.4 MHz and the `fast` paths 34.9 (docs/fpga.md, "Measured results"). The ULX3S runs
+# 25 MHz (`fast` 50 MHz), timing met with a 10% margin on that bound: its PLL makes 20, 22.5 and
+# 25 MHz exactly from 25 MHz and nothing between 25 and 27.7. The OrangeCrab keeps 20 MHz
+# until a build of its own has been routed at a faster clock (placement differs by board).
+ULX3S_85F_CLOCK_HZ = 25e6
+ORANGECRAB_85F_CLOCK_HZ = 20e6
 ECP5_85F_CONFIG = dataclasses.replace(DEFAULT, lanes=8, scratchpad_bytes=256 * 1024,
                                       scratchpad_pumped=True,
-                                      external_bytes=ENGINE_ALONE_EXTERNAL_BYTES, clock_hz=ECP5_85F_CLOCK_HZ)
+                                      external_bytes=ENGINE_ALONE_EXTERNAL_BYTES, clock_hz=ORANGECRAB_85F_CLOCK_HZ)
 ICE40_CONFIG = dataclasses.replace(DEFAULT, lanes=8, scratchpad_bytes=1024, scratchpad_pumped=False,
                                    external_bytes=256, param_channels=8, clock_hz=24e6)
 
@@ -75,9 +77,9 @@ BOARDS = {
     "icebreaker": Board("icebreaker", "amaranth_boards.icebreaker", "ICEBreakerPlatform", UP5K,
                         12e6, ICE40_CONFIG, 24e6),
     "ulx3s-85f": Board("ulx3s-85f", "amaranth_boards.ulx3s", "ULX3S_85F_Platform", LFE5U_85F,
-                       25e6, ECP5_85F_CONFIG, ECP5_85F_CLOCK_HZ),
+                       25e6, dataclasses.replace(ECP5_85F_CONFIG, clock_hz=ULX3S_85F_CLOCK_HZ), ULX3S_85F_CLOCK_HZ),
     "orangecrab-85f": Board("orangecrab-85f", "amaranth_boards.orangecrab_r0_2",
-                            "OrangeCrabR0_2_85FPlatform", LFE5U_85F, 48e6, ECP5_85F_CONFIG, ECP5_85F_CLOCK_HZ),
+                            "OrangeCrabR0_2_85FPlatform", LFE5U_85F, 48e6, ECP5_85F_CONFIG, ORANGECRAB_85F_CLOCK_HZ),
 }
 
 
