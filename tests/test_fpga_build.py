@@ -460,7 +460,7 @@ def test_place_only_build_writes_no_bitstream(tmp_path, monkeypatch, capsys):
     assert "min] synthesis (yosys)" in printed and "min] " in printed.split("synthesis (yosys)", 1)[1]
 
 
-@pytest.mark.board            # over an hour each on 2 cores: `make board-builds`, not CI
+@pytest.mark.board            # about half an hour each on 2 cores: `make board-builds`, not CI
 @pytest.mark.parametrize("board", ["ulx3s-85f", "orangecrab-85f"])
 def test_board_soc_build_fits_and_reports(board, tmp_path):
     """The longer tier: the SoC with its firmware and training job, through the whole flow."""
@@ -468,3 +468,4 @@ def test_board_soc_build_fits_and_reports(board, tmp_path):
     assert result["design"] == "soc" and result["soc"]["training_iterations"] == 64
     assert result["resources"]["BRAM"][0] <= result["resources"]["BRAM"][1] == 208
     assert result["macs_per_cycle"] == 8 and result["fmax_mhz"] > 0
+    assert result["timing_met"] and result["placer"] == "static"
