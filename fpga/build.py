@@ -110,7 +110,7 @@ def _check_synthesis(synthesis: str) -> None:
 
 
 # nextpnr's placers: "heap" (analytic, nextpnr's own default) and "static" (electrostatic).
-# On the ECP5 SoC static is the one that routes: placed in 12 minutes with a quarter less wire,
+# On the ECP5 SoC static is the one that routes: placed in 11-15 minutes with a quarter less wire,
 # router2 finished in 10 minutes, where HeAP's placement left router2 at ~10,000 overused wires
 # after hours (docs/fpga.md, "Measured results", session 14). On the iCE40 requantizer the two
 # give the same clock (20.25 and 19.97 MHz), so the iCE40 builds keep HeAP, whose figures the
