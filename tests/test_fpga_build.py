@@ -428,7 +428,7 @@ def test_icebreaker_requantizer_build_meets_timing(tmp_path):
 
 @pytest.mark.slow
 def test_ecp5_requantizer_build_meets_timing(tmp_path):
-    """CI's ECP5 build: one lane's requantizer, at 60 MHz rather than the board's 24 MHz preset
+    """CI's ECP5 build: one lane's requantizer, at 60 MHz rather than the board's 30 MHz preset
     (the whole engine: `sparsebp build --board ulx3s-85f`)."""
     result = _build("orangecrab-85f", "requantizer", tmp_path, clock_mhz=60)
     assert result["target_mhz"] == 60.0
@@ -451,7 +451,7 @@ def test_place_only_build_writes_no_bitstream(tmp_path, monkeypatch, capsys):
                  "--build-dir", str(tmp_path / "build"), "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["stage"] == "placed" and result["timing_met"] is None and result["bitstream"] is None
-    assert result["fmax_mhz"] > 0 and result["target_mhz"] == 24.0        # the board's preset
+    assert result["fmax_mhz"] > 0 and result["target_mhz"] == 30.0        # the board's preset
     assert result["resources"]["DSP"][0] == 4
     assert not list((tmp_path / "build").glob("top.bit")) and not list((tmp_path / "build").glob("top.svf"))
     script = (tmp_path / "build" / "build_top.sh").read_text()
