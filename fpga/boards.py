@@ -69,18 +69,19 @@ ENGINE_ALONE_EXTERNAL_BYTES = 4096
 ULX3S_85F_CLOCK_HZ = 25e6
 ORANGECRAB_85F_CLOCK_HZ = 30e6
 ECP5_85F_CONFIG = dataclasses.replace(DEFAULT, lanes=8, scratchpad_bytes=256 * 1024,
-                                      scratchpad_pumped=True,
-                                      external_bytes=ENGINE_ALONE_EXTERNAL_BYTES, clock_hz=ORANGECRAB_85F_CLOCK_HZ)
+                                      scratchpad_pumped=True, external_bytes=ENGINE_ALONE_EXTERNAL_BYTES)
 ICE40_CONFIG = dataclasses.replace(DEFAULT, lanes=8, scratchpad_bytes=1024, scratchpad_pumped=False,
                                    external_bytes=256, param_channels=8, clock_hz=24e6)
 
 BOARDS = {
     "icebreaker": Board("icebreaker", "amaranth_boards.icebreaker", "ICEBreakerPlatform", UP5K,
                         12e6, ICE40_CONFIG, 24e6),
-    "ulx3s-85f": Board("ulx3s-85f", "amaranth_boards.ulx3s", "ULX3S_85F_Platform", LFE5U_85F,
-                       25e6, dataclasses.replace(ECP5_85F_CONFIG, clock_hz=ULX3S_85F_CLOCK_HZ), ULX3S_85F_CLOCK_HZ),
+    "ulx3s-85f": Board("ulx3s-85f", "amaranth_boards.ulx3s", "ULX3S_85F_Platform", LFE5U_85F, 25e6,
+                       dataclasses.replace(ECP5_85F_CONFIG, clock_hz=ULX3S_85F_CLOCK_HZ), ULX3S_85F_CLOCK_HZ),
     "orangecrab-85f": Board("orangecrab-85f", "amaranth_boards.orangecrab_r0_2",
-                            "OrangeCrabR0_2_85FPlatform", LFE5U_85F, 48e6, ECP5_85F_CONFIG, ORANGECRAB_85F_CLOCK_HZ),
+                            "OrangeCrabR0_2_85FPlatform", LFE5U_85F, 48e6,
+                            dataclasses.replace(ECP5_85F_CONFIG, clock_hz=ORANGECRAB_85F_CLOCK_HZ),
+                            ORANGECRAB_85F_CLOCK_HZ),
 }
 
 

@@ -5,10 +5,11 @@ This sums those lines by the part of the design each net belongs to.
     python -m fpga.heatmap build/ulx3s-85f/h/heat_congestion_by_net_5.csv [--top 20]
 
 A net of the engine (`soc.engine.engine.NAME...` in the SoC, `dut.NAME...` in the engine-alone
-build, whose wrapper names it `dut`: fpga/wrapper.py) is grouped by NAME with its digits replaced by `#`, so the eight lanes' `acc0`..`acc7`
-are one group; the packer's suffixes (`_TRELLIS...`, `$...`, `[...]`) are dropped. The CPU's
-nets are `cpu`; anything else is `other: ` and its first two name parts. docs/fpga.md,
-"Measured results", has the tables this made and the nextpnr command.
+build, whose wrapper names it `dut`: fpga/wrapper.py) is grouped by NAME with its digits
+replaced by `#`, so the eight lanes' `acc0`..`acc7` are one group; the packer's suffixes
+(`_TRELLIS...`, `$...`, `[...]`) are dropped. The CPU's nets are `cpu`; anything else is
+`other: ` and its first two name parts. docs/fpga.md, "Measured results", has the tables this
+made and the nextpnr command.
 """
 from __future__ import annotations
 
