@@ -235,15 +235,19 @@ def test_progress_line_follows_the_logs_through_every_stage(tmp_path):
     placed = (DATA / "ulx3s-85f-engine-placed.log").read_text()
     analytic = placed[:placed.index("Running simulated annealing")]
     assert nextpnr_stage(analytic)[0] == "placing (analytic)"
-    assert nextpnr_stage(placed) == ("placing (annealing)", "iteration 25, wirelength 530,982")
+    annealed = placed[:placed.index("Info: Routing globals")]
+    assert nextpnr_stage(annealed) == ("placing (annealing)", "iteration 25, wirelength 530,982")
+    assert nextpnr_stage(placed) == ("routing", "started")      # captured as router2 began
     static = (DATA / "ulx3s-85f-soc-static-placed.log").read_text()     # `--placer static`, the SoC
     assert nextpnr_stage(static[:static.index("Running simulated annealing")]) == \
         ("placing (static)", "iteration 558, 9.9% of the logic overlapping")
     assert nextpnr_stage(static) == ("placing (annealing)", "iteration 18, wirelength 403,386")
     unrouted = (DATA / "ulx3s-85f-engine-unrouted.log").read_text()
     assert nextpnr_stage(unrouted) == ("routing", "router1: 72,000 arcs routed, 257,641 remaining")
-    assert nextpnr_stage("Info: Routing..\nInfo:     iter=3 wires=812345 overused=41434 overuse=51210\n") == \
-        ("routing", "router2 iteration 3: 41,434 overused wires")
+    # router2's main loop runs before nextpnr logs "Routing.." (session 15's SoC route, its start)
+    router2 = static + (DATA / "ulx3s-85f-soc-router2-start.log").read_text()
+    assert nextpnr_stage(router2) == ("routing", "router2 iteration 10: 4,189 overused wires")
+    assert nextpnr_stage(router2[:router2.index("Info: Running main router loop")]) == ("routing", "started")
     finished = (DATA / "orangecrab-85f-requantizer-placed.tim").read_text()
     assert nextpnr_stage(finished) == ("packing the bitstream", "nextpnr finished")
     # a line when the stage changes, and within a stage once per interval
@@ -256,7 +260,7 @@ def test_progress_line_follows_the_logs_through_every_stage(tmp_path):
     assert lines == ["  [0 min] placing (analytic): iteration 22"]      # the last HeAP line
     now[0] = 660
     reporter.poll()
-    (tmp_path / "top.tim").write_text(placed)
+    (tmp_path / "top.tim").write_text(annealed)
     now[0] = 700
     reporter.poll()
     assert lines[1:] == ["  [11 min] placing (analytic): iteration 22",
