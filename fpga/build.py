@@ -18,8 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-from hw.banked_memory import COPY
-
 from . import report as nextpnr_report
 from .board_soc import BOARD_RAM_BYTES, BoardSoc, board_soc_config, board_soc_image
 from .boards import Board, BoardError, get_board
@@ -99,13 +97,6 @@ NARROW_MULTIPLIERS = ("t:$mul r:A_WIDTH<=4 %i t:$mul r:B_WIDTH<=4 %i %u "
                       "t:$mul r:A_WIDTH<=16 %i r:B_WIDTH<=8 %i %u t:$mul r:B_WIDTH<=16 %i r:A_WIDTH<=8 %i %u")
 
 
-# The pumped scratchpad copies its edge select, A's and B's rows and their enables once per
-# region of block RAMs (hw/banked_memory.py); yosys's opt_merge would fold identical flip-flops
-# back into one that drives every block RAM of the device, so the cells driving those wires are
-# marked `keep`.
-KEEP_COPIES = f"setattr -set keep 1 w:*{COPY} %ci1 w:*{COPY} %d"
-
-
 # "flat" synthesizes the design as one module (the fewest LUTs: 68,145 TRELLIS_COMB for the
 # 8-lane ULX3S engine); "hierarchical" maps each Amaranth submodule on its own and flattens the
 # mapped netlist for nextpnr (74,459 for the same engine, no optimization across modules, and
@@ -147,7 +138,7 @@ def toolchain_options(board: Board, seed: int, router: str = "router2", synthesi
     options = {"nextpnr_opts": " ".join(nextpnr)}
     synth = ["-dsp"] if board.device.family == "ice40" else []
     if board.device.family == "ecp5":
-        options["script_after_read"] = f"proc\nbooth {NARROW_MULTIPLIERS}\n{KEEP_COPIES}"
+        options["script_after_read"] = f"proc\nbooth {NARROW_MULTIPLIERS}"
     if synthesis == "hierarchical":
         synth.append("-noflatten")
         options["script_after_synth"] = "flatten\nopt_clean"

@@ -23,7 +23,7 @@ from hw.banked_memory import BankedMemory
 from hw.requantizer import Requantizer
 from hw.weight_updater import BiasUpdater, WeightUpdater
 
-from .build import KEEP_COPIES, NARROW_MULTIPLIERS, find_tool
+from .build import NARROW_MULTIPLIERS, find_tool
 
 
 class ResidualAddLane(Elaboratable):
@@ -98,7 +98,7 @@ UNITS = {"mac": (MacLane, lambda u: [u.a, u.b, u.first, u.acc]),
          "residual_add": (ResidualAddLane, lambda u: [u.x1, u.x2, u.m1, u.m2, u.total]),
          "scratchpad_16k": (_scratchpad(False), _memory_ports),
          "scratchpad_16k_pumped": (_scratchpad(True), _memory_ports)}
-SYNTH = {"ecp5": f"proc; booth {NARROW_MULTIPLIERS}; {KEEP_COPIES}; synth_ecp5", "ice40": "synth_ice40 -dsp"}
+SYNTH = {"ecp5": f"proc; booth {NARROW_MULTIPLIERS}; synth_ecp5", "ice40": "synth_ice40 -dsp"}
 CELL = re.compile(r"^\s+(\d+)\s+(\S+)$")
 
 

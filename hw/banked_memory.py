@@ -38,30 +38,14 @@ Two implementations of that one contract:
     * `read0`, `read1`: the closing edge's words are held in `fast` registers at the next
       middle edge (the ports are used again there) and copied into `sync` registers at the
       next `sync` edge (latency 2).
-  Into the `fast` domain: the host row and the write's bank rows, data and enables, each
-  through the multiplexer that picks the edge's access, at the middle edge: half a cycle. A's and
-  B's rows and enables are loaded into `fast` registers at the middle edge (the ports hold them
-  from one engine edge to the next) and reach the block RAMs from there at the closing edge, so
-  no path from `sync` to a block RAM's address is timed as half a cycle when it has a whole one.
-  Each bank is split into regions of `REGION_BYTES` byte columns, each region a memory of its own
-  with its own copy of those registers and of the edge select (`COPY` in their names), so that
-  no flip-flop or multiplexer drives the block RAMs of the whole device.
+  Into the `fast` domain: the addresses, the write's bank rows, data and enables, each through
+  the multiplexer that picks the edge's access; the write has the middle edge, half a cycle.
   tests/test_banked_memory.py runs both implementations on the same random traffic and
   compares every read, each port at its own latency.
 """
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
-
-
-# The pumped memory's banks are split into regions of this many byte columns: one DP16KD
-# (1024 x 16) wide on the ECP5, so each region's block RAMs form one column of the bank.
-REGION_BYTES = 2
-BANK_NAMES = ("even", "odd")
-# Names of signals that are copies of one another on purpose (one per region, so each drives
-# the block RAMs of its region and not all of them across the device): the board build keeps
-# the cells that drive them (fpga/build.py), since yosys would otherwise merge the copies.
-COPY = "__copy"
 
 
 def _read_signature(addr_bits: int, row_bytes: int):
@@ -84,8 +68,6 @@ class BankedMemory(wiring.Component):
         self.init = bytes(init)
         if pumped and read_ports != 3:
             raise ValueError(f"a pumped memory has exactly 3 read ports, not {read_ports}")
-        if pumped and row_bytes % REGION_BYTES:
-            raise ValueError(f"a pumped memory's rows are a multiple of {REGION_BYTES} bytes, not {row_bytes}")
         self.row_bytes, self.rows, self.pumped, self.no_rw_check = row_bytes, rows, pumped, no_rw_check
         self.offset_bits = row_bytes.bit_length() - 1
         self.addr_bits = self.offset_bits + rows.bit_length() - 1
@@ -105,14 +87,15 @@ class BankedMemory(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        self._attrs = {"no_rw_check": 1} if self.no_rw_check else None
+        depth = self.rows // 2
+        attrs = {"no_rw_check": 1} if self.no_rw_check else None
+        banks = [memory.Memory(shape=8 * self.row_bytes, depth=depth, init=self._bank_init(k), attrs=attrs)
+                 for k in range(2)]
+        m.submodules.bank_even, m.submodules.bank_odd = banks
         writes = self._write_banks(m)
         if self.pumped:
-            bank_data = self._pumped_ports(m, writes)
+            bank_data = self._pumped_ports(m, banks, writes)
         else:
-            banks = [memory.Memory(shape=8 * self.row_bytes, depth=self.rows // 2, init=self._bank_init(k),
-                                   attrs=self._attrs) for k in range(2)]
-            m.submodules.bank_even, m.submodules.bank_odd = banks
             bank_data = self._plain_ports(m, banks, writes)
         for i in range(self.read_port_count):
             alignment = self._alignment_registers(m, i)
@@ -124,11 +107,6 @@ class BankedMemory(wiring.Component):
         L = self.row_bytes
         rows = [self.init[r * L:(r + 1) * L] for r in range(bank, -(-len(self.init) // L), 2)]
         return [int.from_bytes(row, "little") for row in rows]
-
-    def _region_init(self, bank: int, region: int) -> list[int]:
-        """Bank `bank`'s words from `init`, cut to region `region`'s columns."""
-        mask = (1 << 8 * REGION_BYTES) - 1
-        return [word >> 8 * REGION_BYTES * region & mask for word in self._bank_init(bank)]
 
     def _write_banks(self, m):
         """Per bank (addr, data, byte enables) of the write port: the row_bytes bytes shifted
@@ -168,78 +146,58 @@ class BankedMemory(wiring.Component):
             result.append([bank_port.data for bank_port in bank_ports])
         return result
 
-    def _pumped_ports(self, m, writes):
-        """Two block-RAM ports per bank in the `fast` domain (module docstring), each bank split
-        into regions of `REGION_BYTES` columns; returns [port][bank] data, all of it from `sync`
-        registers."""
+    def _pumped_ports(self, m, banks, writes):
+        """Two block-RAM ports per bank in the `fast` domain (module docstring); returns
+        [port][bank] data, all of it from `sync` registers."""
         a, b, h = (self.read_port(i) for i in range(3))
         # `toggle` flips at every sync edge; `seen` is its value at the last fast edge. They
         # differ in the first half of a sync cycle: the next fast edge is the middle one.
-        toggle, seen = Signal(), Signal()
+        # `middle_next` says the same from a `fast` register (halves alternate, so it is the
+        # inverse of that compare before each edge): the multiplexers of every block-RAM port
+        # are selected from it, not from a path that starts in `sync`.
+        toggle, seen, middle_next = Signal(), Signal(), Signal()
         m.d.sync += toggle.eq(~toggle)
-        m.d.fast += seen.eq(toggle)
-        h_rows = _bank_rows(h.addr[self.offset_bits:])
-        a_rows, b_rows = (_bank_rows(p.addr[self.offset_bits:]) for p in (a, b))
-        # read2 and the write of one cycle meet at its middle edge: port 1 then holds read2's
-        # word, port 2 the old word the write replaced. The compare has the whole cycle.
-        collided = [Signal(name=f"bank{k}_collided") for k in range(2)]
-        for k, (w_row, _, w_en) in enumerate(writes):
-            m.d.comb += collided[k].eq((h_rows[k] == w_row) & w_en.any())
+        m.d.fast += [seen.eq(toggle), middle_next.eq(~(toggle ^ seen))]
+        # which reads the closing edge made, for the middle edge that holds their words
+        a_issued, b_issued = Signal(), Signal()
+        with m.If(~middle_next):
+            m.d.fast += [a_issued.eq(a.en), b_issued.eq(b.en)]
 
-        result = [[[], []] for _ in range(3)]       # [port][bank] -> region words, low bytes first
-        for r in range(self.row_bytes // REGION_BYTES):
-            # This region's own copy of the edge select and of A's and B's rows: `fast` registers
-            # near its block RAMs, loaded at the middle edge from the `sync` ports (which hold
-            # from one engine edge to the next) for the reads of the closing edge. A and B then
-            # reach the block RAMs from a flip-flop in a full `fast` cycle; the middle edge's
-            # host row and write come from `sync` in half an engine cycle, each through its
-            # region's multiplexer. `middle_next` is the inverse of `toggle ^ seen` before each
-            # edge, since halves alternate.
-            middle_next = Signal(name=f"region{r}_middle_next{COPY}")
-            a_en, b_en = (Signal(name=f"region{r}_{p}_en{COPY}") for p in "ab")
-            m.d.fast += middle_next.eq(~(toggle ^ seen))
-            with m.If(middle_next):
-                m.d.fast += [a_en.eq(a.en), b_en.eq(b.en)]
-            columns = slice(8 * REGION_BYTES * r, 8 * REGION_BYTES * (r + 1))
-            for k, (w_row, w_data, w_en) in enumerate(writes):
-                bank = memory.Memory(shape=8 * REGION_BYTES, depth=self.rows // 2,
-                                     init=self._region_init(k, r), attrs=self._attrs)
-                m.submodules[f"bank_{BANK_NAMES[k]}_region{r}"] = bank
-                a_row, b_row = (Signal.like(h_rows[k], name=f"bank{k}_region{r}_{p}_row{COPY}")
-                                for p in "ab")
-                with m.If(middle_next):
-                    m.d.fast += [a_row.eq(a_rows[k]), b_row.eq(b_rows[k])]
-                port2_write = bank.write_port(domain="fast", granularity=8)
-                port2_read = bank.read_port(domain="fast", transparent_for=())    # read before write
-                # Port 1's word on a collision with port 2's write is never used (see docstring);
-                # declaring it transparent rather than read-before-write keeps yosys from
-                # emulating read-first by delaying the write, which would split port 2 in two.
-                port1 = bank.read_port(domain="fast", transparent_for=(port2_write,))
-                port2_addr = Signal.like(w_row, name=f"bank{k}_region{r}_port2_addr")
-                region_en = w_en[r * REGION_BYTES:(r + 1) * REGION_BYTES]
-                m.d.comb += [port1.addr.eq(Mux(middle_next, h_rows[k], a_row)),
-                             port1.en.eq(Mux(middle_next, h.en, a_en)),
-                             port2_addr.eq(Mux(middle_next, w_row, b_row)),
-                             port2_read.addr.eq(port2_addr), port2_write.addr.eq(port2_addr),
-                             port2_read.en.eq(Mux(middle_next, 1, b_en)),
-                             port2_write.data.eq(w_data[columns]),
-                             port2_write.en.eq(Mux(middle_next, region_en, 0))]
-                h_data = Signal.like(port1.data, name=f"bank{k}_region{r}_h_data")
-                with m.If(h.en):
-                    m.d.sync += h_data.eq(Mux(collided[k], port2_read.data, port1.data))
-                # The closing edge's words, held at the next middle edge while `a_en`/`b_en` still
-                # say whether that edge read (they load the next cycle's at the same edge).
-                held = []
-                for name, issued, port_data in (("a", a_en, port1.data), ("b", b_en, port2_read.data)):
-                    word = Signal.like(port1.data, name=f"bank{k}_region{r}_{name}_held")
-                    with m.If(middle_next & issued):
-                        m.d.fast += word.eq(port_data)
-                    copy = Signal.like(word, name=f"bank{k}_region{r}_{name}_data")
-                    m.d.sync += copy.eq(word)
-                    held.append(copy)
-                for port_words, data in zip(result, held + [h_data]):
-                    port_words[k].append(data)
-        return [[Cat(*words) for words in port_words] for port_words in result]
+        result = [[], [], []]
+        for k, (bank, (w_row, w_data, w_en)) in enumerate(zip(banks, writes)):
+            a_row, b_row, h_row = (_bank_rows(p.addr[self.offset_bits:])[k] for p in (a, b, h))
+            port2_write = bank.write_port(domain="fast", granularity=8)
+            port2_read = bank.read_port(domain="fast", transparent_for=())    # read before write
+            # Port 1's word on a collision with port 2's write is never used (see docstring);
+            # declaring it transparent rather than read-before-write keeps yosys from
+            # emulating read-first by delaying the write, which would split port 2 in two.
+            port1 = bank.read_port(domain="fast", transparent_for=(port2_write,))
+            port2_addr = Signal.like(w_row, name=f"bank{k}_port2_addr")
+            m.d.comb += [port1.addr.eq(Mux(middle_next, h_row, a_row)),
+                         port1.en.eq(Mux(middle_next, h.en, a.en)),
+                         port2_addr.eq(Mux(middle_next, w_row, b_row)),
+                         port2_read.addr.eq(port2_addr), port2_write.addr.eq(port2_addr),
+                         port2_read.en.eq(Mux(middle_next, 1, b.en)),
+                         port2_write.data.eq(w_data),
+                         port2_write.en.eq(Mux(middle_next, w_en, 0))]
+            # read2 and the write of one cycle meet at its middle edge: port 1 then holds read2's
+            # word, port 2 the old word the write replaced. The compare has the whole cycle.
+            collided = Signal(name=f"bank{k}_collided")
+            m.d.comb += collided.eq((h_row == w_row) & w_en.any())
+            h_data = Signal.like(port1.data, name=f"bank{k}_h_data")
+            with m.If(h.en):
+                m.d.sync += h_data.eq(Mux(collided, port2_read.data, port1.data))
+            held = []
+            for name, issued, port_data in (("a", a_issued, port1.data), ("b", b_issued, port2_read.data)):
+                word = Signal.like(port1.data, name=f"bank{k}_{name}_held")
+                with m.If(middle_next & issued):
+                    m.d.fast += word.eq(port_data)
+                copy = Signal.like(word, name=f"bank{k}_{name}_data")
+                m.d.sync += copy.eq(word)
+                held.append(copy)
+            for port_data, data in zip(result, held + [h_data]):
+                port_data.append(data)
+        return result
 
     def _alignment_registers(self, m, i):
         """Read port i's byte offset and which bank holds its first row, loaded with each read
