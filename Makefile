@@ -20,7 +20,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 
-# The longer tier: each board's SoC through yosys, nextpnr and the packer (over an hour each).
+# The longer tier: each board's SoC through yosys, nextpnr and the packer (30-50 minutes each on a 2-core machine).
 board-builds: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m board tests/test_fpga_build.py
 
