@@ -25,7 +25,7 @@ def nextpnr_stage(text: str) -> tuple[str, str]:
     """(stage, latest figure) from a nextpnr log so far."""
     if "Program finished normally" in text:
         return "packing the bitstream", "nextpnr finished"
-    # router2's main loop logs before "Routing.." (which comes with the router1 pass after it)
+    # nextpnr logs "Routing.." only after router2's main loop: its start marks routing too
     if any(mark in text for mark in ("Routing globals", "Running router2", "Routing..")):
         router2, router1 = _ROUTER2.findall(text), _ROUTER1.findall(text)
         if router2:
