@@ -231,7 +231,6 @@ class _Walk:
             if ratio < 1.0:
                 conv = model.convs[i]
                 ledger.alloc(f"list:{conv.name}", "overhead", 2 * selected_count(conv, ratio))
-        any_resident = False
         for node in model.nodes:
             if not isinstance(node, Conv):
                 continue
@@ -239,9 +238,9 @@ class _Walk:
                 ledger.alloc(f"weight:{node.name}", "updated_params", node.weight.size)
             if node.name in self.ratio or node.name in self.bias_updated:
                 ledger.alloc(f"params:{node.name}", "updated_params", 4 * node.out_channels)
-                any_resident = True
-        if any_resident or self.image_external:
-            ledger.alloc("ones", "overhead", ALIGN)   # the byte 1 that copy descriptors multiply by
+        # the byte 1 that copy descriptors multiply by; the compiler keeps it whenever anything
+        # is resident, the image is external or frozen weights may be staged (its default)
+        ledger.alloc("ones", "overhead", ALIGN)
 
     # ---------------------------------------------------------------- backward
     def _backward_counts(self) -> None:

@@ -50,6 +50,7 @@ class RowSpec:
     label: str = ""       # what the row is in its suite: 'mit', 'dense', 'ratio', ...
     image_external: bool = False     # the sample stays in external memory (compile_training)
     peak_budget: int | None = None   # the widest stripes within this many bytes (compile_training)
+    stage_weights: bool = True       # frozen weights copied on chip where the plan has room (compile_training)
 
 
 def dense_scheme(scheme) -> str:
@@ -109,7 +110,8 @@ def bench_row(spec: RowSpec, config_name: str, fmax_mhz: float) -> dict:
     try:
         result = rtl_training_run(spec.iterations, config_name, scheme_name=spec.scheme,
                                   model_spec=spec.model, policy=spec.policy,
-                                  image_external=spec.image_external, peak_budget=spec.peak_budget)
+                                  image_external=spec.image_external, peak_budget=spec.peak_budget,
+                                  stage_weights=spec.stage_weights)
     except CompileError as refused:
         raise Refused(str(refused)) from None
     config = PRESETS[config_name]
@@ -124,6 +126,7 @@ def bench_row(spec: RowSpec, config_name: str, fmax_mhz: float) -> dict:
     row = {"model": result["model"], "scheme": spec.scheme, "policy": spec.policy, "label": spec.label,
            "iterations": spec.iterations, "lanes": config.lanes,
            "image_external": spec.image_external, "peak_budget": spec.peak_budget,
+           "weights_staged": spec.stage_weights,
            "cycles_measured": int(round(mean_cycles)), "cycles_predicted": int(round(np.mean(predicted))),
            "cycle_model_error_max": max(op_errors + [abs(c - p) / p for c, p in zip(cycles, predicted)]),
            "forward_cycles": sum(r["cycles_measured"] for r in first if r["phase"] == "forward"),

@@ -54,10 +54,11 @@ def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: in
                      scheme_name: str | None = None, model_spec: str = "builtin",
                      data_spec: str | None = None, lr: float | None = None,
                      policy: str = "dynamic", image_external: bool = False,
-                     peak_budget: int | None = None) -> dict:
-    """`iterations` training iterations on the RTL; see the module docstring. `image_external`
-    and `peak_budget` go to the compiler (golden/engine/training.py: the sample in external
-    memory, read a stripe at a time; the widest stripes within the budget). A bad scheme,
+                     peak_budget: int | None = None, stage_weights: bool = True) -> dict:
+    """`iterations` training iterations on the RTL; see the module docstring. `image_external`,
+    `peak_budget` and `stage_weights` go to the compiler (golden/engine/training.py: the sample
+    in external memory, read a stripe at a time; the widest stripes within the budget; frozen
+    weights copied on chip where the plan has room). A bad scheme,
     policy or count is a ValueError before anything runs."""
     from golden import int_ops
     from golden.data import load_digits
@@ -101,7 +102,7 @@ def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: in
     trainer = Trainer(model, scheme, policy, rule, seed=seed)
     host_selector = ChannelSelector(model, scheme, policy, seed=2 * seed + 1)   # draws as the Trainer's
     program = compile_training(model, scheme, config, rule, image_external=image_external,
-                               peak_budget=peak_budget)
+                               peak_budget=peak_budget, stage_weights=stage_weights)
     scratchpad = program.initial_scratchpad(images[0], trainer.sr_rng.state)
     phases = (("forward", program.forward.descriptors, 0, program.forward.ops),
               ("backward", program.backward, program.backward_base, program.backward_ops))

@@ -7,6 +7,7 @@ and MIT's Cortex-M7 figures (sim/bench.py), printed as tables and written as JSO
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from golden.engine.config import PRESETS
@@ -28,6 +29,9 @@ def add_parser(subparsers) -> None:
                    help="one row: keep the sample in external memory, read a stem stripe at a time")
     p.add_argument("--peak-budget", type=positive_int,
                    help="one row: the widest stripes whose planned peak stays within this many bytes")
+    p.add_argument("--stream-weights", action="store_true",
+                   help="every row: read frozen weights from external memory at each use instead of "
+                        "staging them on chip where the scratchpad has room below the peak")
     p.add_argument("--iterations", type=positive_int, help="per row (default 2 for the built-in CNN, 1 for MIT's)")
     p.add_argument("--fmax-mhz", type=positive_float, help="clock for the iteration times")
     p.add_argument("--build-report", type=Path, help="a `sparsebp build --json` report: its Fmax for the times")
@@ -37,6 +41,11 @@ def add_parser(subparsers) -> None:
 
 
 def _specs(args):
+    specs, missing = _row_specs(args)
+    return [dataclasses.replace(spec, stage_weights=not args.stream_weights) for spec in specs], missing
+
+
+def _row_specs(args):
     from golden.experiment import resolve_model
     from sim.bench import MIT_SCHEMES, RowSpec, model_key, suite_rows
     from sim.training_run import BUILTIN_SCHEME

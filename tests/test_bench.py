@@ -33,6 +33,19 @@ def test_default_suite_rows():
         suite_rows("nightly")
 
 
+@pytest.mark.parametrize("argv", [[], ["--model", "builtin"]])
+def test_stream_weights_applies_to_every_row(argv):
+    """Staging frozen weights on chip is the default; `--stream-weights` turns it off for every
+    row of a suite or for the one row."""
+    from sparsebp.bench_cli import _specs
+    from sparsebp.cli import build_parser
+    staged, _ = _specs(build_parser().parse_args(["bench"] + argv))
+    streamed, _ = _specs(build_parser().parse_args(["bench", "--stream-weights"] + argv))
+    assert staged and all(spec.stage_weights for spec in staged)
+    assert [spec.stage_weights for spec in streamed] == [False] * len(staged)
+    assert [(s.model, s.scheme, s.policy) for s in streamed] == [(s.model, s.scheme, s.policy) for s in staged]
+
+
 def test_paper_suite_names_absent_models(tmp_path):
     rows, missing = suite_rows("paper", shared=tmp_path)
     assert rows == [] and len(missing) == 3 and all("is absent" in m for m in missing)

@@ -16,6 +16,7 @@ from golden.engine import layout
 from golden.engine import program as isa
 from golden.engine.compiler import Allocator, CompileError
 from golden.engine.config import EngineConfig, SMALL
+from golden.engine.cycles import descriptor_cycles, program_cycles, program_external_reads
 from golden.engine.executor import Machine
 from golden.engine.training import _lowering, compile_training
 from golden.fixedpoint import add_gradients, quantize_gradient
@@ -87,7 +88,7 @@ def test_scaled_gradient_and_dot_match_numerics(seed):
 
 
 def run_iterations(scheme_text, iterations, config=SMALL, rounding="stochastic", image_external=False,
-                   model=None):
+                   model=None, stage_weights=True):
     """Compiled iterations on the golden executor beside the Trainer; yields per-iteration
     (loss from the program, loss from the Trainer, names of mismatching tensors, prng equal).
     With `image_external` the host writes each image into external memory. `model` defaults to
@@ -99,7 +100,8 @@ def run_iterations(scheme_text, iterations, config=SMALL, rounding="stochastic",
     images = int_ops.quantize_images(data.images[:iterations], model)
     trainer = Trainer(model, scheme, "dynamic", rule, seed=1)
     host_selector = ChannelSelector(model, scheme, "dynamic", seed=2 * 1 + 1)   # the Trainer's draws
-    program = compile_training(model, scheme, config, rule, image_external=image_external)
+    program = compile_training(model, scheme, config, rule, image_external=image_external,
+                               stage_weights=stage_weights)
     machine = Machine(config, program.external)
     machine.scratchpad[:] = program.initial_scratchpad(images[0], trainer.sr_rng.state)
     for it in range(iterations):
@@ -186,6 +188,35 @@ def test_full_scheme_equals_the_trainer(rounding):
     program = compile_training(model, parse_scheme("full", model), SMALL, UpdateRule(rounding=rounding))
     assert program.backward_ops.count("conv0 weight update") == model.convs[0].in_channels
     assert_iterations_equal_the_trainer("full", 3, rounding=rounding)
+
+
+@pytest.mark.parametrize("stage_weights", [False, True])
+def test_frozen_weights_staged_on_chip_change_no_byte_and_no_peak(stage_weights):
+    """Frozen weights copied into the scratchpad where the plan has room below the peak (forward
+    convs, a striped block's, a depthwise input gradient's): the same iterations as streaming
+    them, the same peak, fewer external reads, and the copies' cycles."""
+    model = builtin_model().with_new_head(10, seed=0)
+    scheme = parse_scheme("bias=6;w=1:0.5,3:0.25", model)
+    staged = compile_training(model, scheme, SMALL, UpdateRule())
+    streamed = compile_training(model, scheme, SMALL, UpdateRule(), stage_weights=False)
+    copies = {phase: [d for d, op in zip(descriptors, ops) if "weights staged" in op]
+              for phase, descriptors, ops in (("forward", staged.forward.descriptors, staged.forward.ops),
+                                              ("backward", staged.backward, staged.backward_ops))}
+    assert copies["forward"] and copies["backward"]
+    assert not any("weights staged" in op for op in streamed.forward.ops + streamed.backward_ops)
+    assert staged.forward.peak_bytes == streamed.forward.peak_bytes
+    reads = {name: program_external_reads(p.forward.descriptors, SMALL) + program_external_reads(p.backward, SMALL)
+             for name, p in (("staged", staged), ("streamed", streamed))}
+    assert reads["staged"] < reads["streamed"]
+    extra = sum(descriptor_cycles(d, SMALL).total for phase in copies.values() for d in phase)
+    assert program_cycles(staged.forward.descriptors, SMALL) + program_cycles(staged.backward, SMALL) == \
+        program_cycles(streamed.forward.descriptors, SMALL) + program_cycles(streamed.backward, SMALL) + extra
+    # each staged conv reads B from the scratchpad, below the peak
+    for program in (staged.forward.descriptors, staged.backward):
+        for d in program:
+            if not d.flags & (isa.FLAG_B_EXTERNAL | isa.FLAG_B_ONES) and d.opcode == isa.MAC:
+                assert d.b_base < staged.forward.peak_bytes
+    assert_iterations_equal_the_trainer("bias=6;w=1:0.5,3:0.25", 3, stage_weights=stage_weights)
 
 
 def test_buffers_are_freed_after_their_last_reader():

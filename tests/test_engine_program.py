@@ -12,6 +12,7 @@ from golden.data import load_digits
 from golden.engine import layout
 from golden.engine import program as isa
 from golden.engine.compiler import (IDENTITY, Allocator, CompileError, compile_forward, copy_descriptors,
+                                   place_optional,
                                      plan_offsets, stripe_blocks)
 from golden.engine.config import DEFAULT, SMALL, EngineConfig
 from golden.engine.cycles import descriptor_cycles
@@ -286,6 +287,30 @@ def test_a_block_allocated_inside_another_is_packed_with_it():
     with pytest.raises(CompileError, match="output \\(112 bytes\\) does not fit inside image \\(104 bytes\\)"):
         alloc.alloc("output", 105, inside="image")
     assert alloc.alloc("output", 48, inside="image") == 0 and alloc.used() == 104
+
+
+def test_optional_blocks_are_placed_below_the_peak_or_left_out():
+    """Staged weights are placed after the packing, most benefit first, at the lowest offset
+    clear of what is alive with them, and only where they end at or below the packing's peak."""
+    events = [("alloc", "a", 64), ("alloc", "b", 32), ("alloc", "opt_small", 32), ("free", "opt_small", 0),
+              ("alloc", "opt_big", 64), ("free", "opt_big", 0), ("free", "b", 0), ("alloc", "opt_late", 32),
+              ("alloc", "opt_rival", 32), ("free", "opt_rival", 0), ("free", "opt_late", 0), ("free", "a", 0)]
+    benefits = {"opt_small": 10, "opt_big": 100, "opt_late": 5, "opt_rival": 50}
+    required = [e for e in events if e[1] not in benefits]
+    offsets, spanned = plan_offsets(required)
+    assert (offsets, spanned) == ({"a": 0, "b": 64}, 96)
+    # a and b span 96 bytes: opt_big (64, beside both) would end at 160 and stays out; opt_small
+    # fits nowhere either; after b dies, opt_rival (more benefit) takes 64..96, opt_late is left
+    # without room below 96
+    assert place_optional(events, dict(offsets), spanned, benefits) == {"a": 0, "b": 64, "opt_rival": 64}
+    # with more benefit opt_late goes first and takes the room instead
+    assert place_optional(events, dict(offsets), spanned, dict(benefits, opt_late=60)) == \
+        {"a": 0, "b": 64, "opt_late": 64}
+    # a recording allocator notes the benefit; with offsets, a block the plan left out is None
+    alloc = Allocator(1024, slack=0)
+    assert alloc.alloc_optional("opt", 16, 7) == 0 and alloc.benefits == {"opt": 7}
+    planned = Allocator(1024, slack=0, offsets={"a": 0})
+    assert planned.alloc_optional("opt", 16, 7) is None and "opt" not in planned.blocks
 
 
 def test_stripe_rows_are_chosen_per_block_for_the_smallest_peak():

@@ -39,7 +39,7 @@ from ..scheme import UpdateScheme, selected_count
 from ..train import UpdateRule, update_multipliers
 from . import layout
 from . import program as isa
-from .compiler import Allocator, CompileError, Compiled, _ceil_div
+from .compiler import IDENTITY, STAGED, Allocator, CompileError, Compiled, _ceil_div, copy_descriptors
 from .config import EngineConfig
 
 
@@ -61,8 +61,11 @@ class BackwardProgram:
 class BackwardLowering:
     def __init__(self, model: Model, scheme: UpdateScheme, config: EngineConfig, rule: UpdateRule,
                  forward: Compiled, alloc: Allocator, logits_gradient: Gradient, prng_addr: int,
-                 lists: dict[int, int]):
+                 lists: dict[int, int], stage_weights: bool = False):
         self.model, self.scheme, self.config, self.rule = model, scheme, config, rule
+        # frozen weights of input gradients copied on chip where the plan has room (`_staged`);
+        # the copies need the forward program's constant byte 1
+        self.stage_weights = stage_weights and forward.ones is not None
         self.forward, self.alloc, self.prng_addr = forward, alloc, prng_addr
         self.L = config.lanes
         self.shapes = model.tensor_shapes()
@@ -99,6 +102,25 @@ class BackwardLowering:
         d._tables = tables or {}           # external fields filled in by `place_tables`
         self.out.descriptors.append(d)
         self.out.ops.append(label)
+
+    def _staged(self, node: Conv, label: str, nbytes: int, streamed_bytes: int) -> int | None:
+        """Where `node`'s frozen weights (the external table `label`) are copied on chip for one
+        descriptor reading `streamed_bytes` of them, with the copy emitted; None when they stay
+        in external memory. The caller frees `STAGED + label` after the descriptor."""
+        if not self.stage_weights or streamed_bytes <= nbytes:
+            return None
+        at = self.alloc.alloc_optional(STAGED + label, nbytes, streamed_bytes - nbytes)
+        if at is None:
+            return None
+        identity = "identity parameters"
+        if all(name != identity for name, _ in self.out.tables):
+            self._table(identity, layout.param_bytes(*(np.repeat(v, self.L) for v in IDENTITY)))
+        # the source and the identity table are external tables, placed after the program: the
+        # copy is made from address 0 and 0, and `place_tables` adds their places
+        for d in copy_descriptors(self.config, 0, at, nbytes, self.forward.ones, lambda channels: 0, True):
+            self._emit(d, f"{node.name} weights staged from external memory",
+                       {"b_base": (label, d.b_base), "param_base": identity})
+        return at
 
     def _new_gradient(self, tensor: str) -> Gradient:
         c, h, w = self.shapes[tensor]
@@ -276,6 +298,7 @@ class BackwardLowering:
         if self._wants(node.input):
             scale = node.input_grad_scale
             weights_external = w_addr is None
+            layout_bytes = layout.weight_bytes(node.weight, node.depthwise).size
             tables = {"b_base": self._table(f"{node.name} weights",
                                             layout.weight_bytes(node.weight, node.depthwise))} \
                 if weights_external else {}
@@ -321,11 +344,21 @@ class BackwardLowering:
                                        a_rows=rows, a_cols=cols, b_base=w_addr or 0,
                                        b_strides=[0, 0, k * k * c, L, k * c, c],
                                        out_base=target.address, out_strides=[w * c_in, c_in, 1])
+                own_tables = dict(tables)
+                staged = None
                 if weights_external:
-                    d.flags |= isa.FLAG_B_EXTERNAL
+                    # both passes of the gradient epilogue read B
+                    staged = self._staged(node, tables["b_base"], layout_bytes, 2 * int(np.prod(d.counts)) * L)
+                    if staged is None:
+                        d.flags |= isa.FLAG_B_EXTERNAL
+                    else:
+                        d.b_base = staged
+                        del own_tables["b_base"]
                 d.exp_addr, d.exp_out_addr = prescaled.exponent_address, target.exponent_address
                 self._with_mask(d, mask)
-                self._emit(d, f"{node.name} input gradient", tables)
+                self._emit(d, f"{node.name} input gradient", own_tables)
+                if staged is not None:
+                    self.alloc.free(STAGED + tables["b_base"])
 
             self.contribute(node.input, produce)
             self._release(prescaled)
@@ -474,8 +507,9 @@ def place_tables(program: BackwardProgram, external_size: int, row: int) -> tupl
             chunks.append(np.zeros(pad, np.uint8))
         at += data.size + pad
     for d in program.descriptors:
-        for name, label in d._tables.items():
-            setattr(d, name, offsets[label])
+        for name, label in d._tables.items():       # a label, or (label, byte offset into it)
+            label, offset = label if isinstance(label, tuple) else (label, 0)
+            setattr(d, name, offsets[label] + offset)
         del d._tables
     body = np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)
     return body, start

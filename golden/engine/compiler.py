@@ -24,6 +24,7 @@ from . import program as isa
 from .config import EngineConfig
 
 ALIGN = 8
+STAGED = "staged:"     # optional blocks: a frozen conv's weights copied on chip for its descriptors
 
 
 class CompileError(ValueError):
@@ -40,6 +41,11 @@ class Allocator:
     A block allocated `inside` a live block starts at that block's address and may outlive it:
     a striped block's output written over its dying input (`overwrite_lead`). The caller
     guarantees that no byte is overwritten while still to be read, and the block fits inside.
+
+    An optional block (`alloc_optional`) is one the program can do without: frozen weights
+    staged on chip, which the descriptors otherwise stream from external memory. A recording
+    compile allocates it and notes its `benefit`; with `offsets`, it exists only if the plan
+    placed it (`place_optional`).
     """
 
     def __init__(self, size: int, slack: int, offsets: dict[str, int] | None = None):
@@ -53,6 +59,7 @@ class Allocator:
         # bytes allocated, end of the highest block). The compilers set `clock` to count.
         self.clock = lambda: 0
         self.timeline: list[tuple[int, int, int]] = []
+        self.benefits: dict[str, int] = {}                  # optional block -> external bytes it saves
 
     def _record(self) -> None:
         top = max((start + length for start, length in self.blocks.values()), default=0)
@@ -83,6 +90,13 @@ class Allocator:
         self.peak = max(self.peak, at + nbytes + self.slack)
         self._record()
         return at
+
+    def alloc_optional(self, name: str, nbytes: int, benefit: int) -> int | None:
+        """The block's address, or None when the plan left it out (class docstring)."""
+        if self.offsets is not None and name not in self.offsets:
+            return None
+        self.benefits[name] = benefit
+        return self.alloc(name, nbytes)
 
     def free(self, name: str) -> None:
         del self.blocks[name]
@@ -146,6 +160,32 @@ def plan_offsets(events: list[tuple[str, str, int]],
     return offsets, max((o + n for o, n, _, _ in placed), default=0)
 
 
+def place_optional(events: list[tuple[str, str, int]], offsets: dict[str, int], spanned: int,
+                   benefits: dict[str, int]) -> dict[str, int]:
+    """Add to `offsets` (a packing of the other blocks spanning `spanned` bytes) the optional
+    blocks of `benefits` that fit below `spanned`, clear of every block alive at the same time:
+    most benefit first, each at the lowest such offset. Those that do not fit stay out, so the
+    peak is the packing's: staging weights never costs scratchpad the iteration would not use."""
+    start, end, size = {}, {}, {}
+    for t, (kind, name, nbytes) in enumerate(events):
+        if kind == "alloc":
+            start[name], size[name] = t, nbytes
+        else:
+            end[name] = t
+    placed = [(offsets[n], size[n], start[n], end.get(n, len(events))) for n in offsets]
+    for name in sorted(benefits, key=lambda n: (-benefits[n], start[n])):
+        lo, hi = start[name], end.get(name, len(events))
+        at = 0
+        for o, n in sorted((o, n) for o, n, s, e in placed if s < hi and lo < e):
+            if o - at >= size[name]:
+                break
+            at = max(at, o + n)
+        if at + size[name] <= spanned:
+            offsets[name] = at
+            placed.append((at, size[name], lo, hi))
+    return offsets
+
+
 class ExternalImage:
     """The read-only external memory: appended blobs, each aligned to a lane row."""
 
@@ -184,6 +224,7 @@ class Compiled:
     saved: dict[str, int] = field(default_factory=dict)   # conv name -> its selected input channels' copy
     # with the image in external memory: where the host writes it (HWC), else None (tensors[INPUT])
     input_external: int | None = None
+    ones: int | None = None     # the scratchpad's constant byte 1 (`copy_descriptors`), if the program has it
 
     @property
     def program_words(self) -> np.ndarray:
@@ -356,8 +397,8 @@ def _first_rows(first: Conv, a0: int, a1: int, h_in: int) -> tuple[int, int]:
 
 
 def _striped_block(first: Conv, dw: Conv, pw2: Conv, shapes, config: EngineConfig, tensors, alloc: Allocator,
-                   ext: ExternalImage, rows: int, streamed: "tuple[int, object] | None" = None
-                   ) -> list[tuple[isa.Descriptor, str]]:
+                   ext: ExternalImage, rows: int, streamed: "tuple[int, object] | None" = None,
+                   stage=None) -> list[tuple[isa.Descriptor, str]]:
     """Descriptors of one chain first -> dw -> pw2 (`stripe_blocks`) computed in stripes of `rows`
     dw-output rows. Per stripe, `first` computes the rows of its output the stripe's dw rows read
     (halo included, so rows shared by two stripes are computed twice) into a stripe buffer.
@@ -365,7 +406,11 @@ def _striped_block(first: Conv, dw: Conv, pw2: Conv, shapes, config: EngineConfi
     With `streamed` = (external address, copy), the block input is not in the scratchpad but
     in external memory (the image): each stripe first copies the input rows it reads into a
     third stripe buffer (`copy(src, dst, nbytes)` -> descriptors), so the input never exists
-    whole in the scratchpad."""
+    whole in the scratchpad.
+
+    With `stage(conv, address, nbytes, streamed_bytes)` (compile_forward's `staged_weights`), each
+    conv's weights may be copied on chip once for all stripes; the copy is emitted by `stage`,
+    before the descriptors returned here, and the caller frees the staged buffers after them."""
     c_in, h_in, w_in = shapes[first.input]
     c_exp, h, w = shapes[first.output]
     _, ho, wo = shapes[dw.output]
@@ -387,6 +432,7 @@ def _striped_block(first: Conv, dw: Conv, pw2: Conv, shapes, config: EngineConfi
     y_addr = tensors[pw2.output][0]
     pointwise = first.kernel == 1 and first.stride == 1
     out = []
+    per_conv: dict[str, list[isa.Descriptor]] = {}
     for r0, r1, a0, a1, x0, x1 in stripes:
         top, rows_in = 0, h_in                         # input row at x_addr, input rows there
         if streamed is not None:                       # input rows x0..x1 into the stripe buffer
@@ -408,6 +454,15 @@ def _striped_block(first: Conv, dw: Conv, pw2: Conv, shapes, config: EngineConfi
                              *weights[pw2.name], None)
         out += [(d1, f"{first.name} forward rows {a0}-{a1 - 1}"), (d2, f"{dw.name} forward rows {r0}-{r1 - 1}"),
                 (d3, f"{pw2.name} forward rows {r0}-{r1 - 1}")]
+        for conv, d in zip((first, dw, pw2), (d1, d2, d3)):
+            per_conv.setdefault(conv.name, []).append(d)
+    for conv in (first, dw, pw2) if stage is not None else ():
+        own = per_conv[conv.name]
+        staged = stage(conv, weights[conv.name][0], layout.weight_bytes(conv.weight, conv.depthwise).size,
+                       sum(int(np.prod(d.counts)) for d in own) * config.lanes)
+        for d in own if staged is not None else ():
+            d.b_base = staged
+            d.flags &= ~isa.FLAG_B_EXTERNAL
     alloc.free(f"stripe:{first.output}")
     alloc.free(f"stripe:{dw.output}")
     if streamed is not None:
@@ -420,7 +475,8 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
                     resident: tuple[str, ...] = (), keep_alive: tuple[str, ...] = (),
                     alloc: "Allocator | None" = None, stripe_rows: "int | dict[str, int] | None" = None,
                     resident_params: tuple[str, ...] = (),
-                    gathers: dict[str, tuple[int, int]] | None = None, image_external: bool = False) -> Compiled:
+                    gathers: dict[str, tuple[int, int]] | None = None, image_external: bool = False,
+                    stage_frozen: bool = False) -> Compiled:
     """The forward pass of `model` as one program (whole tensors, no striping).
 
     The input image is expected HWC at `tensors[INPUT]`; the logits end at
@@ -447,6 +503,12 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
     not into the scratchpad. A striped block whose first conv is the image's only reader (the
     stem) copies each stripe's input rows from there into a stripe buffer, so the image never
     exists whole in the scratchpad; any other reader gets a whole copy first.
+
+    With `stage_frozen`, a frozen conv's weights are copied from external memory into a
+    scratchpad buffer just before its descriptor (a striped block's, before its first stripe)
+    and read from there, when the allocator has the buffer (`Allocator.alloc_optional`: a
+    training compile's plan places it only below the iteration's peak). A weight byte is then
+    read from external memory once, not once per output position.
     """
     shapes = model.tensor_shapes(resolution)
     last_reader: dict[str, int] = {}
@@ -471,7 +533,7 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
             preload.append((resident_at[node.name][1], bias))
     constants: dict[str, int] = {}
     image_at = ext.add(np.zeros(int(np.prod(shapes[INPUT])), np.uint8)) if image_external else None
-    if resident_at or image_external:
+    if resident_at or image_external or stage_frozen:
         # for `copy_descriptors`: the byte 1, which the host writes once with the other preloads
         # (placed before anything else, so no buffer ever lies over it)
         constants["ones"] = alloc.alloc("ones", ALIGN)
@@ -494,6 +556,17 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
                 raise CompileError(f"{label}: descriptor fails the engine's check ({isa.ERROR_NAMES[code]})")
             descriptors.append(d)
             ops.append(label)
+
+    def staged_weights(node: Conv, w_addr: int, nbytes: int, streamed_bytes: int) -> int | None:
+        """Where `node`'s frozen weights (external, at `w_addr`) are copied on chip, with the
+        copy emitted, or None when they stay in external memory; `streamed_bytes` is what the
+        conv's descriptors would read of them from there. The caller frees `STAGED + name`."""
+        if not stage_frozen or streamed_bytes <= nbytes:
+            return None
+        at = alloc.alloc_optional(STAGED + node.name, nbytes, streamed_bytes - nbytes)
+        if at is not None:
+            emit_copy(w_addr, at, nbytes, True, f"{node.name} weights staged from external memory")
+        return at
 
     def parameter_table(node: Conv) -> int:
         """A whole parameter table of a conv whose bias is resident, for its forward step: the
@@ -582,13 +655,17 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
             source = None
             if streamed and pw1.input == INPUT:
                 source = (image_at, lambda src, dst, n: copy_descriptors(config, src, dst, n, *copy_constants(), True))
-            emitted = _striped_block(pw1, dw, pw2, shapes, config, tensors, alloc, ext, rows, source)
+            emitted = _striped_block(pw1, dw, pw2, shapes, config, tensors, alloc, ext, rows, source,
+                                     staged_weights)
             for d, label in emitted:
                 code = isa.check(d, config)
                 if code != isa.OK:
                     raise CompileError(f"{label}: descriptor fails the engine's check ({isa.ERROR_NAMES[code]})")
                 descriptors.append(d)
                 ops.append(label)
+            for conv in (pw1, dw, pw2):
+                if STAGED + conv.name in alloc.blocks:
+                    alloc.free(STAGED + conv.name)
             release_inputs(node, i)
             skip = 2
             continue
@@ -600,13 +677,18 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
             w_addr, p_addr = resident_at.get(node.name, (None, None))
             w_resident, p_resident = w_addr is not None, p_addr is not None
             if not w_resident:
-                w_addr = ext.add(layout.weight_bytes(node.weight, node.depthwise))
+                weights = layout.weight_bytes(node.weight, node.depthwise)
+                w_addr = ext.add(weights)
             if p_resident:
                 p_addr = parameter_table(node)
             else:
                 p_addr = ext.add(layout.param_bytes(node.bias, node.requant.M, node.requant.n))
             d = conv_descriptor(node, config, shapes[node.input], tensors[node.input][0], out,
                                 w_addr, p_addr, mask_for(node.output))
+            if not w_resident:
+                staged = staged_weights(node, w_addr, weights.size, int(np.prod(d.counts)) * config.lanes)
+                if staged is not None:
+                    d.b_base, w_resident = staged, True
             if w_resident:
                 d.flags &= ~isa.FLAG_B_EXTERNAL
             if p_resident:
@@ -637,8 +719,9 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
                                f"({isa.ERROR_NAMES[code]})")
         descriptors.append(d)
         ops.append(f"{node.name} forward")
-        if "table:" + node.name in alloc.blocks:
-            alloc.free("table:" + node.name)
+        for temporary in ("table:", STAGED):
+            if temporary + node.name in alloc.blocks:
+                alloc.free(temporary + node.name)
         release_inputs(node, i)
     # The program sits at external address 0; shift every external address past it.
     program_bytes = (len(descriptors) + 1) * isa.DESCRIPTOR_WORDS * 4
@@ -657,4 +740,4 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
         raise CompileError(f"program and weights need {image.size:,} bytes of external memory, "
                            f"the configuration has {config.external_bytes:,}")
     return Compiled(config, descriptors, image, tensors, masks, ops, alloc.peak, resident_at, preload, saved,
-                    None if image_at is None else image_at + shift)
+                    None if image_at is None else image_at + shift, constants.get("ones"))

@@ -22,7 +22,7 @@ from ..train import UpdateRule
 from . import layout
 from . import program as isa
 from .backward import BackwardLowering, Gradient, allocate_lists, backward_start, path_nodes, place_tables
-from .compiler import Allocator, CompileError, Compiled, compile_forward, plan_offsets, stripe_blocks
+from .compiler import Allocator, CompileError, Compiled, compile_forward, place_optional, plan_offsets, stripe_blocks
 from .config import EngineConfig
 
 
@@ -92,7 +92,8 @@ STRIPE_CHOICES = (64, 32, 16, 8, 4, 2)   # rows per stripe tried per block, most
 def compile_training(model: Model, scheme: UpdateScheme, config: EngineConfig,
                      rule: UpdateRule = UpdateRule(),
                      stripe_rows: "int | dict[str, int] | None" = None,
-                     image_external: bool = False, peak_budget: int | None = None) -> TrainingProgram:
+                     image_external: bool = False, peak_budget: int | None = None,
+                     stage_weights: bool = True) -> TrainingProgram:
     """`compile_one` with the smallest planned peak, then the fewest halo rows (or the rows given).
     With `image_external` the host writes each sample into external memory (`write_image`) and
     the striped stem reads it from there a stripe at a time (compiler.compile_forward).
@@ -105,11 +106,11 @@ def compile_training(model: Model, scheme: UpdateScheme, config: EngineConfig,
     peak at or below the budget instead (or the smallest peak, if that is above the budget):
     fewer cycles for a peak that is not the smallest."""
     if stripe_rows is not None:
-        return compile_one(model, scheme, config, rule, stripe_rows, image_external)
+        return compile_one(model, scheme, config, rule, stripe_rows, image_external, stage_weights)
     rows = {block[0].name: 1 for block in stripe_blocks(model)}
 
     def peak(rows):
-        return _plan(_lowering(model, scheme, rule, rows, image_external), config)[1]
+        return _plan(_lowering(model, scheme, rule, rows, image_external, stage_weights), config)[1]
 
     best = peak(rows)
     if best <= config.scratchpad_bytes:
@@ -120,14 +121,15 @@ def compile_training(model: Model, scheme: UpdateScheme, config: EngineConfig,
                 if trial_peak <= max(best, min(peak_budget or 0, config.scratchpad_bytes)):
                     rows, best = trial, min(best, trial_peak)
                     break
-    return compile_one(model, scheme, config, rule, rows, image_external)
+    return compile_one(model, scheme, config, rule, rows, image_external, stage_weights)
 
 
 class ScratchpadTooSmall(CompileError):
     """The iteration's buffers do not fit the scratchpad."""
 
 
-def _lowering(model: Model, scheme: UpdateScheme, rule: UpdateRule, stripe_rows, image_external: bool = False):
+def _lowering(model: Model, scheme: UpdateScheme, rule: UpdateRule, stripe_rows, image_external: bool = False,
+              stage_weights: bool = False):
     """lower(alloc, config) -> the iteration's buffers in `alloc` and its descriptors."""
     head = model.classifier
     if head.depthwise or head.kernel != 1:
@@ -155,9 +157,9 @@ def _lowering(model: Model, scheme: UpdateScheme, rule: UpdateRule, stripe_rows,
         forward = compile_forward(model, config, keep_masks=masks, resident=tuple(sorted(updated)),
                                   resident_params=tuple(sorted(bias_only)), keep_alive=keep_alive,
                                   alloc=alloc, stripe_rows=stripe_rows, gathers=gathers,
-                                  image_external=image_external)
+                                  image_external=image_external, stage_frozen=stage_weights)
         lowering = BackwardLowering(model, scheme, config, rule, forward, alloc,
-                                    Gradient(g_addr, e_addr), prng_addr, lists)
+                                    Gradient(g_addr, e_addr), prng_addr, lists, stage_weights)
         return g_addr, e_addr, prng_addr, forward, lowering, lowering.lower()
 
     return lower
@@ -165,16 +167,20 @@ def _lowering(model: Model, scheme: UpdateScheme, rule: UpdateRule, stripe_rows,
 
 def _plan(lower, config: EngineConfig) -> tuple[dict[str, int], int]:
     """One compile in a roomy scratchpad to learn every buffer's size and lifetime, then their
-    packing: (offsets, planned peak in bytes)."""
+    packing: (offsets, planned peak in bytes). Staged weights (optional blocks) are placed after
+    the rest, where they fit below its peak; the others stay in external memory."""
     roomy = dataclasses.replace(config, scratchpad_bytes=2 ** 24)
     recording = Allocator(roomy.scratchpad_bytes, slack=config.lanes)
     lower(recording, roomy)
-    offsets, spanned = plan_offsets(recording.events, recording.anchors)
+    optional = recording.benefits
+    offsets, spanned = plan_offsets([e for e in recording.events if e[1] not in optional], recording.anchors)
+    place_optional(recording.events, offsets, spanned, optional)
     return offsets, spanned + config.lanes
 
 
 def compile_one(model: Model, scheme: UpdateScheme, config: EngineConfig, rule: UpdateRule,
-                stripe_rows: "int | dict[str, int] | None", image_external: bool = False) -> TrainingProgram:
+                stripe_rows: "int | dict[str, int] | None", image_external: bool = False,
+                stage_weights: bool = False) -> TrainingProgram:
     """Forward program, host loss step and backward program of one iteration (batch 1).
 
     Buffers are placed in two passes (the first learns sizes and lifetimes, `plan_offsets`
@@ -190,7 +196,7 @@ def compile_one(model: Model, scheme: UpdateScheme, config: EngineConfig, rule: 
     """
     L = config.lanes
     head = model.classifier
-    lower = _lowering(model, scheme, rule, stripe_rows, image_external)
+    lower = _lowering(model, scheme, rule, stripe_rows, image_external, stage_weights)
     # Twice: first to learn every buffer's size and lifetime, then with them packed (plan_offsets).
     offsets, peak = _plan(lower, config)
     if peak > config.scratchpad_bytes:
