@@ -40,8 +40,16 @@ class Board:
     platform_class: str
     device: Device
     oscillator_hz: float
-    config: EngineConfig        # the engine this board carries
-    target_hz: float            # the clock the build constrains the engine to
+    config: EngineConfig        # the engine this board carries, at its clock
+
+    @property
+    def target_hz(self) -> float:
+        """The clock the build constrains the engine to: the board's engine configuration's."""
+        return self.config.clock_hz
+
+    def with_clock(self, clock_hz: float) -> "Board":
+        """This board with its engine at another clock (`sparsebp build --clock-mhz`)."""
+        return dataclasses.replace(self, config=dataclasses.replace(self.config, clock_hz=clock_hz))
 
     def platform(self):
         import importlib
@@ -75,13 +83,12 @@ ICE40_CONFIG = dataclasses.replace(DEFAULT, lanes=8, scratchpad_bytes=1024, scra
 
 BOARDS = {
     "icebreaker": Board("icebreaker", "amaranth_boards.icebreaker", "ICEBreakerPlatform", UP5K,
-                        12e6, ICE40_CONFIG, 24e6),
+                        12e6, ICE40_CONFIG),
     "ulx3s-85f": Board("ulx3s-85f", "amaranth_boards.ulx3s", "ULX3S_85F_Platform", LFE5U_85F, 25e6,
-                       dataclasses.replace(ECP5_85F_CONFIG, clock_hz=ULX3S_85F_CLOCK_HZ), ULX3S_85F_CLOCK_HZ),
+                       dataclasses.replace(ECP5_85F_CONFIG, clock_hz=ULX3S_85F_CLOCK_HZ)),
     "orangecrab-85f": Board("orangecrab-85f", "amaranth_boards.orangecrab_r0_2",
                             "OrangeCrabR0_2_85FPlatform", LFE5U_85F, 48e6,
-                            dataclasses.replace(ECP5_85F_CONFIG, clock_hz=ORANGECRAB_85F_CLOCK_HZ),
-                            ORANGECRAB_85F_CLOCK_HZ),
+                            dataclasses.replace(ECP5_85F_CONFIG, clock_hz=ORANGECRAB_85F_CLOCK_HZ)),
 }
 
 

@@ -213,7 +213,7 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
     if clock_hz is not None:
         if not 1e6 <= clock_hz <= 400e6:
             raise BoardError(f"the clock must be between 1 and 400 MHz, not {clock_hz / 1e6:g} MHz")
-        board = dataclasses.replace(board, target_hz=clock_hz)
+        board = board.with_clock(clock_hz)
     config = config or board.config
     if design == "soc":
         config = board_soc_config(config, board.target_hz).engine
