@@ -194,7 +194,7 @@ def test_full_scheme_equals_the_trainer(rounding):
 def test_frozen_weights_staged_on_chip_change_no_byte_and_no_peak(stage_weights):
     """Frozen weights copied into the scratchpad where the plan has room below the peak (forward
     convs, a striped block's, a depthwise input gradient's): the same iterations as streaming
-    them, the same peak, fewer external reads, and the copies' cycles."""
+    them, no higher peak, fewer external reads, and the copies' cycles."""
     model = builtin_model().with_new_head(10, seed=0)
     scheme = parse_scheme("bias=6;w=1:0.5,3:0.25", model)
     staged = compile_training(model, scheme, SMALL, UpdateRule())
@@ -204,7 +204,7 @@ def test_frozen_weights_staged_on_chip_change_no_byte_and_no_peak(stage_weights)
                                               ("backward", staged.backward, staged.backward_ops))}
     assert copies["forward"] and copies["backward"]
     assert not any("weights staged" in op for op in streamed.forward.ops + streamed.backward_ops)
-    assert staged.forward.peak_bytes == streamed.forward.peak_bytes
+    assert staged.forward.peak_bytes <= streamed.forward.peak_bytes
     reads = {name: program_external_reads(p.forward.descriptors, SMALL) + program_external_reads(p.backward, SMALL)
              for name, p in (("staged", staged), ("streamed", streamed))}
     assert reads["staged"] < reads["streamed"]

@@ -12,7 +12,7 @@ from golden.data import load_digits
 from golden.engine import layout
 from golden.engine import program as isa
 from golden.engine.compiler import (IDENTITY, Allocator, CompileError, compile_forward, copy_descriptors,
-                                   place_optional,
+                                   plan_with_optional,
                                      plan_offsets, stripe_blocks)
 from golden.engine.config import DEFAULT, SMALL, EngineConfig
 from golden.engine.cycles import descriptor_cycles
@@ -289,23 +289,21 @@ def test_a_block_allocated_inside_another_is_packed_with_it():
     assert alloc.alloc("output", 48, inside="image") == 0 and alloc.used() == 104
 
 
-def test_optional_blocks_are_placed_below_the_peak_or_left_out():
-    """Staged weights are placed after the packing, most benefit first, at the lowest offset
-    clear of what is alive with them, and only where they end at or below the packing's peak."""
-    events = [("alloc", "a", 64), ("alloc", "b", 32), ("alloc", "opt_small", 32), ("free", "opt_small", 0),
-              ("alloc", "opt_big", 64), ("free", "opt_big", 0), ("free", "b", 0), ("alloc", "opt_late", 32),
-              ("alloc", "opt_rival", 32), ("free", "opt_rival", 0), ("free", "opt_late", 0), ("free", "a", 0)]
-    benefits = {"opt_small": 10, "opt_big": 100, "opt_late": 5, "opt_rival": 50}
-    required = [e for e in events if e[1] not in benefits]
-    offsets, spanned = plan_offsets(required)
-    assert (offsets, spanned) == ({"a": 0, "b": 64}, 96)
-    # a and b span 96 bytes: opt_big (64, beside both) would end at 160 and stays out; opt_small
-    # fits nowhere either; after b dies, opt_rival (more benefit) takes 64..96, opt_late is left
-    # without room below 96
-    assert place_optional(events, dict(offsets), spanned, benefits) == {"a": 0, "b": 64, "opt_rival": 64}
-    # with more benefit opt_late goes first and takes the room instead
-    assert place_optional(events, dict(offsets), spanned, dict(benefits, opt_late=60)) == \
-        {"a": 0, "b": 64, "opt_late": 64}
+def test_optional_blocks_are_kept_only_where_the_packing_spans_no_more():
+    """Staged weights (optional blocks) are tried most benefit first; each is kept if the packing
+    with it spans no more than the packing without any, and it may repack the others."""
+    events = [("alloc", "r1", 16), ("alloc", "opt", 32), ("alloc", "opt2", 32), ("free", "opt2", 0),
+              ("free", "opt", 0), ("alloc", "r0", 24), ("free", "r1", 0), ("free", "r0", 0),
+              ("alloc", "r2", 48), ("alloc", "big", 64), ("free", "big", 0), ("free", "r2", 0)]
+    required = [e for e in events if e[1] in ("r0", "r1", "r2")]
+    assert plan_offsets(required) == ({"r2": 0, "r0": 0, "r1": 24}, 48)
+    # Without them the packing spans 48 bytes with r1 at 24, where no 32-byte block beside r1
+    # ends by 48. Packed with it, opt2 (more benefit) goes to 0 first and r1 moves to 32: still
+    # 48 bytes. opt, alive with opt2, and big (64 bytes beside r2) would each widen it: left out.
+    assert plan_with_optional(events, None, {"opt": 1, "opt2": 2, "big": 5}) == \
+        ({"r2": 0, "opt2": 0, "r0": 0, "r1": 32}, 48)
+    assert plan_with_optional(events, None, {"opt": 3, "opt2": 2, "big": 5}) == \
+        ({"r2": 0, "opt": 0, "r0": 0, "r1": 32}, 48)
     # a recording allocator notes the benefit; with offsets, a block the plan left out is None
     alloc = Allocator(1024, slack=0)
     assert alloc.alloc_optional("opt", 16, 7) == 0 and alloc.benefits == {"opt": 7}

@@ -336,7 +336,9 @@ def test_engine_rules_arguments_and_format():
 # The contract against the compiler itself: compile_training's automatic stripe choice starts
 # from one row per stripe and only widens a block while its peak does not rise, so the plan
 # (one row per stripe) equals that first layout and bounds the compiled peak. Tolerance: 2%
-# (measured: 0 to 0.8%, the stripe choice's gain).
+# (measured: 0 to 0.8%, the stripe choice's gain). Staged weights are not in the plan: the
+# compiler keeps one only where the packing with it spans no more, and repacking with it can
+# span less (builtin-sparse: 7,416 B against 7,576), so with them the bound is one-sided.
 TOLERANCE = 0.02
 
 
@@ -348,9 +350,11 @@ def test_engine_plan_bounds_builtin_compile(scheme_name):
     model = builtin_model()
     scheme = parse_scheme(scheme_name, model)
     plan = plan_memory(model, scheme, rules="engine")
-    assert plan.peak_bytes == compiled_peak(model, scheme, stripe_rows=1, image_external=True)
-    compiled = compiled_peak(model, scheme, image_external=True)
+    streamed = dict(image_external=True, stage_weights=False)
+    assert plan.peak_bytes == compiled_peak(model, scheme, stripe_rows=1, **streamed)
+    compiled = compiled_peak(model, scheme, **streamed)
     assert compiled <= plan.peak_bytes <= compiled * (1 + TOLERANCE)
+    assert compiled_peak(model, scheme, image_external=True) <= compiled
 
 
 @pytest.mark.parametrize("model_name,scheme_name", [

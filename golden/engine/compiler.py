@@ -45,7 +45,7 @@ class Allocator:
     An optional block (`alloc_optional`) is one the program can do without: frozen weights
     staged on chip, which the descriptors otherwise stream from external memory. A recording
     compile allocates it and notes its `benefit`; with `offsets`, it exists only if the plan
-    placed it (`place_optional`).
+    placed it (`plan_with_optional`).
     """
 
     def __init__(self, size: int, slack: int, offsets: dict[str, int] | None = None):
@@ -160,30 +160,23 @@ def plan_offsets(events: list[tuple[str, str, int]],
     return offsets, max((o + n for o, n, _, _ in placed), default=0)
 
 
-def place_optional(events: list[tuple[str, str, int]], offsets: dict[str, int], spanned: int,
-                   benefits: dict[str, int]) -> dict[str, int]:
-    """Add to `offsets` (a packing of the other blocks spanning `spanned` bytes) the optional
-    blocks of `benefits` that fit below `spanned`, clear of every block alive at the same time:
-    most benefit first, each at the lowest such offset. Those that do not fit stay out, so the
-    peak is the packing's: staging weights never costs scratchpad the iteration would not use."""
-    start, end, size = {}, {}, {}
-    for t, (kind, name, nbytes) in enumerate(events):
-        if kind == "alloc":
-            start[name], size[name] = t, nbytes
-        else:
-            end[name] = t
-    placed = [(offsets[n], size[n], start[n], end.get(n, len(events))) for n in offsets]
-    for name in sorted(benefits, key=lambda n: (-benefits[n], start[n])):
-        lo, hi = start[name], end.get(name, len(events))
-        at = 0
-        for o, n in sorted((o, n) for o, n, s, e in placed if s < hi and lo < e):
-            if o - at >= size[name]:
-                break
-            at = max(at, o + n)
-        if at + size[name] <= spanned:
-            offsets[name] = at
-            placed.append((at, size[name], lo, hi))
-    return offsets
+def plan_with_optional(events: list[tuple[str, str, int]], anchors: dict[str, str] | None,
+                       benefits: dict[str, int]) -> tuple[dict[str, int], int]:
+    """`plan_offsets` of every block but the optional ones (`benefits`: name -> external bytes
+    it saves), then the optional blocks, most benefit first, each kept if the packing with it
+    spans no more bytes than the packing without any: staging weights never costs scratchpad
+    the iteration would not use. Every kept block repacks the rest (the packing is greedy by
+    size, so a large block placed early can fill a hole the small ones left). Returns the last
+    kept packing: (offsets, bytes spanned)."""
+    kept: set[str] = set()
+    offsets, spanned = plan_offsets([e for e in events if e[1] not in benefits], anchors)
+    for name in sorted(benefits, key=lambda n: -benefits[n]):
+        trial = kept | {name}
+        trial_offsets, trial_spanned = plan_offsets([e for e in events if e[1] not in benefits or e[1] in trial],
+                                                    anchors)
+        if trial_spanned <= spanned:
+            kept, offsets = trial, trial_offsets
+    return offsets, spanned
 
 
 class ExternalImage:

@@ -22,7 +22,7 @@ from ..train import UpdateRule
 from . import layout
 from . import program as isa
 from .backward import BackwardLowering, Gradient, allocate_lists, backward_start, path_nodes, place_tables
-from .compiler import Allocator, CompileError, Compiled, compile_forward, place_optional, plan_offsets, stripe_blocks
+from .compiler import Allocator, CompileError, Compiled, compile_forward, plan_offsets, plan_with_optional, stripe_blocks
 from .config import EngineConfig
 
 
@@ -109,8 +109,8 @@ def compile_training(model: Model, scheme: UpdateScheme, config: EngineConfig,
         return compile_one(model, scheme, config, rule, stripe_rows, image_external, stage_weights)
     rows = {block[0].name: 1 for block in stripe_blocks(model)}
 
-    def peak(rows):
-        return _plan(_lowering(model, scheme, rule, rows, image_external, stage_weights), config)[1]
+    def peak(rows):      # staged weights never move the peak: the trials leave them out
+        return _plan(_lowering(model, scheme, rule, rows, image_external, stage_weights), config, False)[1]
 
     best = peak(rows)
     if best <= config.scratchpad_bytes:
@@ -165,16 +165,19 @@ def _lowering(model: Model, scheme: UpdateScheme, rule: UpdateRule, stripe_rows,
     return lower
 
 
-def _plan(lower, config: EngineConfig) -> tuple[dict[str, int], int]:
+def _plan(lower, config: EngineConfig, optional: bool = True) -> tuple[dict[str, int], int]:
     """One compile in a roomy scratchpad to learn every buffer's size and lifetime, then their
-    packing: (offsets, planned peak in bytes). Staged weights (optional blocks) are placed after
-    the rest, where they fit below its peak; the others stay in external memory."""
+    packing: (offsets, planned peak in bytes). Staged weights (optional blocks) are kept where
+    the packing with them spans no more (`plan_with_optional`); the others, and all of them
+    without `optional`, stay in external memory."""
     roomy = dataclasses.replace(config, scratchpad_bytes=2 ** 24)
     recording = Allocator(roomy.scratchpad_bytes, slack=config.lanes)
     lower(recording, roomy)
-    optional = recording.benefits
-    offsets, spanned = plan_offsets([e for e in recording.events if e[1] not in optional], recording.anchors)
-    place_optional(recording.events, offsets, spanned, optional)
+    if optional:
+        offsets, spanned = plan_with_optional(recording.events, recording.anchors, recording.benefits)
+    else:
+        offsets, spanned = plan_offsets([e for e in recording.events if e[1] not in recording.benefits],
+                                        recording.anchors)
     return offsets, spanned + config.lanes
 
 
