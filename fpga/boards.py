@@ -61,10 +61,10 @@ class Board:
 # 192 bytes) and its parameters.
 ENGINE_ALONE_EXTERNAL_BYTES = 4096
 
-# ECP5-85F: 8 lanes is what its LUTs allow (72% placed; 16 lanes would need about 91,500 of
-# 83,640, fpga/fit.py), with 72 of the 156 MULT18X18D. The full 256 KB scratchpad fits
-# because its banks are pumped (one copy, 128 DP16KD, at twice the engine
-# clock); three plain copies would need 384 of the 208. The parameter memories keep the default's
+# ECP5-85F: 8 lanes is what its LUTs allow (the engine alone 49,007 TRELLIS_COMB, 59%; 16 lanes
+# packed to 86,078 of 83,640 and did not place, session 16, fpga/fit.py), with 74 of the 156
+# MULT18X18D. The full 256 KB scratchpad fits because its banks are pumped (one copy, 128
+# DP16KD, at twice the engine clock); three plain copies would need 384 of the 208. The parameter memories keep the default's
 # 2048 channels (18 DP16KD), enough for every conv of MIT's models.
 #
 # Clock: the SoC routed on the ULX3S (session 14, static placer) with the engine clock bounded at

@@ -47,10 +47,16 @@ LUTRAM_DEPTH = {"ice40": 0, "ecp5": 64}
 # The weight updaters are counted apart from the lanes: there are L / weight_update_cycles of
 # them (hw/engine.py). Measured: the SoC's TRELLIS_COMB fell by 11,469 (63,313 -> 51,844) when
 # its 8 weight updaters became 2 (the stochastic-rounding jump-ahead shrinks with them), i.e.
-# 1,911 per updater; the rest of the 3,620 per lane stays with the lane.
-PER_LANE = {"ice40": {"luts": 1709, "dsps": 0}, "ecp5": {"luts": 1709, "dsps": 8}}
+# 1,911 per updater.
+# The per-lane and fixed LUTs are fitted to two engine-alone ECP5 builds of one netlist
+# (static placer, the same tools): 8 lanes 49,007 TRELLIS_COMB (commit 1f27f55, routed) and
+# 16 lanes 86,078 (session 16, which nextpnr could not place: 102% of the device). "Per lane"
+# is per unit of L: the scratchpad's row width, its rotators and write shifters, the operand
+# registers and the dot adder tree grow with L too, which the earlier split (1,709 a lane,
+# 33,606 fixed, from the lanes' units alone) missed; it put 16 lanes at 68,594.
+PER_LANE = {"ice40": {"luts": 4156, "dsps": 0}, "ecp5": {"luts": 4156, "dsps": 8}}
 WEIGHT_UPDATER_LUTS = 1911
-FIXED = {"ice40": {"luts": 33606, "dsps": 0}, "ecp5": {"luts": 33606, "dsps": 8}}
+FIXED = {"ice40": {"luts": 11937, "dsps": 0}, "ecp5": {"luts": 11937, "dsps": 8}}
 # The SoC around the engine (fpga/board_soc.py): VexRiscv Lite's 2 KiB instruction cache (data
 # and tags, 2 blocks) and the UART's 64-entry FIFO (1 block) beside the RAM, which is counted
 # from its size. LUTs: VexRiscv Lite, the Wishbone arbiter and decoder, UART, system control and

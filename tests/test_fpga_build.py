@@ -52,12 +52,17 @@ def test_configuration_that_cannot_fit_is_an_error_before_any_tool(capsys, tmp_p
 
 
 def test_more_lanes_than_the_logic_allows_is_an_error(capsys):
-    # 16 lanes fit the estimate since the weight updaters are shared four ways; 32 need 8 DSP
-    # blocks a lane and more logic than nextpnr places
+    # 32 lanes need 8 DSP blocks a lane and more logic than nextpnr places
     assert main(["build", "--board", "orangecrab-85f", "--lanes", "32", "--scratchpad-kb", "32"]) == 1
     err = capsys.readouterr().err.strip()
     assert err == ("sparsebp: error: 32 lanes with a 32 KB scratchpad do not fit orangecrab-85f (LFE5U-85F): "
-                   "needs 264 DSP blocks of 156; about 103582 LUT4s of the 75276 nextpnr can place (90% of 83640)")
+                   "needs 264 DSP blocks of 156; about 160217 LUT4s of the 75276 nextpnr can place (90% of 83640)")
+    # 16 lanes packed to 86,078 TRELLIS_COMB of the 83,640 and nextpnr could not place them
+    # (session 16, the engine alone at 25 MHz): refused before any tool runs
+    assert main(["build", "--board", "ulx3s-85f", "--lanes", "16"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("sparsebp: error: 16 lanes with a 256 KB scratchpad do not fit ulx3s-85f (LFE5U-85F): "
+                   "needs about 86077 LUT4s of the 75276 nextpnr can place (90% of 83640)")
 
 
 def test_icebreaker_preset_is_refused_with_its_reasons(capsys):
