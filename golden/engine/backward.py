@@ -298,10 +298,8 @@ class BackwardLowering:
         if self._wants(node.input):
             scale = node.input_grad_scale
             weights_external = w_addr is None
-            layout_bytes = layout.weight_bytes(node.weight, node.depthwise).size
-            tables = {"b_base": self._table(f"{node.name} weights",
-                                            layout.weight_bytes(node.weight, node.depthwise))} \
-                if weights_external else {}
+            weight_bytes = layout.weight_bytes(node.weight, node.depthwise)
+            tables = {"b_base": self._table(f"{node.name} weights", weight_bytes)} if weights_external else {}
             # The input gradient is a correlation of g' with the flipped kernel. With stride s > 1,
             # g' is first spread onto a zeroed grid s times finer (g'[i] at s*i), which makes it a
             # stride-1 correlation: one descriptor, so one quantizer sees the whole tensor.
@@ -348,7 +346,7 @@ class BackwardLowering:
                 staged = None
                 if weights_external:
                     # both passes of the gradient epilogue read B
-                    staged = self._staged(node, tables["b_base"], layout_bytes, 2 * int(np.prod(d.counts)) * L)
+                    staged = self._staged(node, tables["b_base"], weight_bytes.size, 2 * int(np.prod(d.counts)) * L)
                     if staged is None:
                         d.flags |= isa.FLAG_B_EXTERNAL
                     else:

@@ -500,8 +500,9 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
     With `stage_frozen`, a frozen conv's weights are copied from external memory into a
     scratchpad buffer just before its descriptor (a striped block's, before its first stripe)
     and read from there, when the allocator has the buffer (`Allocator.alloc_optional`: a
-    training compile's plan places it only below the iteration's peak). A weight byte is then
-    read from external memory once, not once per output position.
+    training compile's plan keeps it only where the packing with it spans no more,
+    `plan_with_optional`). A weight byte is then read from external memory once, not once per
+    output position.
     """
     shapes = model.tensor_shapes(resolution)
     last_reader: dict[str, int] = {}
