@@ -139,6 +139,10 @@ def bench_row(spec: RowSpec, config_name: str, fmax_mhz: float) -> dict:
            "bit_exact": result["bit_exact"],
            "mac_utilization": round(useful / (config.lanes * cycles[0]), 4),
            "iteration_ms_at_fmax": round(mean_cycles / (fmax_mhz * 1e3), 3),
+           # what the external memory must deliver on average for that time (it never stalls
+           # the simulated engine; a board's flash gives 50-100 MB/s)
+           "external_mb_per_s_at_fmax": round(np.mean([i["external_bytes_measured"] for i in its])
+                                              / (mean_cycles / (fmax_mhz * 1e6)) / 1e6, 2),
            "per_iteration": its}
     row["within_tolerance"] = row["cycle_model_error_max"] <= CYCLE_TOLERANCE
     # wall time of the first iteration inside the simulator (host-port load, run, read back) per program

@@ -133,12 +133,13 @@ def print_layers(row: dict) -> None:
 def print_summary(result: dict) -> None:
     print(f"\nclock for the times: {result['fmax']['fmax_mhz']:g} MHz ({result['fmax']['source']})")
     print(f"{'model':16s} {'scheme':24s} {'policy':13s} {'cycles':>10s} {'predicted':>10s} {'peak B':>8s} "
-          f"{'planned':>8s} {'ext KB':>8s} {'MAC use':>7s} {'ms':>7s} {'MIT ms':>7s}  bit-exact")
+          f"{'planned':>8s} {'ext KB':>8s} {'ext MB/s':>8s} {'MAC use':>7s} {'ms':>7s} {'MIT ms':>7s}  bit-exact")
     for r in result["rows"]:
         mit = f"{r['mit_ms']:7d}" if "mit_ms" in r else f"{'':7s}"
         print(f"{r['model'][:16]:16s} {r['scheme'][:24]:24s} {r['policy']:13s} {r['cycles_measured']:10,d} "
               f"{r['cycles_predicted']:10,d} {r['peak_bytes_measured']:8,d} {r['peak_bytes_planned']:8,d} "
-              f"{r['external_bytes_measured'] / 1024:8.1f} {r['mac_utilization']:7.1%} "
+              f"{r['external_bytes_measured'] / 1024:8.1f} {r['external_mb_per_s_at_fmax']:8.1f} "
+              f"{r['mac_utilization']:7.1%} "
               f"{r['iteration_ms_at_fmax']:7.2f} {mit}  {r['bit_exact']}")
     for r in result["not_run"]:
         print(f"{r['model'][:16]:16s} {r['scheme'][:24]:24s} {r['policy']:13s} not run: {r['reason']}")

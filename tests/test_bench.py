@@ -133,6 +133,9 @@ def test_bench_builtin_row_on_rtl(tmp_path):
     assert 0 < row["peak_bytes_measured"] <= row["peak_bytes_planned"] <= 256 * 1024
     assert 0 < row["mac_utilization"] < 1
     assert row["iteration_ms_at_fmax"] == pytest.approx(row["cycles_measured"] / 50e3, abs=1e-3)
+    # bytes over the iteration's time at 50 MHz, in MB/s
+    assert row["external_mb_per_s_at_fmax"] == pytest.approx(
+        row["external_bytes_measured"] / (row["cycles_measured"] / 50e6) / 1e6, abs=0.01)
     assert sum(layer["cycles_measured"] for layer in row["layers"]) == \
         row["forward_cycles"] + row["backward_cycles"]
     assert row["occupancy"][0][0] == 0 and max(p[2] for p in row["occupancy"]) < row["peak_bytes_planned"]
