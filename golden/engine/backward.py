@@ -39,7 +39,8 @@ from ..scheme import UpdateScheme, selected_count
 from ..train import UpdateRule, update_multipliers
 from . import layout
 from . import program as isa
-from .compiler import IDENTITY, STAGED, Allocator, CompileError, Compiled, _ceil_div, copy_descriptors
+from .compiler import (STAGED, Allocator, CompileError, Compiled, _ceil_div, copy_descriptors, identity_params,
+                       staging_buffer)
 from .config import EngineConfig
 
 
@@ -107,17 +108,15 @@ class BackwardLowering:
         """Where `node`'s frozen weights (the external table `label`) are copied on chip for one
         descriptor reading `streamed_bytes` of them, with the copy emitted; None when they stay
         in external memory. The caller frees `STAGED + label` after the descriptor."""
-        if not self.stage_weights or streamed_bytes <= nbytes:
-            return None
-        at = self.alloc.alloc_optional(STAGED + label, nbytes, streamed_bytes - nbytes)
+        at = staging_buffer(self.alloc, label, nbytes, streamed_bytes) if self.stage_weights else None
         if at is None:
             return None
-        identity = "identity parameters"
-        if all(name != identity for name, _ in self.out.tables):
-            self._table(identity, layout.param_bytes(*(np.repeat(v, self.L) for v in IDENTITY)))
-        # the source and the identity table are external tables, placed after the program: the
+        # the source and the identity tables are external tables, placed after the program: the
         # copy is made from address 0 and 0, and `place_tables` adds their places
         for d in copy_descriptors(self.config, 0, at, nbytes, self.forward.ones, lambda channels: 0, True):
+            identity = f"identity parameters, {d.lanes_total} channels"
+            if all(name != identity for name, _ in self.out.tables):
+                self._table(identity, identity_params(d.lanes_total))
             self._emit(d, f"{node.name} weights staged from external memory",
                        {"b_base": (label, d.b_base), "param_base": identity})
         return at

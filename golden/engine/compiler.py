@@ -166,16 +166,17 @@ def plan_with_optional(events: list[tuple[str, str, int]], anchors: dict[str, st
     it saves), then the optional blocks, most benefit first, each kept if the packing with it
     spans no more bytes than the packing without any: staging weights never costs scratchpad
     the iteration would not use. Every kept block repacks the rest (the packing is greedy by
-    size, so a large block placed early can fill a hole the small ones left). Returns the last
-    kept packing: (offsets, bytes spanned)."""
+    size, so a large block placed early can fill a hole the small ones left, and the packing
+    may then span less). Returns the last kept packing: (offsets, bytes it spans)."""
     kept: set[str] = set()
-    offsets, spanned = plan_offsets([e for e in events if e[1] not in benefits], anchors)
+    offsets, limit = plan_offsets([e for e in events if e[1] not in benefits], anchors)
+    spanned = limit
     for name in sorted(benefits, key=lambda n: -benefits[n]):
         trial = kept | {name}
         trial_offsets, trial_spanned = plan_offsets([e for e in events if e[1] not in benefits or e[1] in trial],
                                                     anchors)
-        if trial_spanned <= spanned:
-            kept, offsets = trial, trial_offsets
+        if trial_spanned <= limit:
+            kept, offsets, spanned = trial, trial_offsets, trial_spanned
     return offsets, spanned
 
 
@@ -282,6 +283,20 @@ def gather_descriptor(config: EngineConfig, x_addr: int, shape, list_addr: int, 
 
 
 IDENTITY = ([0], [2 ** 30], [30])     # requantization that passes an int8 value through: bias 0, M = 2^30, n = 30
+
+
+def identity_params(channels: int) -> np.ndarray:
+    """The parameter table of `IDENTITY` for `channels` channels, as the copies read it."""
+    return layout.param_bytes(*(np.repeat(v, channels) for v in IDENTITY))
+
+
+def staging_buffer(alloc: Allocator, name: str, nbytes: int, streamed_bytes: int) -> int | None:
+    """The scratchpad buffer `STAGED + name` for `nbytes` of frozen weights that descriptors
+    would otherwise read `streamed_bytes` of from external memory, or None: when staging saves
+    nothing, or the plan left the buffer out (`Allocator.alloc_optional`)."""
+    if streamed_bytes <= nbytes:
+        return None
+    return alloc.alloc_optional(STAGED + name, nbytes, streamed_bytes - nbytes)
 
 
 def copy_descriptors(config: EngineConfig, src: int, dst: int, nbytes: int, ones_addr: int,
@@ -537,7 +552,7 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
     def identity_table(channels: int) -> int:
         """External address of an identity parameter table of `channels` channels."""
         if channels not in identities:
-            identities[channels] = ext.add(layout.param_bytes(*(np.repeat(v, channels) for v in IDENTITY)))
+            identities[channels] = ext.add(identity_params(channels))
         return identities[channels]
 
     def copy_constants():
@@ -555,9 +570,7 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
         """Where `node`'s frozen weights (external, at `w_addr`) are copied on chip, with the
         copy emitted, or None when they stay in external memory; `streamed_bytes` is what the
         conv's descriptors would read of them from there. The caller frees `STAGED + name`."""
-        if not stage_frozen or streamed_bytes <= nbytes:
-            return None
-        at = alloc.alloc_optional(STAGED + node.name, nbytes, streamed_bytes - nbytes)
+        at = staging_buffer(alloc, node.name, nbytes, streamed_bytes) if stage_frozen else None
         if at is not None:
             emit_copy(w_addr, at, nbytes, True, f"{node.name} weights staged from external memory")
         return at
