@@ -3,7 +3,7 @@ predictions (cycles, external traffic, scratchpad), and against MIT's Cortex-M7 
 
 A row is one (model, scheme, policy): `bench_row` runs it with sim.training_run and reduces the
 per-descriptor rows to the row's figures; `layer_table` splits the first iteration's cycles per
-layer into `training_run.CATEGORIES`. A row the compiler refuses (the scratchpad is too small,
+layer into `training_run.CATEGORIES`, `kind_table` per category and operand pattern. A row the compiler refuses (the scratchpad is too small,
 an operation the engine cannot run) is not run: `Refused` carries the compiler's sentence.
 
 Suites:
@@ -152,6 +152,7 @@ def bench_row(spec: RowSpec, config_name: str, fmax_mhz: float) -> dict:
         ms, kb = MIT_STM32F746[key]
         row.update(mit_ms=ms, mit_peak_kb=kb, speedup_vs_mit=round(ms / row["iteration_ms_at_fmax"], 1))
     row["layers"] = layer_table(first)
+    row["cycles_by_kind"] = kind_table(first, config.lanes)
     row["occupancy"] = result["occupancy"]
     return row
 
@@ -168,6 +169,26 @@ def layer_table(op_rows: list[dict]) -> list[dict]:
         entry["cycles_predicted"] += r["cycles_predicted"]
         entry["useful_macs"] += r["useful_macs"]
     return list(layers.values())
+
+
+def kind_table(op_rows: list[dict], lanes: int) -> list[dict]:
+    """Per (category, kind) (`training_run.operation_kind`), most cycles first: descriptors,
+    measured and predicted cycles, useful MACs, MAC utilization, share of the measured cycles.
+    Where the cycles go, and at what utilization, is what a faster engine must change."""
+    groups: dict[tuple, dict] = {}
+    for r in op_rows:
+        entry = groups.setdefault((r["category"], r["kind"]), {
+            "category": r["category"], "kind": r["kind"], "descriptors": 0,
+            "cycles_measured": 0, "cycles_predicted": 0, "useful_macs": 0})
+        entry["descriptors"] += 1
+        entry["cycles_measured"] += r["cycles_measured"]
+        entry["cycles_predicted"] += r["cycles_predicted"]
+        entry["useful_macs"] += r["useful_macs"]
+    total = sum(g["cycles_measured"] for g in groups.values())
+    for g in groups.values():
+        g["mac_utilization"] = round(g["useful_macs"] / (lanes * g["cycles_measured"]), 4)
+        g["share"] = round(g["cycles_measured"] / total, 4)
+    return sorted(groups.values(), key=lambda g: -g["cycles_measured"])
 
 
 def environment(config_name: str) -> dict:

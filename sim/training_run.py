@@ -9,7 +9,7 @@ iteration every updated weight, bias and the PRNG state is compared with the gol
 
 `rtl_training_run` returns a dict:
 - `rows`: one per descriptor and one per program total, with `iteration`, `phase`, `op`, `layer`,
-  `category` (see `CATEGORIES`), `cycles_measured`, `cycles_predicted`, `bit_exact`,
+  `category` (see `CATEGORIES`), `kind` (descriptors only, see `operation_kind`), `cycles_measured`, `cycles_predicted`, `bit_exact`,
   `mac_utilization`, `external_bytes_predicted`; program totals add `external_bytes_measured`
   and `high_water` (the engine's activity monitor, hw/engine.py), and `simulator_seconds` (wall
   time inside the simulator: loading through the host port, the run, reading back).
@@ -44,6 +44,27 @@ def categorize(phase: str, op: str) -> tuple[str, str]:
     if op.endswith("bias update"):
         return layer, "bias update"
     return layer, "input gradient"         # prescale, zero grid, dX, pool/add backward, sums
+
+
+# Descriptors that only move bytes (golden/engine/compiler.py: `copy_descriptors` and the channel
+# gather), by the label the compiler gives them
+COPY_LABELS = ("weights staged from external memory", "parameter table:", "from external memory")
+GATHER_LABEL = "save selected input channels"
+
+
+def operation_kind(op: str, descriptor) -> str:
+    """How a descriptor uses the lanes, for splitting cycles (`sim.bench.kind_table`): 'copy'
+    and 'gather' for data movement, 'add' for a residual add or gradient sum, else the MAC's
+    operand pattern ('broadcast', 'elementwise', 'dot'); ', two passes' follows when the
+    output is a quantized gradient, whose loop nest runs twice: max |v|, then the values
+    (docs/engine.md, "Gradient epilogue")."""
+    from golden.engine import program as isa
+    if any(phrase in op for phrase in COPY_LABELS):
+        return "copy"
+    if op.endswith(GATHER_LABEL):
+        return "gather"
+    kind = "add" if descriptor.opcode == isa.ADD else isa.MODES[descriptor.mode]
+    return kind + ", two passes" if descriptor.epilogue == isa.GRADIENT else kind
 
 
 def default_lr(builtin: bool) -> float:
@@ -136,7 +157,7 @@ def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: in
                 model_cycles = descriptor_cycles(d, config)
                 layer, category = categorize(phase, op)
                 rows.append({"iteration": k, "phase": phase, "op": op, "layer": layer, "category": category,
-                             "cycles_measured": int(cycles), "cycles_predicted": model_cycles.total,
+                             "kind": operation_kind(op, d), "cycles_measured": int(cycles), "cycles_predicted": model_cycles.total,
                              "bit_exact": same,
                              "useful_macs": model_cycles.useful_macs,
                              "mac_utilization": round(model_cycles.useful_macs / (L * int(cycles)), 4),

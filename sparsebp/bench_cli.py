@@ -122,6 +122,10 @@ def print_layers(row: dict) -> None:
         use = layer["useful_macs"] / (row["lanes"] * layer["cycles_measured"])
         print(f"{layer['layer'][:24]:24s} " + " ".join(f"{layer[c]:10,d}" for c in CATEGORIES) +
               f" {layer['cycles_measured']:10,d} {layer['cycles_predicted']:10,d} {use:8.1%}")
+    print(f"\n{'where the cycles go':44s} {'descriptors':>11s} {'cycles':>10s} {'share':>6s} {'MAC use':>8s}")
+    for kind in row["cycles_by_kind"]:
+        print(f"{(kind['category'] + ': ' + kind['kind'])[:44]:44s} {kind['descriptors']:11,d} "
+              f"{kind['cycles_measured']:10,d} {kind['share']:6.1%} {kind['mac_utilization']:8.1%}")
     print(f"\n{'iteration':>9s} {'cycles':>10s} {'predicted':>10s} {'peak B':>8s} {'ext bytes':>10s} "
           f"{'predicted':>10s} {'loss':>6s}  bit-exact  equals Trainer")
     for i in row["per_iteration"]:
@@ -138,7 +142,7 @@ def print_summary(result: dict) -> None:
         mit = f"{r['mit_ms']:7d}" if "mit_ms" in r else f"{'':7s}"
         print(f"{r['model'][:16]:16s} {r['scheme'][:24]:24s} {r['policy']:13s} {r['cycles_measured']:10,d} "
               f"{r['cycles_predicted']:10,d} {r['peak_bytes_measured']:8,d} {r['peak_bytes_planned']:8,d} "
-              f"{r['external_bytes_measured'] / 1024:8.1f} {r['external_mb_per_s_at_fmax']:8.1f} "
+              f"{r['external_bytes_measured'] / 1000:8.1f} {r['external_mb_per_s_at_fmax']:8.1f} "
               f"{r['mac_utilization']:7.1%} "
               f"{r['iteration_ms_at_fmax']:7.2f} {mit}  {r['bit_exact']}")
     for r in result["not_run"]:

@@ -7,9 +7,11 @@ import pytest
 from golden.builtin import builtin_model
 from golden.engine.config import DEFAULT
 from golden.scheme import PRESETS, parse_scheme
-from sim.bench import RowSpec, dense_scheme, fmax_from, layer_table, model_key, suite_rows
+from golden.engine import program as isa
+from sim.bench import RowSpec, dense_scheme, fmax_from, kind_table, layer_table, model_key, suite_rows
 from sim.toolchain import verilator_available
-from sim.training_run import CATEGORIES, categorize
+from sim.training_run import CATEGORIES, categorize, operation_kind
+from sparsebp.bench_cli import print_summary
 from sparsebp.cli import main
 
 
@@ -71,6 +73,50 @@ def test_categories_and_layer_table():
     assert table[0]["forward"] == 10 and table[0]["bias update"] == 7 and table[0]["input gradient"] == 0
     assert (table[0]["cycles_measured"], table[0]["cycles_predicted"], table[0]["useful_macs"]) == (17, 18, 83)
     assert set(CATEGORIES) <= set(table[1])
+
+
+def test_operation_kinds():
+    """Copies and gathers by their compiler labels, else the operand pattern; a quantized
+    gradient (MAC or ADD) is marked as running its loop nest twice."""
+    mac = isa.Descriptor(opcode=isa.MAC, mode=isa.BROADCAST, epilogue=isa.REQUANT)
+    assert operation_kind("b3.pw1 weights staged from external memory", mac) == "copy"
+    assert operation_kind("b3.pw1 parameter table: bias", mac) == "copy"
+    assert operation_kind("input rows 0-5 from external memory", mac) == "copy"
+    assert operation_kind("b3.pw1 save selected input channels", mac) == "gather"
+    assert operation_kind("b3.pw1 forward", mac) == "broadcast"
+    dot = isa.Descriptor(opcode=isa.MAC, mode=isa.DOT, epilogue=isa.GRADIENT)
+    assert operation_kind("b3.pw1 input gradient", dot) == "dot, two passes"
+    raw = isa.Descriptor(opcode=isa.MAC, mode=isa.DOT, epilogue=isa.RAW32)
+    assert operation_kind("classifier input gradient", raw) == "dot"
+    add = isa.Descriptor(opcode=isa.ADD, mode=isa.ELEMENTWISE, epilogue=isa.GRADIENT)
+    assert operation_kind("b2.add gradient sum", add) == "add, two passes"
+    assert operation_kind("b2.add forward", isa.Descriptor(opcode=isa.ADD, mode=isa.ELEMENTWISE)) == "add"
+
+
+def test_kind_table_groups_sums_and_orders():
+    ops = [{"category": "forward", "kind": "broadcast", "cycles_measured": 60, "cycles_predicted": 60, "useful_macs": 400},
+           {"category": "input gradient", "kind": "dot, two passes", "cycles_measured": 30, "cycles_predicted": 31,
+            "useful_macs": 120},
+           {"category": "forward", "kind": "broadcast", "cycles_measured": 10, "cycles_predicted": 10, "useful_macs": 80},
+           {"category": "forward", "kind": "copy", "cycles_measured": 20, "cycles_predicted": 20, "useful_macs": 16}]
+    table = kind_table(ops, lanes=8)
+    assert [(t["category"], t["kind"]) for t in table] == [
+        ("forward", "broadcast"), ("input gradient", "dot, two passes"), ("forward", "copy")]
+    first = table[0]
+    assert (first["descriptors"], first["cycles_measured"], first["useful_macs"]) == (2, 70, 480)
+    assert first["mac_utilization"] == pytest.approx(480 / (8 * 70), abs=1e-4)
+    assert table[1]["cycles_predicted"] == 31 and table[1]["mac_utilization"] == 0.5
+    assert [t["share"] for t in table] == [0.5833, 0.25, 0.1667]
+
+
+def test_summary_gives_external_traffic_in_1000_byte_kb(capsys):
+    row = {"model": "m", "scheme": "s", "policy": "dynamic", "cycles_measured": 1000, "cycles_predicted": 1000,
+           "peak_bytes_measured": 10, "peak_bytes_planned": 12, "external_bytes_measured": 123_456,
+           "external_mb_per_s_at_fmax": 6.17, "mac_utilization": 0.5, "iteration_ms_at_fmax": 0.02,
+           "bit_exact": True}
+    print_summary({"fmax": {"fmax_mhz": 50, "source": "--fmax-mhz"}, "rows": [row], "not_run": []})
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert "123.5" in line.split() and "120.6" not in line.split()      # 123,456 / 1000, not / 1024
 
 
 def test_fmax_sources(tmp_path):
@@ -138,6 +184,14 @@ def test_bench_builtin_row_on_rtl(tmp_path):
         row["external_bytes_measured"] / (row["cycles_measured"] / 50e6) / 1e6, abs=0.01)
     assert sum(layer["cycles_measured"] for layer in row["layers"]) == \
         row["forward_cycles"] + row["backward_cycles"]
+    kinds = row["cycles_by_kind"]
+    assert sum(k["cycles_measured"] for k in kinds) == row["forward_cycles"] + row["backward_cycles"]
+    assert sum(k["cycles_predicted"] for k in kinds) == sum(layer["cycles_predicted"] for layer in row["layers"])
+    assert sum(k["useful_macs"] for k in kinds) == sum(layer["useful_macs"] for layer in row["layers"])
+    assert sum(k["share"] for k in kinds) == pytest.approx(1, abs=1e-3)
+    names = {(k["category"], k["kind"]) for k in kinds}
+    assert ("forward", "broadcast") in names and ("forward", "copy") in names     # staged weights
+    assert any(kind.endswith("two passes") for _, kind in names)                   # the input gradients
     assert row["occupancy"][0][0] == 0 and max(p[2] for p in row["occupancy"]) < row["peak_bytes_planned"]
     if plots is not None:
         assert {p.name for p in plots.iterdir()} >= {"cycles_per_layer.png", "scratchpad_occupancy.png"}
