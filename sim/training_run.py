@@ -9,8 +9,10 @@ iteration every updated weight, bias and the PRNG state is compared with the gol
 
 `rtl_training_run` returns a dict:
 - `rows`: one per descriptor and one per program total, with `iteration`, `phase`, `op`, `layer`,
-  `category` (see `CATEGORIES`), `kind` (descriptors only, see `operation_kind`), `cycles_measured`, `cycles_predicted`, `bit_exact`,
-  `mac_utilization`, `external_bytes_predicted`; program totals add `external_bytes_measured`
+  `category` (see `CATEGORIES`), `kind` (descriptors only, see `operation_kind`),
+  `cycles_measured`, `cycles_predicted`, `bit_exact`, `useful_macs` (the cycle model's; 0 for
+  copies and gathers, whose products are bytes times one), `mac_utilization`,
+  `external_bytes_predicted`; program totals add `external_bytes_measured`
   and `high_water` (the engine's activity monitor, hw/engine.py), and `simulator_seconds` (wall
   time inside the simulator: loading through the host port, the run, reading back).
 - `iterations`: per iteration `cycles`, `cycles_predicted`, `wall_seconds` (all of it: golden
@@ -50,6 +52,7 @@ def categorize(phase: str, op: str) -> tuple[str, str]:
 # gather), by the label the compiler gives them
 COPY_LABELS = ("weights staged from external memory", "parameter table:", "from external memory")
 GATHER_LABEL = "save selected input channels"
+MOVES_BYTES = ("copy", "gather")         # kinds whose products (bytes times one) are not useful MACs
 
 
 def operation_kind(op: str, descriptor) -> str:
@@ -156,11 +159,13 @@ def rtl_training_run(iterations: int = 2, config_name: str = "default", seed: in
             for d, op, cycles in zip(descriptors, op_labels, measured):
                 model_cycles = descriptor_cycles(d, config)
                 layer, category = categorize(phase, op)
+                kind = operation_kind(op, d)
+                # a copy's or gather's products are bytes times one: not useful work
+                useful = 0 if kind in MOVES_BYTES else model_cycles.useful_macs
                 rows.append({"iteration": k, "phase": phase, "op": op, "layer": layer, "category": category,
-                             "kind": operation_kind(op, d), "cycles_measured": int(cycles), "cycles_predicted": model_cycles.total,
-                             "bit_exact": same,
-                             "useful_macs": model_cycles.useful_macs,
-                             "mac_utilization": round(model_cycles.useful_macs / (L * int(cycles)), 4),
+                             "kind": kind, "cycles_measured": int(cycles), "cycles_predicted": model_cycles.total,
+                             "bit_exact": same, "useful_macs": useful,
+                             "mac_utilization": round(useful / (L * int(cycles)), 4),
                              "external_bytes_predicted": external_reads(d, config) * L})
             predicted_total = sum(descriptor_cycles(d, config).total for d in descriptors) + end_cycles(config)
             external_predicted = program_external_reads(descriptors, config) * L

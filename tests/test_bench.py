@@ -192,6 +192,8 @@ def test_bench_builtin_row_on_rtl(tmp_path):
     names = {(k["category"], k["kind"]) for k in kinds}
     assert ("forward", "broadcast") in names and ("forward", "copy") in names     # staged weights
     assert any(kind.endswith("two passes") for _, kind in names)                   # the input gradients
+    assert all(k["useful_macs"] == 0 for k in kinds if k["kind"] in ("copy", "gather"))   # bytes times one
+    assert all(k["useful_macs"] > 0 for k in kinds if k["kind"] in ("broadcast", "dot, two passes"))
     assert row["occupancy"][0][0] == 0 and max(p[2] for p in row["occupancy"]) < row["peak_bytes_planned"]
     if plots is not None:
         assert {p.name for p in plots.iterdir()} >= {"cycles_per_layer.png", "scratchpad_occupancy.png"}
