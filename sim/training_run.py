@@ -50,7 +50,8 @@ def categorize(phase: str, op: str) -> tuple[str, str]:
 
 # Descriptors that only move bytes (golden/engine/compiler.py: `copy_descriptors` and the channel
 # gather), by the label the compiler gives them
-COPY_LABELS = ("weights staged from external memory", "parameter table:", "from external memory")
+COPY_LABELS = ("weights staged from external memory", "parameter table:", "from external memory",
+               "kept from the previous stripe")
 GATHER_LABEL = "save selected input channels"
 MOVES_BYTES = ("copy", "gather")         # kinds whose products (bytes times one) are not useful MACs
 

@@ -15,7 +15,7 @@ from golden.engine.compiler import (IDENTITY, Allocator, CompileError, compile_f
                                    plan_with_optional,
                                      plan_offsets, stripe_blocks)
 from golden.engine.config import DEFAULT, SMALL, EngineConfig
-from golden.engine.cycles import descriptor_cycles
+from golden.engine.cycles import descriptor_cycles, program_external_reads
 from golden.engine.executor import EngineError, Machine
 from golden.engine.training import compile_training
 from golden.graph import INPUT, AvgPool, Model, QParams
@@ -221,6 +221,59 @@ def test_striped_stem_and_blocks_equal_the_whole_forward_pass(rows, image_extern
             address, shape = compiled.tensors[name]
             got = layout.activation_from_bytes(machine.read(address, int(np.prod(shape))), shape)
             assert np.array_equal(got, reference[name][0]), (rows, name)
+
+
+def rows_computed(ops: list[str], conv: str) -> list[int]:
+    """The rows of `conv`'s output its striped forward descriptors compute, in program order."""
+    rows = []
+    for op in ops:
+        found = re.fullmatch(rf"{re.escape(conv)} forward rows (\d+)-(\d+)", op)
+        if found:
+            rows += range(int(found[1]), int(found[2]) + 1)
+    return rows
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 16])
+@pytest.mark.parametrize("image_external", [False, True])
+def test_rows_two_stripes_share_are_copied_not_computed_again(rows, image_external):
+    """With `reuse_halo` (the default) each row of a striped block's first output is computed
+    once: the rows a stripe shares with the previous one are copied up its stripe buffer. The
+    stem (3 x 3 dw, stride 1) shares 2 rows a stripe, b1 (stride 2) one. The tensors equal the
+    compile that computes them again, and the program takes fewer cycles (and, with the image
+    external, reads fewer image rows)."""
+    model = stem_model()
+    compiled = {reuse: compile_forward(model, SMALL, stripe_rows=rows, keep_alive=("b0.pw2", "b1.pw2"),
+                                       image_external=image_external, reuse_halo=reuse)
+                for reuse in (True, False)}
+    shapes = model.tensor_shapes()
+    for conv, dw in (("stem", "b0.dw"), ("b1.pw1", "b1.dw")):
+        if shapes[dw][1] <= rows:                                  # one stripe: the block is whole
+            continue
+        assert rows_computed(compiled[True].ops, conv) == list(range(shapes[conv][1]))
+        again = rows_computed(compiled[False].ops, conv)
+        assert sorted(set(again)) == list(range(shapes[conv][1])) and len(again) > shapes[conv][1]
+    kept = [op for op in compiled[True].ops if op.endswith("kept from the previous stripe")]
+    assert bool(kept) == (rows < 11)
+    cycles = {reuse: sum(descriptor_cycles(d, SMALL).total for d in c.descriptors) for reuse, c in compiled.items()}
+    assert cycles[True] < cycles[False] or rows >= 11
+    if image_external and rows < 11:
+        reads = {reuse: program_external_reads(c.descriptors, SMALL) for reuse, c in compiled.items()}
+        assert reads[True] < reads[False]
+    image = np.random.default_rng(rows).integers(-128, 128, model.input_shape).astype(np.int8)
+    results = {}
+    for reuse, program in compiled.items():
+        machine = Machine(SMALL, program.external)
+        for address, data in program.preload:
+            machine.write(address, data)
+        if image_external:
+            machine.load_external(program.input_external, layout.activation_bytes(image))
+        else:
+            machine.write(program.tensors["input"][0], layout.activation_bytes(image))
+        machine.run_or_raise(program.descriptors + [isa.Descriptor()])
+        results[reuse] = {name: machine.read(program.tensors[name][0], int(np.prod(shapes[name])))
+                          for name in ("b0.pw2", "b1.pw2", model.output)}
+    for name in ("b0.pw2", "b1.pw2", model.output):
+        assert np.array_equal(results[True][name], results[False][name]), name
 
 
 def assert_three_iterations_equal_the_trainer(program, model, scheme, rule):

@@ -406,10 +406,16 @@ def _first_rows(first: Conv, a0: int, a1: int, h_in: int) -> tuple[int, int]:
 
 def _striped_block(first: Conv, dw: Conv, pw2: Conv, shapes, config: EngineConfig, tensors, alloc: Allocator,
                    ext: ExternalImage, rows: int, streamed: "tuple[int, object] | None" = None,
-                   stage=None) -> list[tuple[isa.Descriptor, str]]:
+                   stage=None, keep_halo=None) -> list[tuple[isa.Descriptor, str]]:
     """Descriptors of one chain first -> dw -> pw2 (`stripe_blocks`) computed in stripes of `rows`
     dw-output rows. Per stripe, `first` computes the rows of its output the stripe's dw rows read
-    (halo included, so rows shared by two stripes are computed twice) into a stripe buffer.
+    (halo included) into a stripe buffer, whose row 0 is the stripe's first such row.
+
+    With `keep_halo(src, dst, nbytes)` (a copy within the scratchpad -> descriptors), the rows a
+    stripe shares with the previous one are not computed again: they are copied from the bottom
+    of the stripe buffer to its top, and `first` computes only the rows below them (a 3 x 3
+    stride-1 dw shares 2 rows, stride 2 one; a copy costs 1 cycle per L bytes, recomputing a row
+    costs its MACs).
 
     With `streamed` = (external address, copy), the block input is not in the scratchpad but
     in external memory (the image): each stripe first copies the input rows it reads into a
@@ -441,28 +447,46 @@ def _striped_block(first: Conv, dw: Conv, pw2: Conv, shapes, config: EngineConfi
     pointwise = first.kernel == 1 and first.stride == 1
     out = []
     per_conv: dict[str, list[isa.Descriptor]] = {}
+    row_out = w * c_exp                                # bytes of one row of first's output
+    previous = None                                    # the previous stripe's (a0, a1)
     for r0, r1, a0, a1, x0, x1 in stripes:
-        top, rows_in = 0, h_in                         # input row at x_addr, input rows there
-        if streamed is not None:                       # input rows x0..x1 into the stripe buffer
-            out += [(d, f"{first.input} rows {x0}-{x1 - 1} from external memory")
-                    for d in copy(source + x0 * row_bytes, x_addr, (x1 - x0) * row_bytes)]
-            top, rows_in = x0, x1 - x0
-        if pointwise:                                  # rows a0..a1 of first's input, no halo of its own
-            d1 = conv_descriptor(first, config, (c_in, a1 - a0, w_in), x_addr + (a0 - top) * w_in * c_in,
-                                 expanded, *weights[first.name], None)
-        else:                                          # output rows a0..a1 over the input rows (and padding)
-            d1 = conv_descriptor(first, config, (c_in, rows_in, w_in), x_addr, expanded, *weights[first.name], None)
-            d1.counts[1] = a1 - a0
-            d1.a_row0 = a0 * first.stride - first.kernel // 2 - top
+        kept = 0                                       # rows a0..a0 + kept come from the previous stripe
+        if keep_halo is not None and previous is not None:
+            kept, shift = max(0, min(previous[1], a1) - a0), a0 - previous[0]
+            # buffer rows shift.. move up to 0..: in pieces of at most `shift` rows, top first,
+            # so no piece overlaps itself or overwrites a row a later piece reads (shift 0:
+            # the rows are in place already)
+            for i in range(0, kept if shift else 0, max(shift, 1)):
+                n = min(shift, kept - i)
+                out += [(d, f"{first.output} rows {a0 + i}-{a0 + i + n - 1} kept from the previous stripe")
+                        for d in keep_halo(expanded + (i + shift) * row_out, expanded + i * row_out, n * row_out)]
+        previous = (a0, a1)
+        n0 = a0 + kept                                 # first's rows n0..a1 are computed here
+        if n0 < a1:
+            top, rows_in = 0, h_in                     # input row at x_addr, input rows there
+            if streamed is not None:                   # the input rows n0..a1 read, into the stripe buffer
+                x0, x1 = _first_rows(first, n0, a1, h_in)
+                out += [(d, f"{first.input} rows {x0}-{x1 - 1} from external memory")
+                        for d in copy(source + x0 * row_bytes, x_addr, (x1 - x0) * row_bytes)]
+                top, rows_in = x0, x1 - x0
+            at = expanded + kept * row_out
+            if pointwise:                              # rows n0..a1 of first's input, no halo of its own
+                d1 = conv_descriptor(first, config, (c_in, a1 - n0, w_in), x_addr + (n0 - top) * w_in * c_in,
+                                     at, *weights[first.name], None)
+            else:                                      # output rows n0..a1 over the input rows (and padding)
+                d1 = conv_descriptor(first, config, (c_in, rows_in, w_in), x_addr, at, *weights[first.name], None)
+                d1.counts[1] = a1 - n0
+                d1.a_row0 = n0 * first.stride - first.kernel // 2 - top
+            out.append((d1, f"{first.name} forward rows {n0}-{a1 - 1}"))
+            per_conv.setdefault(first.name, []).append(d1)
         d2 = conv_descriptor(dw, config, (c_exp, a1 - a0, w), expanded, depthwise, *weights[dw.name], None)
         # rows of the stripe buffer: buffer row 0 is image row a0; dw's rows r0..r1
         d2.counts[1] = r1 - r0
         d2.a_row0 = r0 * s - pad - a0
         d3 = conv_descriptor(pw2, config, (c_exp, r1 - r0, wo), depthwise, y_addr + r0 * wo * pw2.out_channels,
                              *weights[pw2.name], None)
-        out += [(d1, f"{first.name} forward rows {a0}-{a1 - 1}"), (d2, f"{dw.name} forward rows {r0}-{r1 - 1}"),
-                (d3, f"{pw2.name} forward rows {r0}-{r1 - 1}")]
-        for conv, d in zip((first, dw, pw2), (d1, d2, d3)):
+        out += [(d2, f"{dw.name} forward rows {r0}-{r1 - 1}"), (d3, f"{pw2.name} forward rows {r0}-{r1 - 1}")]
+        for conv, d in zip((dw, pw2), (d2, d3)):
             per_conv.setdefault(conv.name, []).append(d)
     for conv in (first, dw, pw2) if stage is not None else ():
         own = per_conv[conv.name]
@@ -484,7 +508,7 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
                     alloc: "Allocator | None" = None, stripe_rows: "int | dict[str, int] | None" = None,
                     resident_params: tuple[str, ...] = (),
                     gathers: dict[str, tuple[int, int]] | None = None, image_external: bool = False,
-                    stage_frozen: bool = False) -> Compiled:
+                    stage_frozen: bool = False, reuse_halo: bool = True) -> Compiled:
     """The forward pass of `model` as one program (whole tensors, no striping).
 
     The input image is expected HWC at `tensors[INPUT]`; the logits end at
@@ -506,6 +530,8 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
     one, pw2 into the stripe's rows of the block output. The expanded tensors never exist whole.
     `stripe_rows` may also map a block's first conv to its own rows (a block not named stays
     whole). A striped block that is its input's last reader writes its output over the input.
+    With `reuse_halo` (the default) a stripe copies the rows of the first conv's output it
+    shares with the previous stripe instead of computing them again (`_striped_block`).
 
     With `image_external`, the host writes the image into external memory at `input_external`,
     not into the scratchpad. A striped block whose first conv is the image's only reader (the
@@ -542,7 +568,7 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
             preload.append((resident_at[node.name][1], bias))
     constants: dict[str, int] = {}
     image_at = ext.add(np.zeros(int(np.prod(shapes[INPUT])), np.uint8)) if image_external else None
-    if resident_at or image_external or stage_frozen:
+    if resident_at or image_external or stage_frozen or (reuse_halo and stripe_rows is not None):
         # for `copy_descriptors`: the byte 1, which the host writes once with the other preloads
         # (placed before anything else, so no buffer ever lies over it)
         constants["ones"] = alloc.alloc("ones", ALIGN)
@@ -662,8 +688,12 @@ def compile_forward(model: Model, config: EngineConfig, resolution: int | None =
             source = None
             if streamed and pw1.input == INPUT:
                 source = (image_at, lambda src, dst, n: copy_descriptors(config, src, dst, n, *copy_constants(), True))
+            within = None
+            if reuse_halo:
+                def within(src, dst, n):
+                    return copy_descriptors(config, src, dst, n, *copy_constants(), False)
             emitted = _striped_block(pw1, dw, pw2, shapes, config, tensors, alloc, ext, rows, source,
-                                     staged_weights)
+                                     staged_weights, within)
             for d, label in emitted:
                 code = isa.check(d, config)
                 if code != isa.OK:
