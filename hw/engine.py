@@ -163,6 +163,7 @@ class Engine(wiring.Component):
         needs_params = requant | updates | (~is_add & gradient & scale)
         rounding = flags[isa.ROUNDING_SHIFT:isa.ROUNDING_SHIFT + 2]
         dot = ~is_add & (mode == isa.DOT)
+        sums = ~is_add & (mode == isa.SUMS)          # accumulators loaded from int32 sums (A), no products
         # Channel lists: the list loop's index i addresses A, B and the output as list[i].
         list_code = flags[isa.LIST_SHIFT:isa.LIST_SHIFT + 3]
         list_on = list_code != 0
@@ -260,7 +261,11 @@ class Engine(wiring.Component):
         with m.Elif(~list_is_chunk & (((chunk_count - 1) << lane_bits) >= lanes_total)):
             m.d.comb += shape_bad.eq(1)
         with m.Elif(~is_add):
-            with m.If((mode > isa.DOT) | (epilogue > isa.GRADIENT)):
+            with m.If((mode > isa.SUMS) | (epilogue > isa.GRADIENT)):
+                m.d.comb += shape_bad.eq(1)
+            with m.Elif(sums & (~gradient | ~b_ones | scale | (f("a_zero") != 0) | (counts[3] != 1)
+                                | (counts[4] != 1) | (counts[5] != isa.SUMS_STEPS)
+                                | (lanes_total[:lane_bits] != 0))):
                 m.d.comb += shape_bad.eq(1)
             with m.Elif(dot & ((chunk_loop < isa.OUTPUT_LOOPS) | ~(raw32 | gradient) | scale)):
                 m.d.comb += shape_bad.eq(1)
@@ -369,10 +374,10 @@ class Engine(wiring.Component):
         # and DECODE is the cycle after): the decode logic and its fanout then start no path of
         # the loop nest, the datapath or the epilogues. The checks above use the live decode.
         live = dict(is_add=is_add, gradient=gradient, residual_add=residual_add, requant=requant, raw32=raw32,
-                    dot=dot, weight_update=weight_update, bias_update=bias_update, updates=updates,
+                    dot=dot, sums=sums, weight_update=weight_update, bias_update=bias_update, updates=updates,
                     needs_params=needs_params, a_vector=a_vector, list_on=list_on, list_loop=list_loop,
                     list_is_chunk=list_is_chunk, list_count=list_count, param_count=param_count)
-        (is_add, gradient, residual_add, requant, raw32, dot, weight_update, bias_update, updates, needs_params,
+        (is_add, gradient, residual_add, requant, raw32, dot, sums, weight_update, bias_update, updates, needs_params,
          a_vector, list_on, list_loop, list_is_chunk, list_count, param_count) = (
             delayed(value, 1, name) for name, value in live.items())
         counts_m1 = [delayed((counts[k] - 1)[:16], 1, f"count{k}_m1") for k in range(6)]
@@ -551,6 +556,19 @@ class Engine(wiring.Component):
         m.d.comb += lane_on.eq((Const(1, L + 1) << pre_active) - 1)
         a_zero = f("a_zero")[:9].as_signed()
         p_prod = [Signal(signed(18), name=f"p_prod{l}") for l in range(L)]
+        # SUMS: lane l loads the int32 at byte 4 (l mod L/4) of the row its vector reads at
+        # reduction step l div L/4, from the x stage's data into p_load, beside the products;
+        # `quarter` counts a vector's steps at the x stage
+        p_load = [Signal(signed(32), name=f"p_load{l}") for l in range(L)]
+        x_in_bounds = delayed(a_in_bounds, D, "x_in_bounds")
+        x_lane_on = Signal(L)
+        m.d.comb += x_lane_on.eq((Const(1, L + 1) << x_active) - 1)
+        quarter = Signal(2)
+        quarter_now = Signal(2)
+        m.d.comb += quarter_now.eq(Mux(x_first, 0, quarter + 1))
+        with m.If(x_valid):
+            m.d.sync += quarter.eq(quarter_now)
+        per_row = L // 4
         add_x1 = [Signal(signed(10), name=f"add_x1_{l}") for l in range(L)]
         add_x2 = [Signal(signed(10), name=f"add_x2_{l}") for l in range(L)]
         for l in range(L):
@@ -558,6 +576,8 @@ class Engine(wiring.Component):
             a_val, b_val = Signal(signed(10), name=f"x_a{l}"), Signal(signed(8), name=f"x_b{l}")
             m.d.sync += [a_val.eq(Mux(pre_in_bounds & lane_on[l], a_byte - a_zero, 0)),
                          b_val.eq(Mux(b_ones, 1, b_pre[8 * l: 8 * l + 8].as_signed()))]
+            word = a_data[32 * (l % per_row): 32 * (l % per_row) + 32].as_signed()
+            m.d.sync += p_load[l].eq(Mux(sums & x_in_bounds & x_lane_on[l] & (quarter_now == l // per_row), word, 0))
             m.d.sync += [p_prod[l].eq(a_val * b_val),
                          add_x1[l].eq(a_data[8 * l: 8 * l + 8].as_signed() - a_zero),
                          add_x2[l].eq(b_data[8 * l: 8 * l + 8].as_signed() - f("b_zero")[:9].as_signed())]
@@ -573,7 +593,7 @@ class Engine(wiring.Component):
         with m.If(p_valid):
             for l in range(L):
                 addend = dot_sum if l == 0 else 0
-                value = Mux(dot, addend, p_prod[l])
+                value = Mux(sums, p_load[l], Mux(dot, addend, p_prod[l]))
                 m.d.sync += acc[l].eq(Mux(p_first, value, acc[l] + value))
         # Epilogue input ("e_" stage): the finished accumulators, one cycle after the last add.
         e_valid = Signal(); e_active = Signal.like(x_active); e_out = Signal(32); e_slot = Signal.like(x_slot)

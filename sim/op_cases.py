@@ -76,8 +76,9 @@ def random_op_case(rng: np.random.Generator, config: EngineConfig = CASE_CONFIG,
         raise ValueError("random cases need at least 32 KiB of scratchpad and 36 KiB of external memory")
     kind = kind or rng.choice(["conv", "pointwise", "depthwise", "avgpool", "add", "raw32", "dot", "update",
                        "bias-update", "grad-scale", "grad-dot", "grad-sum", "update-list", "update-list-dw",
-                       "raw32-list"],
-                      p=[0.08, 0.06, 0.08, 0.05, 0.06, 0.06, 0.06, 0.08, 0.07, 0.08, 0.07, 0.07, 0.07, 0.07, 0.04])
+                       "raw32-list", "grad-sums"],
+                      p=[0.08, 0.06, 0.08, 0.05, 0.06, 0.06, 0.06, 0.07, 0.07, 0.07, 0.06, 0.06, 0.06, 0.07, 0.04,
+                         0.05])
     spad, ext_body = _background(config)
     spad = spad.copy()
     ext_base = EXTERNAL_BASE
@@ -210,6 +211,17 @@ def random_op_case(rng: np.random.Generator, config: EngineConfig = CASE_CONFIG,
         d.b_base, d.b_strides = w_addr, [0, c_out, 0, L, 0, 0]
         d.out_base, d.out_strides = y_addr, [c_in, 1, 0]
         name = f"grad-dot {c_out}->{c_in} x {h * w}"
+    elif kind == "grad-sums":
+        # the gradient of int32 sums (a pointwise input gradient's, written by one dot pass):
+        # each vector loads L of them from 4 rows; here the background's random words
+        c = L * int(rng.integers(1, 3))
+        d.epilogue, d.mode, d.flags = isa.GRADIENT, isa.SUMS, isa.FLAG_B_ONES
+        d.chunk_loop, d.lanes_total = 1, c
+        d.counts = [h * w, c // L, 1, 1, 1, isa.SUMS_STEPS]
+        d.a_base, d.a_strides, d.a_zero = x_addr, [4 * c, 4 * L, 0, 0, 0, L], 0
+        d.out_base, d.out_strides = y_addr, [c, L, 0]
+        c_out = c
+        name = f"grad-sums {c} x {h * w}"
     elif kind == "grad-sum":
         c = 8 * int(rng.integers(1, 4)) if with_mask else c_in
         d = isa.Descriptor(opcode=isa.ADD, mode=isa.ELEMENTWISE, epilogue=isa.GRADIENT, chunk_loop=0,
@@ -335,7 +347,8 @@ def bad_program_cases(config: EngineConfig) -> list[OpCase]:
 
     variant("unknown opcode", isa.ERR_OPCODE, opcode=9)
     variant("zero trip count", isa.ERR_SHAPE, counts=[0] + base.counts[1:])
-    variant("unknown mode", isa.ERR_SHAPE, mode=3)
+    variant("unknown mode", isa.ERR_SHAPE, mode=4)
+    variant("sums without the gradient epilogue", isa.ERR_SHAPE, mode=isa.SUMS)
     variant("empty lane group", isa.ERR_SHAPE, lanes_total=1, counts=[2] + base.counts[1:])
     variant("A past the scratchpad", isa.ERR_A_RANGE, a_base=spad - 2)
     variant("A below zero", isa.ERR_A_RANGE, a_base=-5000)

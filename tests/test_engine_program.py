@@ -104,6 +104,55 @@ def test_bad_programs_stop_the_golden_executor_before_writing():
         machine.run_or_raise(bad_program_cases(CASE_CONFIG)[0].program)
 
 
+def test_sums_quantized_equal_the_dot_gradient():
+    """A pointwise input gradient (dot, GRADIENT) and the same reduction in one pass (dot,
+    RAW32, into int32 sums) followed by a SUMS descriptor write the same int8 gradient and the
+    same exponent, masked or not: the sums are the values the dot's epilogue quantizes."""
+    rng = np.random.default_rng(12)
+    L = CASE_CONFIG.lanes
+    tried = 0
+    while tried < 6:
+        case = random_op_case(rng, CASE_CONFIG, kind="grad-dot")
+        d = case.descriptors[0]
+        c_in, positions = d.counts[1], d.counts[0]
+        if c_in % L:
+            continue
+        tried += 1
+        sums_at = 3 * CASE_CONFIG.scratchpad_bytes // 4 + 64
+        one_pass = dataclasses.replace(d, epilogue=isa.RAW32, flags=d.flags & ~(isa.FLAG_MASK_IN),
+                                       out_base=sums_at, out_strides=[4 * c_in, 4, 0])
+        quantize = isa.Descriptor(opcode=isa.MAC, mode=isa.SUMS, epilogue=isa.GRADIENT,
+                                  flags=isa.FLAG_B_ONES | (d.flags & isa.FLAG_MASK_IN), chunk_loop=1,
+                                  lanes_total=c_in, counts=[positions, c_in // L, 1, 1, 1, isa.SUMS_STEPS],
+                                  a_base=sums_at, a_strides=[4 * c_in, 4 * L, 0, 0, 0, L],
+                                  out_base=d.out_base, out_strides=[c_in, L, 0], mask_base=d.mask_base,
+                                  exp_addr=d.exp_addr, exp_offset=d.exp_offset, exp_out_addr=d.exp_out_addr)
+        assert isa.check(quantize, CASE_CONFIG) == isa.OK and isa.check(one_pass, CASE_CONFIG) == isa.OK
+        results = []
+        for program in ([d], [one_pass, quantize]):
+            machine = Machine(CASE_CONFIG, case.external)
+            machine.scratchpad[:] = case.scratchpad
+            machine.run_or_raise(program + [isa.Descriptor()])
+            results.append((machine.read(d.out_base, positions * c_in), machine.read(d.exp_out_addr, 4)))
+        assert np.array_equal(results[0][0], results[1][0]), case.name
+        assert np.array_equal(results[0][1], results[1][1]), case.name
+        # the two passes of SUMS cost 8 steps per L outputs (no products)
+        assert descriptor_cycles(quantize, CASE_CONFIG).useful_macs == 0
+
+
+def test_sums_descriptor_checks():
+    L = CASE_CONFIG.lanes
+    good = isa.Descriptor(opcode=isa.MAC, mode=isa.SUMS, epilogue=isa.GRADIENT, flags=isa.FLAG_B_ONES,
+                          chunk_loop=1, lanes_total=2 * L, counts=[3, 2, 1, 1, 1, isa.SUMS_STEPS],
+                          a_base=0, a_strides=[8 * L, 4 * L, 0, 0, 0, L], out_base=4096, out_strides=[2 * L, L, 0],
+                          exp_addr=8192, exp_out_addr=8196)
+    assert isa.check(good, CASE_CONFIG) == isa.OK
+    for bad in (dict(epilogue=isa.RAW32), dict(flags=0), dict(flags=isa.FLAG_B_ONES | isa.FLAG_SCALE),
+                dict(a_zero=1), dict(counts=[3, 2, 1, 1, 2, 2]), dict(lanes_total=2 * L - 1),
+                dict(chunk_loop=3, counts=[3, 1, 1, 2, 1, isa.SUMS_STEPS])):
+        assert isa.check(isa.with_fields(good, **bad), CASE_CONFIG) == isa.ERR_SHAPE, bad
+
+
 def test_a_program_without_end_is_an_error():
     case = random_op_case(np.random.default_rng(5), CASE_CONFIG)
     machine = Machine(CASE_CONFIG, case.external)

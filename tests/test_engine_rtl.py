@@ -90,7 +90,7 @@ def test_random_operations_bit_exact_and_cycle_exact(case_results):
         assert_case_matches_golden(case, rtl, config)
     assert kinds == {"conv", "pointwise", "depthwise", "avgpool", "add", "raw32", "dot", "update",
                      "bias-update", "grad-scale", "grad-dot", "grad-sum", "update-list", "update-list-dw",
-                     "raw32-list"}
+                     "raw32-list", "grad-sums"}
 
 
 def test_weight_updaters_shared_two_ways_bit_exact_and_cycle_exact():
@@ -112,7 +112,7 @@ def test_weight_updaters_shared_two_ways_bit_exact_and_cycle_exact():
 def test_bad_programs_stop_with_code_and_write_nothing(case_results):
     cases, config, results = case_results
     bad = [(c, r) for c, r in zip(cases, results) if c.expect_code]
-    assert len(bad) == 10
+    assert len(bad) == 11
     for case, rtl in bad:
         expected, outcome = golden_run(config, case.program, case.scratchpad, case.external)
         assert (outcome.error_code, outcome.error_index) == (case.expect_code, case.expect_index)
@@ -277,6 +277,8 @@ def test_mobilenetv2_iteration_with_mits_49kb_scheme(shared_file):
     iteration = result["iterations"][0]
     assert iteration["bit_exact"] and iteration["matches_trainer"]
     assert iteration["cycles"] > 1_000_000                 # the whole network ran
+    # pointwise input gradients quantized from their int32 sums (mode SUMS) where they fit
+    assert any(row["op"].endswith("input-gradient sums") for row in result["rows"])
     # the engine's monitor: external traffic as predicted, nothing touched outside the plan
     assert iteration["external_bytes_measured"] == iteration["external_bytes_predicted"]
     assert 0 < iteration["peak_bytes_measured"] <= result["peak_scratchpad_bytes"]

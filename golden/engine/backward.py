@@ -29,6 +29,7 @@ below 1 (the per-channel descriptors would need the channel from a list entry).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,9 +40,10 @@ from ..scheme import UpdateScheme, selected_count
 from ..train import UpdateRule, update_multipliers
 from . import layout
 from . import program as isa
-from .compiler import (STAGED, Allocator, CompileError, Compiled, _ceil_div, copy_descriptors, identity_params,
-                       staging_buffer)
+from .compiler import (STAGED, SUMS, Allocator, CompileError, Compiled, _ceil_div, copy_descriptors,
+                       identity_params, staging_buffer)
 from .config import EngineConfig
+from .cycles import descriptor_cycles
 
 
 @dataclass
@@ -216,6 +218,46 @@ class BackwardLowering:
         self._with_mask(d, mask_addr)
         self._emit(d, f"{tensor} gradient sum")
 
+    def _sums_buffer(self, name: str, gradient: isa.Descriptor, positions: int, channels: int) -> int | None:
+        """The optional block `SUMS + name` for the int32 sums of a pointwise input gradient
+        (`gradient`, a dot descriptor over `positions` x `channels` outputs), or None: when the
+        channels are not whole rows of lanes, when one pass and `_quantize_sums` would not take
+        fewer cycles than the two passes, or when the plan left the buffer out. With it, one
+        pass of the reduction writes the sums (dot, RAW32) and a SUMS descriptor quantizes them:
+        its two passes take 8 steps per L outputs where the reduction's second pass took one
+        step per L input channels of every output."""
+        if channels % self.L:
+            return None
+        one_pass = dataclasses.replace(gradient, epilogue=isa.RAW32)
+        quantize = self._sums_descriptor(0, positions, channels, 0, 0, 0)
+        saved = descriptor_cycles(gradient, self.config).total - descriptor_cycles(one_pass, self.config).total \
+            - descriptor_cycles(quantize, self.config).total
+        if saved <= 0:
+            return None
+        return self.alloc.alloc_optional(SUMS + name, 4 * positions * channels, (1, saved))
+
+    def _sums_descriptor(self, sums_at: int, positions: int, channels: int, out_at: int, exp_addr: int,
+                         exp_out_addr: int) -> isa.Descriptor:
+        """numerics 5's quantizer over int32 sums (HWC, `channels` a multiple of L) into an int8
+        gradient: each output vector loads L sums, 4 rows of L bytes, one a step (mode SUMS)."""
+        L = self.L
+        return isa.Descriptor(opcode=isa.MAC, mode=isa.SUMS, epilogue=isa.GRADIENT, flags=isa.FLAG_B_ONES,
+                              chunk_loop=1, lanes_total=channels,
+                              counts=[positions, channels // L, 1, 1, 1, isa.SUMS_STEPS],
+                              a_base=sums_at, a_strides=[4 * channels, 4 * L, 0, 0, 0, L],
+                              out_base=out_at, out_strides=[channels, L, 0],
+                              exp_addr=exp_addr, exp_out_addr=exp_out_addr)
+
+    def _quantize_sums(self, name: str, positions: int, channels: int, source: Gradient, target: Gradient,
+                       mask) -> None:
+        """The gradient of the sums at `SUMS + name`, as the dot descriptor's own epilogue would
+        have formed it (the same v, so the same bytes), masked like it; then the sums are freed."""
+        d = self._sums_descriptor(self.alloc.address(SUMS + name), positions, channels, target.address,
+                                  source.exponent_address, target.exponent_address)
+        self._with_mask(d, mask)
+        self._emit(d, f"{name} input gradient")
+        self.alloc.free(SUMS + name)
+
     @staticmethod
     def _with_mask(d: isa.Descriptor, mask_addr) -> None:
         if mask_addr is not None:
@@ -331,6 +373,10 @@ class BackwardLowering:
                                        a_base=prescaled.address, a_strides=[c, 0, 0, L, 0, 0],
                                        b_base=w_addr or 0, b_strides=[0, c, 0, L, 0, 0],
                                        out_base=target.address, out_strides=[c_in, 1, 0])
+                    sums_at = self._sums_buffer(node.name, d, h * w, c_in)
+                    if sums_at is not None:
+                        # one pass writes the int32 sums; `_quantize_sums` forms the gradient
+                        d.epilogue, d.out_base, d.out_strides = isa.RAW32, sums_at, [4 * c_in, 4, 0]
                 else:
                     # outputs (h, w, ci), reduced over (chunk of c, u, v): W[ci][u][v][c] . g'[h+p-u][w+p-v][c]
                     d = isa.Descriptor(opcode=isa.MAC, mode=isa.DOT, epilogue=isa.GRADIENT, chunk_loop=3,
@@ -343,19 +389,26 @@ class BackwardLowering:
                                        out_base=target.address, out_strides=[w * c_in, c_in, 1])
                 own_tables = dict(tables)
                 staged = None
+                passes = 2 if d.epilogue == isa.GRADIENT else 1
                 if weights_external:
                     # both passes of the gradient epilogue read B
-                    staged = self._staged(node, tables["b_base"], weight_bytes.size, 2 * int(np.prod(d.counts)) * L)
+                    staged = self._staged(node, tables["b_base"], weight_bytes.size,
+                                          passes * int(np.prod(d.counts)) * L)
                     if staged is None:
                         d.flags |= isa.FLAG_B_EXTERNAL
                     else:
                         d.b_base = staged
                         del own_tables["b_base"]
-                d.exp_addr, d.exp_out_addr = prescaled.exponent_address, target.exponent_address
-                self._with_mask(d, mask)
-                self._emit(d, f"{node.name} input gradient", own_tables)
+                if d.epilogue == isa.GRADIENT:
+                    d.exp_addr, d.exp_out_addr = prescaled.exponent_address, target.exponent_address
+                    self._with_mask(d, mask)
+                    self._emit(d, f"{node.name} input gradient", own_tables)
+                else:
+                    self._emit(d, f"{node.name} input-gradient sums", own_tables)
                 if staged is not None:
                     self.alloc.free(STAGED + tables["b_base"])
+                if d.epilogue != isa.GRADIENT:
+                    self._quantize_sums(node.name, h * w, c_in, prescaled, target, mask)
 
             self.contribute(node.input, produce)
             self._release(prescaled)

@@ -25,6 +25,7 @@ from .config import EngineConfig
 
 ALIGN = 8
 STAGED = "staged:"     # optional blocks: a frozen conv's weights copied on chip for its descriptors
+SUMS = "sums:"         # optional blocks: a pointwise input gradient's int32 sums, quantized in one pass
 
 
 class CompileError(ValueError):
@@ -43,9 +44,10 @@ class Allocator:
     guarantees that no byte is overwritten while still to be read, and the block fits inside.
 
     An optional block (`alloc_optional`) is one the program can do without: frozen weights
-    staged on chip, which the descriptors otherwise stream from external memory. A recording
-    compile allocates it and notes its `benefit`; with `offsets`, it exists only if the plan
-    placed it (`plan_with_optional`).
+    staged on chip, which the descriptors otherwise stream from external memory, or a gradient's
+    int32 sums, without which its reduction runs twice. A recording compile allocates it and
+    notes its `benefit`; with `offsets`, it exists only if the plan placed it
+    (`plan_with_optional`).
     """
 
     def __init__(self, size: int, slack: int, offsets: dict[str, int] | None = None):
@@ -59,7 +61,8 @@ class Allocator:
         # bytes allocated, end of the highest block). The compilers set `clock` to count.
         self.clock = lambda: 0
         self.timeline: list[tuple[int, int, int]] = []
-        self.benefits: dict[str, int] = {}                  # optional block -> external bytes it saves
+        # optional block -> what it saves: external bytes (an int), or (1, cycles), which ranks first
+        self.benefits: dict[str, "int | tuple[int, int]"] = {}
 
     def _record(self) -> None:
         top = max((start + length for start, length in self.blocks.values()), default=0)
@@ -91,7 +94,7 @@ class Allocator:
         self._record()
         return at
 
-    def alloc_optional(self, name: str, nbytes: int, benefit: int) -> int | None:
+    def alloc_optional(self, name: str, nbytes: int, benefit: "int | tuple[int, int]") -> int | None:
         """The block's address, or None when the plan left it out (class docstring)."""
         if self.offsets is not None and name not in self.offsets:
             return None
@@ -163,7 +166,8 @@ def plan_offsets(events: list[tuple[str, str, int]],
 def plan_with_optional(events: list[tuple[str, str, int]], anchors: dict[str, str] | None,
                        benefits: dict[str, int]) -> tuple[dict[str, int], int]:
     """`plan_offsets` of every block but the optional ones (`benefits`: name -> external bytes
-    it saves), then the optional blocks, most benefit first, each kept if the packing with it
+    it saves, or (1, cycles it saves), which rank before any bytes), then the optional blocks,
+    most benefit first, each kept if the packing with it
     spans no more bytes than the packing without any: staging weights never costs scratchpad
     the iteration would not use. Every kept block repacks the rest (the packing is greedy by
     size, so a large block placed early can fill a hole the small ones left, and the packing
@@ -171,7 +175,11 @@ def plan_with_optional(events: list[tuple[str, str, int]], anchors: dict[str, st
     kept: set[str] = set()
     offsets, limit = plan_offsets([e for e in events if e[1] not in benefits], anchors)
     spanned = limit
-    for name in sorted(benefits, key=lambda n: -benefits[n]):
+    def rank(name):
+        benefit = benefits[name]
+        return benefit if isinstance(benefit, tuple) else (0, benefit)
+
+    for name in sorted(benefits, key=rank, reverse=True):
         trial = kept | {name}
         trial_offsets, trial_spanned = plan_offsets([e for e in events if e[1] not in benefits or e[1] in trial],
                                                     anchors)

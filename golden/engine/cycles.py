@@ -72,7 +72,7 @@ def vector_pause(d: isa.Descriptor, config: EngineConfig) -> int:
 
 def useful_macs(d: isa.Descriptor, config: EngineConfig) -> int:
     """Products that contribute to an output (active lanes x steps; padding counts as work)."""
-    if d.opcode != isa.MAC:
+    if d.opcode != isa.MAC or d.mode == isa.SUMS:     # SUMS loads its accumulators: no products
         return 0
     per_chunk_steps = prod(d.counts) // d.counts[d.chunk_loop]
     return per_chunk_steps * d.lanes_total

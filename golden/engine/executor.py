@@ -170,6 +170,18 @@ class Machine:
             at = self._through_list(d, idx, isa.FLAG_LIST_A)
             a_addr = (d.a_base + row * d.a_row_stride + col * d.a_col_stride
                       + at @ np.array(d.a_strides, dtype=np.int64))
+            if d.mode == isa.SUMS:
+                # lane l's accumulator is the int32 at byte 4 (l mod L/4) of the row read at
+                # reduction step l div L/4 (the 4 steps read the 4 rows of L sums)
+                per_row = L // 4
+                step, word = lane // per_row, lane % per_row
+                at = a_addr[:, step] + 4 * word                             # (O, L)
+                raw = spad.view(np.uint8)[np.where(valid[:, step] & lane_on[:, 0], at, 0)[..., None]
+                                          + np.arange(4)].astype(np.int64)
+                value = raw[..., 0] | raw[..., 1] << 8 | raw[..., 2] << 16 | raw[..., 3] << 24
+                value = np.where(value >= 2 ** 31, value - 2 ** 32, value)
+                results.append((o, np.where(valid[:, step] & lane_on[:, 0], value, 0)))
+                continue
             if a_vector:
                 addr = np.where(valid[..., None] & lane_on, a_addr[..., None] + lane, 0)
                 a = spad[addr].astype(np.int64) - d.a_zero

@@ -25,8 +25,9 @@ OUTPUT_LOOPS = 3
 END, MAC, ADD = 0, 1, 2
 OPCODES = {END: "end", MAC: "mac", ADD: "add"}
 # MAC modes
-BROADCAST, ELEMENTWISE, DOT = 0, 1, 2
-MODES = {BROADCAST: "broadcast", ELEMENTWISE: "elementwise", DOT: "dot"}
+BROADCAST, ELEMENTWISE, DOT, SUMS = 0, 1, 2, 3
+MODES = {BROADCAST: "broadcast", ELEMENTWISE: "elementwise", DOT: "dot", SUMS: "sums"}
+SUMS_STEPS = 4            # SUMS: L int32 sums are 4 rows of L bytes, one row a step
 # Epilogues
 REQUANT, RAW32, UPDATE, BIAS_UPDATE, GRADIENT = 0, 1, 2, 3, 4
 EPILOGUES = {REQUANT: "requant", RAW32: "raw32", UPDATE: "weight update", BIAS_UPDATE: "bias update",
@@ -249,6 +250,10 @@ def check(d: Descriptor, config: EngineConfig) -> int:
             return ERR_SHAPE        # dot reduces over the lanes: its chunk loop is a reduction loop
         if d.mode != DOT and d.chunk_loop >= OUTPUT_LOOPS:
             return ERR_SHAPE
+        if d.mode == SUMS and (d.epilogue != GRADIENT or not d.flags & FLAG_B_ONES or d.flags & FLAG_SCALE
+                               or d.a_zero or list(d.counts[OUTPUT_LOOPS:]) != [1, 1, SUMS_STEPS]
+                               or d.lanes_total % L):
+            return ERR_SHAPE        # sums: whole rows of int32 into the gradient quantizer, loop 5 over the 4 rows
         if d.epilogue == REQUANT and not (-128 <= d.zero_out <= 127
                                           and d.lanes_total <= config.param_channels):
             return ERR_SHAPE
