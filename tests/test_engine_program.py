@@ -240,6 +240,20 @@ def stem_model() -> Model:
     return Model("stem", (3, 22, 21), q[0], nodes)
 
 
+def run_forward(compiled, image, image_external: bool) -> Machine:
+    """A compiled forward pass on the golden executor (SMALL): the preloads, the image in the
+    scratchpad or (`image_external`) in external memory, the program and END."""
+    machine = Machine(SMALL, compiled.external)
+    for address, data in compiled.preload:
+        machine.write(address, data)
+    if image_external:
+        machine.load_external(compiled.input_external, layout.activation_bytes(image))
+    else:
+        machine.write(compiled.tensors["input"][0], layout.activation_bytes(image))
+    machine.run_or_raise(compiled.descriptors + [isa.Descriptor()])
+    return machine
+
+
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 16])
 @pytest.mark.parametrize("image_external", [False, True])
 def test_striped_stem_and_blocks_equal_the_whole_forward_pass(rows, image_external):
@@ -257,14 +271,7 @@ def test_striped_stem_and_blocks_equal_the_whole_forward_pass(rows, image_extern
     rng = np.random.default_rng(rows)
     for _ in range(3):
         image = rng.integers(-128, 128, model.input_shape).astype(np.int8)
-        machine = Machine(SMALL, compiled.external)
-        for address, data in compiled.preload:
-            machine.write(address, data)
-        if image_external:
-            machine.load_external(compiled.input_external, layout.activation_bytes(image))
-        else:
-            machine.write(compiled.tensors["input"][0], layout.activation_bytes(image))
-        machine.run_or_raise(compiled.descriptors + [isa.Descriptor()])
+        machine = run_forward(compiled, image, image_external)
         reference = int_ops.forward(model, image[None])
         for name in ("b0.pw2", "b1.pw2", model.output):
             address, shape = compiled.tensors[name]
@@ -311,14 +318,7 @@ def test_rows_two_stripes_share_are_copied_not_computed_again(rows, image_extern
     image = np.random.default_rng(rows).integers(-128, 128, model.input_shape).astype(np.int8)
     results = {}
     for reuse, program in compiled.items():
-        machine = Machine(SMALL, program.external)
-        for address, data in program.preload:
-            machine.write(address, data)
-        if image_external:
-            machine.load_external(program.input_external, layout.activation_bytes(image))
-        else:
-            machine.write(program.tensors["input"][0], layout.activation_bytes(image))
-        machine.run_or_raise(program.descriptors + [isa.Descriptor()])
+        machine = run_forward(program, image, image_external)
         results[reuse] = {name: machine.read(program.tensors[name][0], int(np.prod(shapes[name])))
                           for name in ("b0.pw2", "b1.pw2", model.output)}
     for name in ("b0.pw2", "b1.pw2", model.output):

@@ -164,7 +164,7 @@ def plan_offsets(events: list[tuple[str, str, int]],
 
 
 def plan_with_optional(events: list[tuple[str, str, int]], anchors: dict[str, str] | None,
-                       benefits: dict[str, int]) -> tuple[dict[str, int], int]:
+                       benefits: "dict[str, int | tuple[int, int]]") -> tuple[dict[str, int], int]:
     """`plan_offsets` of every block but the optional ones (`benefits`: name -> external bytes
     it saves, or (1, cycles it saves), which rank before any bytes), then the optional blocks,
     most benefit first, each kept if the packing with it
@@ -175,6 +175,7 @@ def plan_with_optional(events: list[tuple[str, str, int]], anchors: dict[str, st
     kept: set[str] = set()
     offsets, limit = plan_offsets([e for e in events if e[1] not in benefits], anchors)
     spanned = limit
+
     def rank(name):
         benefit = benefits[name]
         return benefit if isinstance(benefit, tuple) else (0, benefit)

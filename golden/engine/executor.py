@@ -175,12 +175,12 @@ class Machine:
                 # reduction step l div L/4 (the 4 steps read the 4 rows of L sums)
                 per_row = L // 4
                 step, word = lane // per_row, lane % per_row
-                at = a_addr[:, step] + 4 * word                             # (O, L)
-                raw = spad.view(np.uint8)[np.where(valid[:, step] & lane_on[:, 0], at, 0)[..., None]
-                                          + np.arange(4)].astype(np.int64)
+                loaded = valid[:, step] & lane_on[:, 0]                     # (O, L)
+                word_at = np.where(loaded, a_addr[:, step] + 4 * word, 0)
+                raw = self.scratchpad[word_at[..., None] + np.arange(4)].astype(np.int64)
                 value = raw[..., 0] | raw[..., 1] << 8 | raw[..., 2] << 16 | raw[..., 3] << 24
                 value = np.where(value >= 2 ** 31, value - 2 ** 32, value)
-                results.append((o, np.where(valid[:, step] & lane_on[:, 0], value, 0)))
+                results.append((o, np.where(loaded, value, 0)))
                 continue
             if a_vector:
                 addr = np.where(valid[..., None] & lane_on, a_addr[..., None] + lane, 0)
