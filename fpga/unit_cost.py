@@ -87,8 +87,9 @@ def _memory_ports(memory):
 
 
 # A 16 KB scratchpad of 8-byte rows: block-RAM copies show at a size where each costs 8 DP16KD.
+# Built as the engine builds its scratchpad, host port and write registered inside.
 def _scratchpad(pumped):
-    return lambda: BankedMemory(8, 2048, read_ports=3, pumped=pumped)
+    return lambda: BankedMemory(8, 2048, read_ports=3, pumped=pumped, registered_host_and_write=True)
 
 
 UNITS = {"mac": (MacLane, lambda u: [u.a, u.b, u.first, u.acc]),

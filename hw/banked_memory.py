@@ -14,8 +14,17 @@ Ports (all byte addresses; `rows * row_bytes` bytes in all, addresses wrap):
 configuration: a bitstream's flash model carries its training job that way (fpga/board_soc.py).
 A read on the last port (the host port) in the cycle of a write to the same bytes returns the
 old bytes, unless the memory is built with `no_rw_check` (its user promises never to use a
-read of a row written in the same cycle; block-RAM tools then build no collision logic). On the other ports such a read is undefined: the plain memory returns the old
-bytes, the pumped one the new (no engine program reads what the same cycle writes).
+read of a row written in the same cycle; block-RAM tools then build no collision logic). On the
+other ports such a read is undefined.
+
+`registered_host_and_write=True` registers the last read port's inputs and the write port's
+inside the memory, the write after its split into the two banks' rows, data and enables: the
+host port's latency is one cycle more (2), and a write lands a cycle after it is presented, so
+an A or B read of its bytes in the cycle after the write's is undefined too (the plain memory returns the
+old bytes, the pumped one the new). In return every address, byte of data and enable that
+reaches a bank comes from a flip-flop, with at most the multiplexer that picks the pumped
+memory's edge between. A user that registered those inputs itself presents their next values
+instead and sees the same timing as before. The pumped memory requires it (below).
 
 Two implementations of that one contract:
 - `pumped=False`: every read port is a read port of each bank, latency 1 on every port.
@@ -28,18 +37,27 @@ Two implementations of that one contract:
       reading the old word first (read-before-write);
     * at the closing edge (the next `sync` edge), port 1 reads for `read0` and port 2 for
       `read1`, after the middle edge's write.
+  With the host port and the write registered (required), the middle edge serves the host
+  read and the write presented in the cycle before; `read0` and `read1`'s bank rows and enables
+  are copied into `fast` registers at the middle edge, half a cycle before the closing edge
+  reads them.
   `read2` asking for the bank row being written at the same edge takes port 2's old word
   instead of port 1's (a block RAM gives no defined data on such a collision), so the host
   port's "old bytes" hold. Every port's words end in a `sync` register, and the rotation to
   the read's alignment runs from there, so no logic sits between a block RAM and a `sync`
   register and the half-cycle paths a timing analyser sees between the clocks are short:
     * `read2`: the middle edge's words are loaded into `sync` registers at the closing edge
-      (latency 1, as the plain memory's);
+      (latency 2 with the input register, as the registered plain memory's);
     * `read0`, `read1`: the closing edge's words are held in `fast` registers at the next
       middle edge (the ports are used again there) and copied into `sync` registers at the
       next `sync` edge (latency 2).
-  Into the `fast` domain: the addresses, the write's bank rows, data and enables, each through
-  the multiplexer that picks the edge's access; the write has the middle edge, half a cycle.
+  Into the `fast` domain (half a cycle, as a timing analyser sees every `sync` -> `fast` path):
+  `read0`'s and `read1`'s bank rows (the `+ 1` of the even bank's row included) into their
+  `fast` copies, with nothing else on the way; the host port's and the write's registered bank
+  rows, data and enables, each through at most the multiplexer that picks the edge's access,
+  to the block RAMs. So the half cycle holds no carry chain, shifter or host-port multiplexer:
+  the routed SoCs of sessions 14-17 were bounded by exactly those, in front of a wire that
+  crosses the die (a bank's 64 block RAMs span it).
   tests/test_banked_memory.py runs both implementations on the same random traffic and
   compares every read, each port at its own latency.
 """
@@ -60,7 +78,7 @@ def _bank_rows(row):
 
 class BankedMemory(wiring.Component):
     def __init__(self, row_bytes: int, rows: int, read_ports: int, *, pumped: bool = False,
-                 no_rw_check: bool = False, init: bytes = b""):
+                 registered_host_and_write: bool = False, no_rw_check: bool = False, init: bytes = b""):
         if row_bytes & (row_bytes - 1) or rows & (rows - 1) or rows < 2:
             raise ValueError(f"row bytes and rows must be powers of two, not {row_bytes}, {rows}")
         if len(init) > rows * row_bytes:
@@ -68,7 +86,11 @@ class BankedMemory(wiring.Component):
         self.init = bytes(init)
         if pumped and read_ports != 3:
             raise ValueError(f"a pumped memory has exactly 3 read ports, not {read_ports}")
+        if pumped and not registered_host_and_write:
+            raise ValueError("a pumped memory needs registered_host_and_write: its middle edge "
+                             "has half a cycle for the host port's and the write's paths")
         self.row_bytes, self.rows, self.pumped, self.no_rw_check = row_bytes, rows, pumped, no_rw_check
+        self.registered = registered_host_and_write
         self.offset_bits = row_bytes.bit_length() - 1
         self.addr_bits = self.offset_bits + rows.bit_length() - 1
         ports = {f"read{i}": In(_read_signature(self.addr_bits, row_bytes).flip())
@@ -83,7 +105,10 @@ class BankedMemory(wiring.Component):
 
     def read_latency(self, i: int) -> int:
         """Cycles from a read's address to its data on port i (module docstring)."""
-        return 2 if self.pumped and i < 2 else 1
+        host = i == self.read_port_count - 1
+        if host:
+            return 2 if self.registered else 1
+        return 2 if self.pumped else 1
 
     def elaborate(self, platform):
         m = Module()
@@ -93,10 +118,16 @@ class BankedMemory(wiring.Component):
                  for k in range(2)]
         m.submodules.bank_even, m.submodules.bank_odd = banks
         writes = self._write_banks(m)
+        host = self.read_port(self.read_port_count - 1)
+        host_rows, host_en = _bank_rows(host.addr[self.offset_bits:]), host.en
+        if self.registered:
+            writes = [self._registered(m, signals, f"write{k}") for k, signals in enumerate(writes)]
+            *host_rows, host_en = self._registered(m, (*host_rows, host_en), "host")
+        host_access = (tuple(host_rows), host_en)
         if self.pumped:
-            bank_data = self._pumped_ports(m, banks, writes)
+            bank_data = self._pumped_ports(m, banks, writes, host_access)
         else:
-            bank_data = self._plain_ports(m, banks, writes)
+            bank_data = self._plain_ports(m, banks, writes, host_access)
         for i in range(self.read_port_count):
             alignment = self._alignment_registers(m, i)
             m.d.comb += self.read_port(i).data.eq(self._rotate(alignment, bank_data[i]))
@@ -131,25 +162,42 @@ class BankedMemory(wiring.Component):
                          writes[1][1].eq(high[0]), writes[1][2].eq(high[1])]
         return writes
 
-    def _plain_ports(self, m, banks, writes):
-        """One bank read port per read port (sync domain); returns [port][bank] data."""
+    @staticmethod
+    def _registered(m, signals, name):
+        """`signals` through one `sync` register each (named name_q0, name_q1, ...)."""
+        result = []
+        for j, value in enumerate(signals):
+            reg = Signal(len(value), name=f"{name}_q{j}")
+            m.d.sync += reg.eq(value)
+            result.append(reg)
+        return tuple(result)
+
+    def _plain_ports(self, m, banks, writes, host_access):
+        """One bank read port per read port (sync domain); returns [port][bank] data.
+        `host_access`: the last port's (bank rows, enable), registered or not."""
         for bank, (addr, data, en) in zip(banks, writes):
             wport = bank.write_port(granularity=8)
             m.d.comb += [wport.addr.eq(addr), wport.data.eq(data), wport.en.eq(en)]
         result = []
         for i in range(self.read_port_count):
             port = self.read_port(i)
-            rows = _bank_rows(port.addr[self.offset_bits:])
+            if i == self.read_port_count - 1:
+                rows, en = host_access
+            else:
+                rows, en = _bank_rows(port.addr[self.offset_bits:]), port.en
             bank_ports = [bank.read_port() for bank in banks]
             for bank_port, row in zip(bank_ports, rows):
-                m.d.comb += [bank_port.addr.eq(row), bank_port.en.eq(port.en)]
+                m.d.comb += [bank_port.addr.eq(row), bank_port.en.eq(en)]
             result.append([bank_port.data for bank_port in bank_ports])
         return result
 
-    def _pumped_ports(self, m, banks, writes):
+    def _pumped_ports(self, m, banks, writes, host_access):
         """Two block-RAM ports per bank in the `fast` domain (module docstring); returns
-        [port][bank] data, all of it from `sync` registers."""
+        [port][bank] data, all of it from `sync` registers. `writes` and `host_access` (the
+        host port's bank rows and enable) are registered: the middle edge uses what the cycle
+        before presented."""
         a, b, h = (self.read_port(i) for i in range(3))
+        h_rows, h_en = host_access
         # `toggle` flips at every sync edge; `seen` is its value at the last fast edge. They
         # differ in the first half of a sync cycle: the next fast edge is the middle one.
         # `middle_next` says the same from a `fast` register (halves alternate, so it is the
@@ -158,14 +206,23 @@ class BankedMemory(wiring.Component):
         toggle, seen, middle_next = Signal(), Signal(), Signal()
         m.d.sync += toggle.eq(~toggle)
         m.d.fast += [seen.eq(toggle), middle_next.eq(~(toggle ^ seen))]
-        # which reads the closing edge made, for the middle edge that holds their words
-        a_issued, b_issued = Signal(), Signal()
-        with m.If(~middle_next):
-            m.d.fast += [a_issued.eq(a.en), b_issued.eq(b.en)]
+        # A's and B's enables and bank rows copied at every `fast` edge: the copy made at the
+        # middle edge holds the cycle's read for the closing edge, so their whole path from
+        # `sync` is the half cycle into these registers, and the block RAMs are a `fast` cycle
+        # away from them. The copy made at the closing edge says, at the next middle edge,
+        # which reads the closing edge made (for the registers that hold their words).
+        a_en, b_en = Signal(name="a_en_fast"), Signal(name="b_en_fast")
+        m.d.fast += [a_en.eq(a.en), b_en.eq(b.en)]
+        fast_rows = {}
+        for name, port in (("a", a), ("b", b)):
+            for k, row in enumerate(_bank_rows(port.addr[self.offset_bits:])):
+                copy = Signal(len(row), name=f"{name}_row{k}_fast")
+                m.d.fast += copy.eq(row)
+                fast_rows[name, k] = copy
 
         result = [[], [], []]
         for k, (bank, (w_row, w_data, w_en)) in enumerate(zip(banks, writes)):
-            a_row, b_row, h_row = (_bank_rows(p.addr[self.offset_bits:])[k] for p in (a, b, h))
+            a_row, b_row, h_row = fast_rows["a", k], fast_rows["b", k], h_rows[k]
             port2_write = bank.write_port(domain="fast", granularity=8)
             port2_read = bank.read_port(domain="fast", transparent_for=())    # read before write
             # Port 1's word on a collision with port 2's write is never used (see docstring);
@@ -174,10 +231,10 @@ class BankedMemory(wiring.Component):
             port1 = bank.read_port(domain="fast", transparent_for=(port2_write,))
             port2_addr = Signal.like(w_row, name=f"bank{k}_port2_addr")
             m.d.comb += [port1.addr.eq(Mux(middle_next, h_row, a_row)),
-                         port1.en.eq(Mux(middle_next, h.en, a.en)),
+                         port1.en.eq(Mux(middle_next, h_en, a_en)),
                          port2_addr.eq(Mux(middle_next, w_row, b_row)),
                          port2_read.addr.eq(port2_addr), port2_write.addr.eq(port2_addr),
-                         port2_read.en.eq(Mux(middle_next, 1, b.en)),
+                         port2_read.en.eq(Mux(middle_next, 1, b_en)),
                          port2_write.data.eq(w_data),
                          port2_write.en.eq(Mux(middle_next, w_en, 0))]
             # read2 and the write of one cycle meet at its middle edge: port 1 then holds read2's
@@ -185,10 +242,10 @@ class BankedMemory(wiring.Component):
             collided = Signal(name=f"bank{k}_collided")
             m.d.comb += collided.eq((h_row == w_row) & w_en.any())
             h_data = Signal.like(port1.data, name=f"bank{k}_h_data")
-            with m.If(h.en):
+            with m.If(h_en):
                 m.d.sync += h_data.eq(Mux(collided, port2_read.data, port1.data))
             held = []
-            for name, issued, port_data in (("a", a_issued, port1.data), ("b", b_issued, port2_read.data)):
+            for name, issued, port_data in (("a", a_en, port1.data), ("b", b_en, port2_read.data)):
                 word = Signal.like(port1.data, name=f"bank{k}_{name}_held")
                 with m.If(middle_next & issued):
                     m.d.fast += word.eq(port_data)

@@ -20,9 +20,10 @@ monitor (read only: word 0 `high_water`, one past the highest scratchpad byte th
 wrote in the last run, a read counting its whole L-byte row; word 1 `external_reads`, the L-byte
 reads of external memory in the last run); `host_addr` is a 32-bit word address. A write
 (`host_we` high at a clock edge) reaches external memory at that edge and the scratchpad one
-cycle later, so the host must not ask for a scratchpad word in the cycle after writing it (it
-would read the old word). `host_rdata` is valid the cycle after `host_addr`. The host port is
-for use while the engine is idle.
+cycle later; a read asked for in any later cycle sees it. `host_rdata` is valid
+`HOST_READ_LATENCY` (2) cycles after `host_addr`: the scratchpad registers the host port's
+address before its block RAMs (hw/banked_memory.py), and the other spaces match it. The host
+port is for use while the engine is idle.
 
 Clocks: `sync`; with `config.scratchpad_pumped` also `fast`, at twice `sync`'s frequency with
 rising edges on `sync`'s, for the scratchpad's block RAMs (hw/banked_memory.py). The pumped
@@ -72,6 +73,9 @@ def field(desc, name, index=0):
 
 
 class Engine(wiring.Component):
+    # Cycles from `host_addr` to `host_rdata` (module docstring).
+    HOST_READ_LATENCY = 2
+
     def __init__(self, config: EngineConfig, external_init: bytes = b""):
         """`external_init`: the external memory's contents at configuration (a bitstream's flash
         image, fpga/board_soc.py); the host port writes it otherwise."""
@@ -102,8 +106,11 @@ class Engine(wiring.Component):
                 value = reg
             return value
 
+        # The scratchpad registers its host port and write (after splitting them into bank rows)
+        # itself: the engine presents the next values of what used to be its own registers.
         spad = m.submodules.scratchpad = BankedMemory(L, cfg.scratchpad_rows, read_ports=3,
-                                                         pumped=cfg.scratchpad_pumped)
+                                                         pumped=cfg.scratchpad_pumped,
+                                                         registered_host_and_write=True)
         ext = m.submodules.external = BankedMemory(L, cfg.external_rows, read_ports=2, no_rw_check=True,
                                                    init=self.external_init)
         spad_a, spad_b, spad_host = spad.read_port(0), spad.read_port(1), spad.read_port(2)
@@ -113,17 +120,22 @@ class Engine(wiring.Component):
         trace_r = trace.read_port()
 
         # ---------------------------------------------------------------- host port
-        host_space_r = Signal(2)
-        m.d.sync += host_space_r.eq(self.host_space)
+        # Every space answers HOST_READ_LATENCY cycles after the address: the scratchpad's host
+        # port registers its address itself, the other spaces read from a registered copy.
+        host_space_r = delayed(self.host_space, self.HOST_READ_LATENCY, "host_space")
         host_byte = Cat(Const(0, 2), self.host_addr)
-        old_read_addr = Signal(32)     # the update epilogues read old values on the host port
-        m.d.comb += [spad_host.addr.eq(Mux(self.busy, old_read_addr, host_byte)), spad_host.en.eq(1),
-                     ext_host.addr.eq(host_byte), ext_host.en.eq(1),
-                     trace_r.addr.eq(self.host_addr)]
+        host_addr_r = Signal.like(self.host_addr)
+        m.d.sync += host_addr_r.eq(self.host_addr)
+        # The update epilogues read old values on the host port: the address the scratchpad
+        # registers in cycle c - 1 for its read in cycle c ("old-value reads" below).
+        old_read_next = Signal(32)
+        m.d.comb += [spad_host.addr.eq(Mux(self.busy, old_read_next, host_byte)), spad_host.en.eq(1),
+                     ext_host.addr.eq(Cat(Const(0, 2), host_addr_r)), ext_host.en.eq(1),
+                     trace_r.addr.eq(host_addr_r)]
         high_water = Signal(32)        # the activity monitor, see "monitor" below
         external_reads = Signal(32)
         monitor_word = Signal()
-        m.d.sync += monitor_word.eq(self.host_addr[0])
+        m.d.sync += monitor_word.eq(host_addr_r[0])
         with m.Switch(host_space_r):
             with m.Case(0):
                 m.d.comb += self.host_rdata.eq(spad_host.data[:32])
@@ -813,22 +825,22 @@ class Engine(wiring.Component):
                          job_acc.eq(Cat(*acc)), job_mult.eq(param_r[1].data), job_shift.eq(param_r[2].data)]
         with m.Elif(bias_phase != 0):
             m.d.sync += bias_phase.eq(bias_phase - 1)
-        # The host port's old-value read address in cycle c: the mask byte of a gradient vector
-        # ending at e, the output row of another vector ending at e, else bias row 4 -
-        # bias_phase. Registered, formed in c - 1 from the p stage (e_valid and e_out are
-        # p_valid & p_last and p_out a cycle later) and the bias registers' next values, so the
-        # address comes from a flip-flop: the pumped scratchpad reads it at its middle edge, half
-        # a cycle later.
+        # Old-value reads: the host port's address for its read in cycle c is the mask byte of a
+        # gradient vector ending at e, the output row of another vector ending at e, else bias
+        # row 4 - bias_phase. It is formed in c - 1 from the p stage (e_valid and e_out are
+        # p_valid & p_last and p_out a cycle later) and the bias registers' next values, and the
+        # scratchpad registers it (with its bank rows) at the edge between: the pumped
+        # scratchpad reads it at the middle edge of c, half a cycle after that register.
         with m.If(p_valid & p_last & gradient):
-            m.d.sync += old_read_addr.eq(fs("mask_base") + ((p_out - fs("out_base")) >> 3))
+            m.d.comb += old_read_next.eq(fs("mask_base") + ((p_out - fs("out_base")) >> 3))
         with m.Elif(p_valid & p_last):
-            m.d.sync += old_read_addr.eq(p_out)
+            m.d.comb += old_read_next.eq(p_out)
         with m.Elif(e_valid & bias_update):
-            m.d.sync += old_read_addr.eq(e_out + L)
+            m.d.comb += old_read_next.eq(e_out + L)
         with m.Elif(bias_phase != 0):
-            m.d.sync += old_read_addr.eq(bias_out + ((5 - bias_phase) * L))
+            m.d.comb += old_read_next.eq(bias_out + ((5 - bias_phase) * L))
         with m.Else():
-            m.d.sync += old_read_addr.eq(bias_out + 4 * L)
+            m.d.comb += old_read_next.eq(bias_out + 4 * L)
         # row q is read at e+q and arrives one cycle later
         row_arriving = Signal(2)
         row_valid = Signal()
@@ -929,16 +941,16 @@ class Engine(wiring.Component):
                 with m.Case(2):
                     m.d.comb += [write_addr.eq(w_out), write_data.eq(w_data[:32]), write_enable.eq(0b1111)]
 
-        # Host writes share the scratchpad's write port while the engine is idle. The port is
-        # driven from registers, so the write lands one cycle after it is asked for: the pumped
-        # scratchpad writes at its middle edge, half a cycle after `sync`'s, so no path into it
-        # may start in the writer's muxes. Nothing reads
-        # a word in the cycle after it is written: a descriptor's outputs never overlap its
-        # inputs, the state words are read long after, and the host port's users leave a cycle.
+        # Host writes share the scratchpad's write port while the engine is idle. The scratchpad
+        # registers the write (after its bank split), so it lands one cycle after it is asked
+        # for: the pumped scratchpad writes at its middle edge, half a cycle after that
+        # register, so no path into it starts in the writer's muxes. Nothing reads a word in
+        # the cycle after it is written: a descriptor's outputs never overlap its inputs, the
+        # state words are read long after, and the host port's users leave a cycle.
         port_addr = Signal.like(spad.write_addr, name="port_addr")
         port_data = Signal.like(spad.write_data, name="port_data")
         port_enable = Signal.like(spad.write_enable, name="port_enable")
-        m.d.sync += [spad.write_addr.eq(port_addr), spad.write_data.eq(port_data),
+        m.d.comb += [spad.write_addr.eq(port_addr), spad.write_data.eq(port_data),
                      spad.write_enable.eq(port_enable)]
         with m.If(~self.busy & self.host_we):
             m.d.comb += [port_addr.eq(host_byte), port_data.eq(self.host_wdata),
@@ -957,9 +969,10 @@ class Engine(wiring.Component):
         # port's old-value reads during updates are not counted: they read what the update writes.
         # (A reads of padding positions are not accesses: their address is outside the tensor)
         # Pipelined, so no address path ends in its compares: the ports' registered addresses
-        # and the write port's (captured only while busy, so host writes never count) become
-        # one-past-the-end candidates in one cycle, their maximum meets `high_water` in the next.
-        # `high_water` trails the ports by three cycles; `done` comes more than a drain later.
+        # and the write port's (registered here, captured only while busy, so host writes never
+        # count) become one-past-the-end candidates in one cycle, their maximum meets
+        # `high_water` in the next. `high_water` trails the ports by at most three cycles;
+        # `done` comes more than a drain later.
         a_counted = Signal()
         write_seen = Signal()
         write_seen_addr = Signal.like(spad.write_addr)

@@ -8,6 +8,7 @@ import time
 import cocotb
 import numpy as np
 
+from hw.engine import Engine
 from sim.engine_job import JOB_ENV
 from sim.host import EngineError, HostDriver
 
@@ -32,7 +33,7 @@ async def run_jobs(dut):
     jobs = np.load(os.environ[JOB_ENV])
     count = int(jobs["count"])
     spad_bytes = int(jobs["scratchpad_bytes"])
-    driver = HostDriver(dut)
+    driver = HostDriver(dut, read_latency=Engine.HOST_READ_LATENCY)
     await driver.reset()
     scratchpad = np.zeros(spad_bytes, np.uint8)
     external = np.zeros(0, np.uint8)

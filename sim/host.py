@@ -4,7 +4,8 @@ Host port convention (all synchronous to the rising edge of `clk`):
 - `clk` in; `rst` in, active high, synchronous.
 - Memory, 32-bit words, word addressed: `host_addr` in, `host_wdata` in, `host_we` in (the word
   is written at a rising edge where host_we is high), `host_rdata` out (the word at the
-  host_addr sampled at a rising edge is on host_rdata after that edge: one cycle of latency).
+  host_addr sampled at a rising edge is on host_rdata `read_latency` edges later: 1 for the toy
+  designs, `Engine.HOST_READ_LATENCY` = 2 for the engine).
   The host port is only guaranteed while the design is not busy.
 - Control: `start` in, sampled high at one rising edge (S) to begin a run; `busy` out; `done`
   out, a pulse or a level that goes high at a rising edge D > S when the run ends, whether it
@@ -57,8 +58,9 @@ class HostDriver:
     Construct inside a cocotb test, then `await driver.reset()` before anything else.
     """
 
-    def __init__(self, dut, clock_period_ns: int = CLOCK_PERIOD_NS):
+    def __init__(self, dut, clock_period_ns: int = CLOCK_PERIOD_NS, read_latency: int = 1):
         self.dut = dut
+        self.read_latency = read_latency
         self.clock = Clock(dut.clk, clock_period_ns, unit="ns")
         # An engine with a pumped scratchpad (hw/banked_memory.py) has a `fast` domain at twice
         # the clock, rising edges on clk's; both clocks start high at the same instant.
@@ -108,11 +110,12 @@ class HostDriver:
         values = [0] * count
         address, read_data = self.dut.host_addr, self.dut.host_rdata
         await self._quarter_point()
-        for offset in range(count + 1):
-            if offset:
-                values[offset - 1] = read_data.value.to_unsigned()
+        for offset in range(count + self.read_latency):
+            if offset >= self.read_latency:
+                values[offset - self.read_latency] = read_data.value.to_unsigned()
             if offset < count:
                 address.value = base_word + offset
+            if offset < count + self.read_latency - 1:
                 await Timer(self.period_steps, unit="step")
         return np.array(values, dtype=np.uint32)
 

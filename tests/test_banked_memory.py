@@ -3,10 +3,12 @@
 the plain one (one bank port per read port), on the same random traffic, in Amaranth's simulator.
 
 The plain memory is what the engine's Verilator tests run first; the pumped one is what the
-ECP5 builds carry. Both implement one contract (the module docstring), so every read port must
-give the same bytes, each at its own latency (the pumped A and B ports take a cycle longer),
-except where the contract leaves it open: an A or B read of bytes the same cycle writes. A
-small memory makes same-row reads and writes (the pumped memory's collision path) frequent.
+ECP5 builds carry. The engine's scratchpad registers its host port and write inside the memory
+(`registered_host_and_write`), which the pumped memory requires. Both implement one contract
+(the module docstring), so every read port must give the same bytes, each at its own latency
+(the pumped A and B ports take a cycle longer), except where the contract leaves it open: an A
+or B read of bytes that the same cycle's write or the previous cycle's changes. A small memory
+makes same-row reads and writes (the pumped memory's collision path) frequent.
 """
 import random
 
@@ -23,8 +25,10 @@ def _pair(init=b""):
     m = Module()
     m.domains.sync = ClockDomain("sync")
     m.domains.fast = ClockDomain("fast")
-    plain = m.submodules.plain = BankedMemory(ROW_BYTES, ROWS, read_ports=3, init=init)
-    pumped = m.submodules.pumped = BankedMemory(ROW_BYTES, ROWS, read_ports=3, pumped=True, init=init)
+    plain = m.submodules.plain = BankedMemory(ROW_BYTES, ROWS, read_ports=3, init=init,
+                                              registered_host_and_write=True)
+    pumped = m.submodules.pumped = BankedMemory(ROW_BYTES, ROWS, read_ports=3, pumped=True, init=init,
+                                                registered_host_and_write=True)
     return m, plain, pumped
 
 
@@ -57,27 +61,35 @@ def _run(traffic, init=b""):
     return seen
 
 
-def _reads_its_cycles_write(cycle, i):
-    """Whether port i's read in `cycle` asks for a byte that cycle's write changes."""
+def _reads_a_recent_write(traffic, k, i):
+    """Whether port i's read in cycle k asks for a byte the write of cycle k or k - 1 changes
+    (the write lands a cycle after it is presented)."""
     size = ROW_BYTES * ROWS
+    cycle = traffic[k]
     read = {(cycle["addr"][i] + j) % size for j in range(ROW_BYTES)}
-    written = {(cycle["write_addr"] + j) % size for j in range(ROW_BYTES) if cycle["write_enable"] >> j & 1}
-    return cycle["en"][i] and read & written
+    for writer in traffic[max(0, k - 1):k + 1]:
+        written = {(writer["write_addr"] + j) % size for j in range(ROW_BYTES)
+                   if writer["write_enable"] >> j & 1}
+        if cycle["en"][i] and read & written:
+            return True
+    return False
 
 
 def _compare(traffic, seen):
     """Each port's data in every cycle, plain against pumped: the data of the last enabled read
     (a read's data stays until the next enabled read's replaces it), which shows on the pumped
-    A and B ports a cycle later. Returns how many cycles were compared."""
+    A and B ports a cycle later (the host port has the same latency in both). Returns how many
+    cycles were compared."""
     _, plain, pumped = _pair()
     compared = 0
     for i in range(3):
         lag = pumped.read_latency(i) - plain.read_latency(i)
         last_read = None
-        for k in range(1, len(seen) - lag):
-            if traffic[k - 1]["en"][i]:
-                last_read = k - 1        # the plain memory shows this read from cycle k on
-            if last_read is None or (i < 2 and _reads_its_cycles_write(traffic[last_read], i)):
+        for k in range(len(seen) - lag):
+            first = k - plain.read_latency(i)
+            if first >= 0 and traffic[first]["en"][i]:
+                last_read = first        # the plain memory shows this read from cycle k on
+            if last_read is None or (i < 2 and _reads_a_recent_write(traffic, last_read, i)):
                 continue                 # nothing read yet, or undefined on A and B (the contract)
             p, q = seen[k][0][i], seen[k + lag][1][i]
             assert p == q, f"port {i}, cycle {k} (read of cycle {last_read}): plain {p:#x} pumped {q:#x}"
@@ -115,36 +127,45 @@ def test_pumped_memory_reads_what_the_plain_memory_reads(seed):
     assert all(any(plain[i] for plain, _ in seen) for i in range(3))
 
 
-def test_read_latency_is_one_cycle_but_two_on_the_pumped_a_and_b_ports():
+def test_read_latency_is_one_cycle_but_two_on_the_pumped_a_and_b_ports_and_a_registered_host_port():
     _, plain, pumped = _pair()
-    assert [plain.read_latency(i) for i in range(3)] == [1, 1, 1]
-    assert [pumped.read_latency(i) for i in range(3)] == [2, 2, 1]
+    assert [plain.read_latency(i) for i in range(3)] == [1, 1, 2]
+    assert [pumped.read_latency(i) for i in range(3)] == [2, 2, 2]
+    unregistered = BankedMemory(ROW_BYTES, ROWS, read_ports=2)     # the external memory's kind
+    assert [unregistered.read_latency(i) for i in range(2)] == [1, 1]
 
 
-def test_read_in_the_cycle_of_a_write():
-    """The host port (port 2) returns the old bytes on both; A and B the old bytes on the plain
-    memory and the new ones on the pumped (it reads them after its middle-edge write)."""
+def test_reads_around_a_write():
+    """The host port (port 2) returns the old bytes in the cycle of the write and the new ones
+    in the next, on both; A and B the old bytes in the write's cycle, and in the next cycle the
+    old bytes on the plain memory and the new ones on the pumped (its write lands at the middle
+    edge of that cycle); from the cycle after, every port the new bytes."""
     size = ROW_BYTES * ROWS
     first = {"addr": [0, 0, 0], "en": [0, 0, 0], "write_addr": 3, "write_data": 0x1122334455667788,
              "write_enable": 0xFF}
+    idle = {"addr": [size - 1] * 3, "en": [0, 0, 0], "write_addr": 0, "write_data": 0, "write_enable": 0}
     both = {"addr": [3, 3, 3], "en": [1, 1, 1], "write_addr": 3, "write_data": 0x99AABBCCDDEEFF00,
             "write_enable": 0xFF}
     after = {"addr": [3, 3, 3], "en": [1, 1, 1], "write_addr": 0, "write_data": 0, "write_enable": 0}
-    idle = {"addr": [size - 1] * 3, "en": [0, 0, 0], "write_addr": 0, "write_data": 0, "write_enable": 0}
-    seen = _run([first, both, after, idle, idle])
+    seen = _run([first, idle, both, after, after, idle, idle, idle])
     old, new = 0x1122334455667788, 0x99AABBCCDDEEFF00
-    # read in cycle 1 (with the write): plain data in cycle 2, pumped A/B in cycle 3
-    assert seen[2][0] == [old, old, old]
-    assert seen[2][1][2] == old
-    assert seen[3][1][:2] == [new, new]
-    # read in cycle 2 (after the write): every port the new bytes
-    assert seen[3][0] == [new] * 3 and seen[3][1][2] == new
-    assert seen[4][1][:2] == [new, new]
+    # read in cycle 2 (with the write): plain A/B in cycle 3, pumped A/B and both hosts in cycle 4
+    assert seen[3][0][:2] == [old, old]
+    assert seen[4][0][2] == old and seen[4][1] == [old, old, old]
+    # read in cycle 3 (the write lands): plain A/B old in cycle 4, pumped A/B new in cycle 5;
+    # the host port new on both in cycle 5
+    assert seen[4][0][:2] == [old, old]
+    assert seen[5][1] == [new, new, new] and seen[5][0][2] == new
+    # read in cycle 4: every port the new bytes
+    assert seen[5][0][:2] == [new, new]
+    assert seen[6][0][2] == new and seen[6][1] == [new, new, new]
 
 
-def test_pumped_memory_needs_three_read_ports():
+def test_pumped_memory_needs_three_read_ports_and_a_registered_host_port_and_write():
     with pytest.raises(ValueError, match="exactly 3 read ports"):
-        BankedMemory(ROW_BYTES, ROWS, read_ports=2, pumped=True)
+        BankedMemory(ROW_BYTES, ROWS, read_ports=2, pumped=True, registered_host_and_write=True)
+    with pytest.raises(ValueError, match="registered_host_and_write"):
+        BankedMemory(ROW_BYTES, ROWS, read_ports=3, pumped=True)
 
 
 def test_initial_contents_read_back_at_every_alignment():
@@ -164,8 +185,8 @@ def test_initial_contents_read_back_at_every_alignment():
         for i in range(3):
             first = (start + i) % size
             want = int.from_bytes(bytes(expected_memory[(first + j) % size] for j in range(ROW_BYTES)), "little")
-            assert seen[k + 1][0][i] == want, f"plain port {i}, address {first}"
-            assert seen[k + (2 if i < 2 else 1)][1][i] == want, f"pumped port {i}, address {first}"
+            assert seen[k + (1 if i < 2 else 2)][0][i] == want, f"plain port {i}, address {first}"
+            assert seen[k + 2][1][i] == want, f"pumped port {i}, address {first}"
 
 
 def test_initial_contents_larger_than_the_memory_are_refused():

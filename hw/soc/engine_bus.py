@@ -3,11 +3,11 @@ memory as two memory windows, all through the engine's host port (hw/engine.py).
 
 Windows: `csr` (hw/soc/registers.py, ENGINE), `scratchpad` and `external` (word addressed,
 any byte select). Timing of a memory access: the access (address, data, byte select) is
-registered in its first cycle and presented to the host port in the second, which answers a
-cycle later, so a read or a full-word write is acknowledged in the third cycle; a write of fewer
-than four bytes reads the word, merges the selected bytes and writes it back (four cycles). The
-register keeps the bus's multiplexers off the host port's half-cycle path to a pumped
-scratchpad's block RAMs. The engine's
+registered in its first cycle and presented to the host port in the second; a full-word write is
+acknowledged in the third cycle, a read when the host port answers (`Engine.HOST_READ_LATENCY`
+cycles later: the fourth); a write of fewer than four bytes reads the word, merges the selected
+bytes and writes it back (five cycles). The register keeps the bus's multiplexers out of the
+engine's paths to its host port. The engine's
 host port may only be used while the engine is idle: a memory access that arrives while the
 engine runs waits (no `ack`) until the run ends, so firmware cannot read half-written data.
 Registers answer in the second cycle at any time.
@@ -116,7 +116,10 @@ class EngineOnBus(wiring.Component):
                     m.d.comb += [engine.host_we.eq(1), engine.host_wdata.eq(write_data_q)]
                     m.next = "acknowledge"
                 with m.Else():
-                    m.next = "read"
+                    m.next = "wait1" if Engine.HOST_READ_LATENCY > 1 else "read"
+            for waited in range(1, Engine.HOST_READ_LATENCY):     # the host port's answer is on its way
+                with m.State(f"wait{waited}"):
+                    m.next = f"wait{waited + 1}" if waited + 1 < Engine.HOST_READ_LATENCY else "read"
             with m.State("read"):          # host_rdata holds the addressed word now
                 with m.If(writing_q):
                     m.d.comb += [engine.host_we.eq(1), engine.host_wdata.eq(merged)]
