@@ -3,7 +3,7 @@
     sparsebp demo                      built-in digits CNN: fresh head, sparse int8 training
     sparsebp train --model ... --data ... --scheme ... --policy ... --json OUT
     sparsebp eval --model PATH --data ... --limit N --json OUT
-    sparsebp plan --model ... --scheme ... [--resolution R]
+    sparsebp plan --model ... --scheme ... [--resolution R] [--classes N]
     sparsebp check-requant --model PATH [--data ...]
     sparsebp sim engine [--model ...] [--config ...] --json OUT
     sparsebp build --board {icebreaker,ulx3s-85f,orangecrab-85f} [--json OUT]
@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="builtin")
     p.add_argument("--scheme", default="builtin-sparse")
     p.add_argument("--resolution", type=positive_int)
+    p.add_argument("--classes", type=positive_int,
+                   help="plan with a fresh head of N classes, as train (on its data) and bench (10) "
+                        "do; default: the model's own head (1000 classes for MIT's models)")
     p.add_argument("--json", type=Path)
 
     p = sub.add_parser("check-requant", help="fixed-point requantization vs MIT's float formula")
@@ -138,7 +141,7 @@ def cmd_eval(args) -> dict:
 
 
 def cmd_plan(args) -> dict:
-    return runs.plan_run(args.model, args.scheme, args.resolution)
+    return runs.plan_run(args.model, args.scheme, args.resolution, args.classes)
 
 
 def cmd_check_requant(args) -> dict:

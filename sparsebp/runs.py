@@ -126,9 +126,13 @@ def eval_run(model_spec, data_spec, split, limit, resolution) -> dict:
             "accuracy": acc, "predictions": predictions.astype(int).tolist()}
 
 
-def plan_run(model_spec, scheme_name, resolution) -> dict:
+def plan_run(model_spec, scheme_name, resolution, classes=None) -> dict:
+    """`classes`: plan with a fresh head of that many classes (what train and bench run), not
+    the model's own (MIT's models carry ImageNet's 1000, whose weights dominate the peak)."""
     from golden.memory import format_plan, plan_memory
     model = load_model_spec(model_spec)
+    if classes:
+        model = model.with_new_head(classes, seed=0)
     scheme = parse_scheme(scheme_name, model)
     rows = {}
     for reorder in (True, False):
@@ -143,7 +147,10 @@ def plan_run(model_spec, scheme_name, resolution) -> dict:
     for key, plan in rows.items():
         print(f"{key:32s} peak {plan.peak_bytes:>10,} bytes at {plan.peak_at}")
     print(f"{'engine rules (the compiler)':32s} peak {engine.peak_bytes:>10,} bytes at {engine.peak_at}")
+    head = model.classifier.out_channels
+    print(f"head: {head} classes" + ("" if classes else " (the model's own; --classes N for a fresh head)"))
     return {"model": model.name, "scheme": scheme.name, "resolution": resolution or model.input_shape[1],
+            "classes": head,
             "planned_peak_bytes": best.peak_bytes, "engine_rules_peak_bytes": engine.peak_bytes,
             "engine_rules_peak_at": engine.peak_at,
             "variants": {k: {"peak_bytes": p.peak_bytes, "peak_at": p.peak_at, "breakdown": p.breakdown}

@@ -62,6 +62,25 @@ def test_bad_flags_exit_2(argv, capsys):
     assert "error:" in capsys.readouterr().err
 
 
+def test_plan_with_a_fresh_head_plans_what_train_and_bench_run(tmp_path, capsys):
+    """`--classes N` plans the model with a fresh N-class head (the model train and bench run),
+    not its own; the JSON and the printout say which head was planned."""
+    from golden.builtin import builtin_model
+    from golden.memory import plan_memory
+    from golden.scheme import parse_scheme
+    own, fresh = tmp_path / "own.json", tmp_path / "fresh.json"
+    assert main(["plan", "--json", str(own)]) == 0
+    assert main(["plan", "--classes", "3", "--json", str(fresh)]) == 0
+    printed = capsys.readouterr().out
+    assert "head: 3 classes" in printed and "the model's own" in printed
+    own, fresh = json.loads(own.read_text()), json.loads(fresh.read_text())
+    model = builtin_model().with_new_head(3, seed=0)
+    assert (own["classes"], fresh["classes"]) == (builtin_model().classifier.out_channels, 3)
+    scheme = parse_scheme("builtin-sparse", model)
+    assert fresh["engine_rules_peak_bytes"] == plan_memory(model, scheme, rules="engine").peak_bytes
+    assert fresh["engine_rules_peak_bytes"] != own["engine_rules_peak_bytes"]
+
+
 def test_plan_reports_the_engine_rules_beside_the_default_rules(tmp_path):
     """`sparsebp plan` prints and writes the engine-rules plan (docs/memory.md): for the built-in
     CNN a bound on what compile_training allocates, below the default rules' figure."""
