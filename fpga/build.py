@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import report as nextpnr_report
 from .board_soc import BOARD_RAM_BYTES, BoardSoc, board_soc_config, board_soc_image
-from .boards import Board, BoardError, get_board
+from .boards import Board, BoardError, default_seed, get_board
 from .clocks import ClockError, PLLClock, pll_parameters
 from .fit import check_fit, estimate
 from .progress import ProgressReporter
@@ -202,14 +202,16 @@ def _check_design(board: Board, config, design: str):
     return check_fit(board, config, BOARD_RAM_BYTES if design == "soc" else None)
 
 
-def build(board_name: str, build_dir: Path | None = None, config=None, seed: int = 1,
+def build(board_name: str, build_dir: Path | None = None, config=None, seed: int | None = None,
           design: str = "engine", clock_hz: float | None = None, log=print,
           router: str = "router2", synthesis: str = "flat", place_only: bool = False,
           placer: str | None = None) -> dict:
     """The whole build and its report (module docstring). `place_only` stops nextpnr after
     placement: the report's Fmax is then nextpnr's estimate for the placed design, `stage` is
-    "placed", `timing_met` is None (not known before routing) and there is no bitstream."""
+    "placed", `timing_met` is None (not known before routing) and there is no bitstream.
+    `seed` None: the board's seed for the design (fpga/boards.py: default_seed)."""
     board = get_board(board_name)
+    seed = default_seed(board.name, design) if seed is None else seed
     if clock_hz is not None:
         if not 1e6 <= clock_hz <= 400e6:
             raise BoardError(f"the clock must be between 1 and 400 MHz, not {clock_hz / 1e6:g} MHz")
@@ -272,7 +274,7 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
               **figures, "build_seconds": round(seconds, 1), "bitstream": bitstream and str(bitstream),
               "estimate": dataclasses.asdict(estimate(board, config, BOARD_RAM_BYTES if design == "soc" else None))
               if engine else None,
-              "synthesis": synthesis, "placer": placer, "router": router, "source": revision}
+              "synthesis": synthesis, "placer": placer, "router": router, "seed": seed, "source": revision}
     if image is not None:
         result["soc"] = {"cpu": f"VexRiscv {image.config.cpu_variant}", "ram_bytes": image.config.ram_bytes,
                          "firmware_bytes": len(image.firmware), "flash_bytes": len(image.flash),

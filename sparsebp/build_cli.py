@@ -22,7 +22,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--scratchpad-kb", type=int, help="override the preset's scratchpad size (KiB)")
     p.add_argument("--clock-mhz", type=float, help="override the preset's clock (the PLL must make it exactly)")
     p.add_argument("--build-dir", type=Path, help="where the tools run (default build/BOARD)")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    p.add_argument("--seed", type=int,
+                   help="nextpnr placement seed (default: the one with which the design last routed on "
+                        "the board, fpga/boards.py ROUTED_SEEDS; else 1)")
     p.add_argument("--placer", choices=["heap", "static"],
                    help="nextpnr's placer (default: static on the ECP5 boards, the one with which the "
                         "SoC routes; heap, nextpnr's own default, on the iCE40, where the two placed alike)")
