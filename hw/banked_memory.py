@@ -20,8 +20,8 @@ other ports such a read is undefined.
 `registered_host_and_write=True` registers the last read port's inputs and the write port's
 inside the memory, the write after its split into the two banks' rows, data and enables: the
 host port's latency is one cycle more (2), and a write lands a cycle after it is presented, so
-an A or B read of its bytes in the cycle after the write's is undefined too (the plain memory returns the
-old bytes, the pumped one the new). In return every address, byte of data and enable that
+an A or B read of its bytes in the cycle after the write's is undefined too (the plain memory
+returns the old bytes, the pumped one the new). In return every address, byte of data and enable that
 reaches a bank comes from a flip-flop, with at most the multiplexer that picks the pumped
 memory's edge between. A user that registered those inputs itself presents their next values
 instead and sees the same timing as before. The pumped memory requires it (below).
