@@ -426,7 +426,8 @@ def test_pumped_scratchpad_is_one_block_ram_copy_on_ecp5():
 def _logic_from_sync_registers(netlist: dict) -> dict:
     """For each block-RAM input bit that some `clk` flip-flop reaches through logic alone: the
     cell types on the longest such path, from the flip-flop's side (empty: wired straight)."""
-    top = next(m for m in netlist["modules"].values() if m.get("attributes", {}).get("top"))
+    from fpga.paths import load_top
+    top = load_top(netlist)
     cells, names = top["cells"], {}
     for name, net in top["netnames"].items():
         for bit in net["bits"]:
