@@ -61,7 +61,19 @@ def pll_parameters(family: str, input_hz: float, output_hz: float, fast: bool = 
         raise ClockError(f"a pumped scratchpad's 2x clock is built for ECP5 only, not {family}")
     if fast:
         return ecp5_pumped_pll_params(input_hz, output_hz)
-    return (ice40_pll_params if family == "ice40" else ecp5_pll_params)(input_hz, output_hz)
+    if family == "ice40":
+        return ice40_pll_params(input_hz, output_hz)
+    try:
+        return ecp5_pll_params(input_hz, output_hz)
+    except ClockError as direct:
+        # Some clocks are only reachable through a VCO that CLKOP feeds back at twice the
+        # clock (33 MHz from 48: the PFD would be 3 MHz, below the 3.125 MHz minimum); the
+        # clock then comes out of CLKOS, as the pumped PLL's `sync` does, and CLKOP stays the
+        # feedback alone.
+        try:
+            return ecp5_pumped_pll_params(input_hz, output_hz)
+        except ClockError:
+            raise direct from None
 
 
 def ecp5_pumped_pll_params(input_hz: float, output_hz: float) -> dict:
@@ -105,9 +117,10 @@ class PLLClock(Elaboratable):
         else:
             from amaranth.lib import io
             m.submodules.clk_buf = clk_buf = io.Buffer("i", pin)
-            clkop_hz = 2 * self.output_hz if self.fast else self.output_hz
+            on_clkos = "CLKOS_DIV" in p     # pumped, or a clock CLKOP reaches only at 2x
+            clkop_hz = 2 * self.output_hz if on_clkos else self.output_hz
             secondary = {}
-            if self.fast:       # CLKOS: sync at half CLKOP, same VCO, 0 degrees
+            if on_clkos:        # CLKOS: sync at half CLKOP, same VCO, 0 degrees
                 secondary = dict(a_FREQUENCY_PIN_CLKOS=f"{self.output_hz / 1e6:g}",
                                  p_CLKOS_ENABLE="ENABLED", p_OUTDIVIDER_MUXB="DIVB",
                                  p_CLKOS_DIV=p["CLKOS_DIV"], p_CLKOS_CPHASE=p["CLKOS_CPHASE"],
@@ -125,6 +138,8 @@ class PLLClock(Elaboratable):
         if self.fast:
             m.d.comb += [ClockSignal("sync").eq(sync_clk), ClockSignal("fast").eq(pll_clk)]
             m.submodules.fast_reset_sync = ResetSynchronizer(~locked, domain="fast")
+        elif "CLKOS_DIV" in p:
+            m.d.comb += ClockSignal("sync").eq(sync_clk)
         else:
             m.d.comb += ClockSignal("sync").eq(pll_clk)
         m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")

@@ -15,7 +15,8 @@ import pytest
 
 from fpga import report
 from fpga.boards import BOARDS, BoardError, get_board
-from fpga.clocks import ClockError, ecp5_pll_params, ecp5_pumped_pll_params, ice40_pll_params
+from fpga.clocks import (ClockError, ecp5_pll_params, ecp5_pumped_pll_params, ice40_pll_params,
+                         pll_parameters)
 from fpga.fit import check_fit, estimate
 from sparsebp.cli import main
 
@@ -75,11 +76,12 @@ def test_icebreaker_preset_is_refused_with_its_reasons(capsys):
 
 def test_a_clock_the_pll_cannot_make_is_an_error_before_any_tool(capsys, tmp_path):
     build_dir = tmp_path / "b"
-    # the requantizer alone needs the engine clock only; the engine also needs twice it
-    assert main(["build", "--board", "orangecrab-85f", "--design", "requantizer", "--clock-mhz", "50",
+    # the requantizer alone needs the engine clock only (directly or through a 2x VCO feedback,
+    # neither of which reaches 47 MHz from 48); the engine also needs twice it
+    assert main(["build", "--board", "orangecrab-85f", "--design", "requantizer", "--clock-mhz", "47",
                  "--build-dir", str(build_dir)]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == "sparsebp: error: the ECP5 PLL cannot make exactly 50 MHz from 48 MHz"
+    assert err == "sparsebp: error: the ECP5 PLL cannot make exactly 47 MHz from 48 MHz"
     assert main(["build", "--board", "orangecrab-85f", "--clock-mhz", "47", "--build-dir", str(build_dir)]) == 1
     err = capsys.readouterr().err.strip()
     assert err == ("sparsebp: error: the ECP5 PLL cannot make exactly 94 MHz (twice the 47 MHz engine clock, "
@@ -185,6 +187,16 @@ def test_pll_parameters_match_the_vendor_tools():
                                                       CLKOS_DIV=12, CLKOS_CPHASE=5)
     with pytest.raises(ClockError, match="cannot make exactly 50 MHz from 48 MHz"):
         ecp5_pll_params(48e6, 50e6)
+    # 33 MHz from 48 (the OrangeCrab's preset): CLKOP alone would need a 3 MHz PFD (ecppll -i 48
+    # -o 33 settles for 33.23 MHz), so a design without a `fast` domain takes it from CLKOS with
+    # CLKOP at 66 MHz as the feedback, as ecppll -i 48 -o 66 --clkout1 33 does (8, 11, 9, 18)
+    with pytest.raises(ClockError, match="cannot make exactly 33 MHz from 48 MHz"):
+        ecp5_pll_params(48e6, 33e6)
+    via_clkos = dict(CLKI_DIV=8, CLKFB_DIV=11, CLKOP_DIV=9, CLKOP_CPHASE=3, CLKOS_DIV=18, CLKOS_CPHASE=8)
+    assert pll_parameters("ecp5", 48e6, 33e6) == pll_parameters("ecp5", 48e6, 33e6, fast=True) == via_clkos
+    assert pll_parameters("ecp5", 48e6, 60e6) == ecp5_pll_params(48e6, 60e6)     # CLKOP when it can
+    with pytest.raises(ClockError, match="cannot make exactly 47 MHz from 48 MHz"):
+        pll_parameters("ecp5", 48e6, 47e6)
 
 
 # ---------------------------------------------------------------- captured nextpnr reports
@@ -528,7 +540,7 @@ def test_icebreaker_requantizer_build_meets_timing(tmp_path):
 
 @pytest.mark.slow
 def test_ecp5_requantizer_build_meets_timing(tmp_path):
-    """CI's ECP5 build: one lane's requantizer, at 60 MHz rather than the board's 30 MHz preset
+    """CI's ECP5 build: one lane's requantizer, at 60 MHz rather than the board's 33 MHz preset
     (the whole engine: `sparsebp build --board ulx3s-85f`)."""
     result = _build("orangecrab-85f", "requantizer", tmp_path, clock_mhz=60)
     assert result["target_mhz"] == 60.0
@@ -551,7 +563,8 @@ def test_place_only_build_writes_no_bitstream(tmp_path, monkeypatch, capsys):
                  "--build-dir", str(tmp_path / "build"), "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["stage"] == "placed" and result["timing_met"] is None and result["bitstream"] is None
-    assert result["fmax_mhz"] > 0 and result["target_mhz"] == 30.0        # the board's preset
+    assert result["fmax_mhz"] > 0
+    assert result["target_mhz"] == BOARDS["orangecrab-85f"].target_hz / 1e6 == 33.0    # the preset
     assert result["resources"]["DSP"][0] == 4
     assert not list((tmp_path / "build").glob("top.bit")) and not list((tmp_path / "build").glob("top.svf"))
     script = (tmp_path / "build" / "build_top.sh").read_text()
