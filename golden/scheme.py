@@ -8,6 +8,7 @@ Conv indices count in forward order from 0, classifier excluded.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -102,9 +103,9 @@ def parse_scheme(text: str, model: Model) -> UpdateScheme:
             ratios = {}
             for item in filter(None, parts.get("w", "").split(",")):
                 idx, ratio = item.split(":")
-                ratios[int(idx)] = float(ratio)
+                ratios[int(idx)] = float(Fraction(ratio))     # "1/8" as the README writes it, or 0.125
             scheme = UpdateScheme(text, int(parts["bias"]), ratios)
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, ZeroDivisionError) as exc:
             raise ValueError(f"cannot parse scheme {text!r}: {exc}") from None
     else:
         raise ValueError(f"unknown scheme {text!r}; use one of {sorted(PRESETS)}, 'full', "

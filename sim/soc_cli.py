@@ -51,6 +51,8 @@ def run(args) -> dict:
     from hw.soc.firmware import compiler_available
     board_name = getattr(args, "board", None)
     config = soc_config(board_name)
+    from sim.soc_run import check_iterations
+    check_iterations(args.iterations)      # before the banner: a refused run prints nothing else
     for ok, reason in (verilator_available(), compiler_available()):
         if not ok:
             raise ValueError(reason)

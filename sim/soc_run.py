@@ -250,6 +250,12 @@ def golden_scratchpads(exp: Experiment, iterations: int):
     return after, losses
 
 
+def check_iterations(iterations: int) -> None:
+    """The iteration counts a SoC run takes: one training sample each, in the flash image."""
+    if not 1 <= iterations <= 200:
+        raise ValueError(f"--iterations must be between 1 and 200, not {iterations}")
+
+
 def soc_training_run(iterations: int = 3, config: SocConfig = SIM, seed: int = 1, pause: bool = True,
                      progress=None, scheme_name: str = DEFAULT_SCHEME, preloaded: bool = False) -> dict:
     """Train on the SoC and compare with the golden model; returns the JSON-ready result.
@@ -259,8 +265,7 @@ def soc_training_run(iterations: int = 3, config: SocConfig = SIM, seed: int = 1
     from golden.engine.cycles import end_cycles, program_cycles
     from hw.soc.firmware import build_firmware
 
-    if not 1 <= iterations <= 200:
-        raise ValueError(f"--iterations must be between 1 and 200, not {iterations}")
+    check_iterations(iterations)
     exp = prepare(iterations, config, seed, pause, scheme_name=scheme_name)
     windows = exp.windows()
     firmware = build_firmware(config)

@@ -72,6 +72,9 @@ def _row_specs(args):
         scheme = MIT_SCHEMES[key][0]
     else:
         raise ValueError("--scheme is needed for this model")
+    from golden.scheme import parse_scheme
+    from sparsebp.runs import load_model_spec
+    parse_scheme(scheme, load_model_spec(model))     # a bad scheme is refused before anything runs
     n = args.iterations or (2 if model == "builtin" else 1)
     label = "mit" if key is not None and scheme in MIT_SCHEMES[key] else "custom"
     return [RowSpec(model, scheme, args.policy, n, label, args.image_external, args.peak_budget)], []

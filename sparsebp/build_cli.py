@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from .args import positive_int
+
 
 def add_parser(subparsers) -> None:
     from fpga.boards import BOARDS
@@ -22,7 +24,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--scratchpad-kb", type=int, help="override the preset's scratchpad size (KiB)")
     p.add_argument("--clock-mhz", type=float, help="override the preset's clock (the PLL must make it exactly)")
     p.add_argument("--build-dir", type=Path, help="where the tools run (default build/BOARD)")
-    p.add_argument("--seed", type=int,
+    p.add_argument("--seed", type=positive_int,
                    help="nextpnr placement seed (default: the one with which the design last routed on "
                         "the board, fpga/boards.py ROUTED_SEEDS; else 1)")
     p.add_argument("--placer", choices=["heap", "static"],

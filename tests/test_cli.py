@@ -45,12 +45,18 @@ def test_train_json_keys_and_saved_model(tmp_path):
     (["sim", "engine", "--scheme", "bias=7;w=0:0.5"], "regular 3x3 convs run over all input channels"),
     (["sim", "soc", "--board", "arty-a7"], "unknown board 'arty-a7'"),
     (["sim", "soc", "--board", "icebreaker"], "icebreaker carries no SoC"),
+    (["sim", "soc", "--iterations", "0"], "--iterations must be between 1 and 200"),
+    (["bench", "--model", "builtin", "--scheme", "nonsense"], "unknown scheme"),
+    (["bench", "--model", "builtin", "--scheme", "bias=0;w=0:1/3"], "ratio 0.333"),
 ])
 def test_user_errors_are_one_line(argv, fragment, capsys, tmp_path):
     assert main(argv + ["--json", str(tmp_path / "x.json")]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("sparsebp: error:") and fragment in err[0]
     assert not (tmp_path / "x.json").exists()
+    if argv[0] in ("bench", "sim") and argv[1] != "engine":
+        assert captured.out == ""       # refused before the run's banner
 
 
 @pytest.mark.parametrize("argv", [["train", "--epochs", "0"], ["train", "--lr", "-1"],

@@ -42,6 +42,16 @@ def test_unknown_board_is_a_one_line_error(capsys, tmp_path):
     assert not (tmp_path / "r.json").exists()
 
 
+def test_a_seed_below_one_is_a_usage_error_before_any_tool(capsys, tmp_path):
+    build_dir = tmp_path / "b"
+    for seed in ("-1", "0", "x"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["build", "--board", "ulx3s-85f", "--seed", seed, "--build-dir", str(build_dir)])
+        assert exit_.value.code == 2
+        assert "argument --seed: expected" in capsys.readouterr().err
+    assert not build_dir.exists()
+
+
 def test_configuration_that_cannot_fit_is_an_error_before_any_tool(capsys, tmp_path):
     # 512 KB is one pumped copy of 128 DP16KD per bank: past the device's 208 before any tool runs.
     build_dir = tmp_path / "b"

@@ -310,6 +310,9 @@ def test_parse_scheme_valid(base_model):
     assert s.bias_last == 7 and s.weight_ratios == {i: 1.0 for i in range(7)}
     s = parse_scheme("bias=2;w=4:0.5,6:0.125", base_model)
     assert s.bias_last == 2 and s.weight_ratios == {4: 0.5, 6: 0.125}
+    # ratios as fractions, the way the README and MIT's papers write them
+    s = parse_scheme("bias=2;w=4:1/2,6:1/8,5:1", base_model)
+    assert s.bias_last == 2 and s.weight_ratios == {4: 0.5, 6: 0.125, 5: 1.0}
 
 
 @pytest.mark.parametrize("text,bad", [
@@ -318,6 +321,9 @@ def test_parse_scheme_valid(base_model):
     ("bias=2;w=9:0.5", "9"),
     ("bias=1;w=-1:0.5", "-1"),
     ("bias-8", "8"),
+    ("bias=2;w=4:1/3", "0.333"),
+    ("bias=2;w=4:1/0", "bias=2;w=4:1/0"),
+    ("bias=2;w=4:half", "half"),
 ])
 def test_parse_scheme_errors_name_the_bad_value(base_model, text, bad):
     with pytest.raises(ValueError) as info:
