@@ -13,12 +13,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from . import report as nextpnr_report
+from . import router_watch
 from .board_soc import BOARD_RAM_BYTES, BoardSoc, board_soc_config, board_soc_image
 from .boards import Board, BoardError, default_seed, get_board
 from .clocks import ClockError, PLLClock, pll_parameters
@@ -56,6 +58,26 @@ NOT_PROGRAMMING = {"OPENFPGALOADER": "true", "DFU_SUFFIX": "true"}
 
 class ToolsMissing(RuntimeError):
     pass
+
+
+class RouterDiverged(RuntimeError):
+    """nextpnr's router2 stopped converging (fpga/router_watch.py) and the build was stopped."""
+
+
+def _router_divergence(build_dir: Path) -> str | None:
+    log = build_dir / f"{NAME}.tim"
+    if not log.exists():
+        return None
+    return router_watch.divergence(router_watch.overuse_history(log.read_text(errors="replace")))
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Kill the build script and every tool it started (their process group), and reap it."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 def find_tool(name: str) -> str | None:
@@ -241,7 +263,9 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
     start = time.monotonic()
     progress = ProgressReporter(build_dir, log)
     with open(build_dir / "build.log", "w") as out:
-        process = subprocess.Popen(["sh", script], cwd=build_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # its own process group, so that stopping the build stops the tools the script started
+        process = subprocess.Popen(["sh", script], cwd=build_dir, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
         try:
             while True:
                 try:
@@ -249,9 +273,12 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
                     break
                 except subprocess.TimeoutExpired:
                     progress.poll()
-        except BaseException:            # Ctrl-C or a failing log read: no tool left running
-            process.kill()
-            process.wait()
+                    diverged = _router_divergence(build_dir)
+                    if diverged:
+                        raise RouterDiverged(f"{diverged} (seed {seed}; stopped after "
+                                             f"{(time.monotonic() - start) / 60:.0f} min): try another --seed")
+        except BaseException:            # Ctrl-C, a diverging router or a failing log read
+            _stop(process)
             raise
     seconds = time.monotonic() - start
     if process.returncode != 0:
@@ -280,3 +307,30 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
                          "firmware_bytes": len(image.firmware), "flash_bytes": len(image.flash),
                          "training_iterations": image.samples, "uart_baud": image.config.uart_baud}
     return result
+
+
+def build_trying_seeds(board_name: str, seeds: list[int], log=print, **options) -> dict:
+    """`build` with each of `seeds` in turn (in one build directory) until one routes and meets
+    timing; the report of that build, with `attempts`: what each earlier seed did. A seed whose
+    router diverges (RouterDiverged) is stopped and the next one tried. The last seed's build
+    is returned even if it misses timing (`timing_met` says so). If it diverges too, the error
+    lists every attempt: a seed that routed but missed timing was overwritten by the ones after
+    it, so its build is named for running again. Checks that need no tool (the board, the fit,
+    the clock) fail at the first seed, before any tool runs, as with `build`."""
+    if not seeds:
+        raise BoardError("no placement seed to try")
+    attempts = []
+    for seed in seeds:
+        try:
+            result = build(board_name, seed=seed, log=log, **options)
+        except RouterDiverged as diverged:
+            attempts.append({"seed": seed, "outcome": str(diverged)})
+            log(f"seed {seed}: {diverged}")
+            continue
+        if result["timing_met"] is not False or seed == seeds[-1]:
+            return {**result, "attempts": attempts}
+        outcome = (f"routed, timing not met: {result['fmax_mhz']} MHz against {result['target_mhz']} MHz")
+        attempts.append({"seed": seed, "outcome": outcome})
+        log(f"seed {seed}: {outcome}; trying the next seed")
+    raise RouterDiverged("no seed routed and met timing: " +
+                         "; ".join(f"seed {a['seed']}: {a['outcome']}" for a in attempts))

@@ -12,6 +12,11 @@ from pathlib import Path
 from .args import positive_int
 
 
+def seed_list(text: str) -> list[int]:
+    """'3' or '3,1,2': placement seeds, each at least 1."""
+    return [positive_int(part) for part in text.split(",")]
+
+
 def add_parser(subparsers) -> None:
     from fpga.boards import BOARDS
     p = subparsers.add_parser("build", help="FPGA bitstream of the engine or the SoC for a board, with a report")
@@ -24,9 +29,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--scratchpad-kb", type=int, help="override the preset's scratchpad size (KiB)")
     p.add_argument("--clock-mhz", type=float, help="override the preset's clock (the PLL must make it exactly)")
     p.add_argument("--build-dir", type=Path, help="where the tools run (default build/BOARD)")
-    p.add_argument("--seed", type=positive_int,
-                   help="nextpnr placement seed (default: the one with which the design last routed on "
-                        "the board, fpga/boards.py ROUTED_SEEDS; else 1)")
+    p.add_argument("--seed", type=seed_list,
+                   help="nextpnr placement seed, or seeds to try in order (3,1,2) until one routes and "
+                        "meets timing; a seed whose router stops converging is stopped (default: the "
+                        "seed with which the design last routed on the board, fpga/boards.py "
+                        "ROUTED_SEEDS; else 1)")
     p.add_argument("--placer", choices=["heap", "static"],
                    help="nextpnr's placer (default: static on the ECP5 boards, the one with which the "
                         "SoC routes; heap, nextpnr's own default, on the iCE40, where the two placed alike)")
@@ -61,10 +68,16 @@ def run(args) -> dict:
     config = board_config(board, args.lanes, args.scratchpad_kb)
     try:
         clock_hz = None if args.clock_mhz is None else args.clock_mhz * 1e6
-        result = build.build(board.name, args.build_dir, config, seed=args.seed, design=args.design,
-                             clock_hz=clock_hz, placer=args.placer, router=args.router,
-                             synthesis=args.synthesis, place_only=args.place_only)
+        options = dict(build_dir=args.build_dir, config=config, design=args.design, clock_hz=clock_hz,
+                       placer=args.placer, router=args.router, synthesis=args.synthesis,
+                       place_only=args.place_only)
+        if args.seed is None:
+            result = build.build(board.name, **options)          # the board's seed for the design
+        else:
+            result = build.build_trying_seeds(board.name, args.seed, **options)
     except (build.ToolsMissing, RuntimeError) as exc:
         raise ValueError(str(exc)) from None
     print(format_table(result))
+    for attempt in result.get("attempts", []):
+        print(f"seed {attempt['seed']} before it: {attempt['outcome']}")
     return result

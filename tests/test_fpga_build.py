@@ -8,6 +8,8 @@ reruns one, and docs/fpga.md keeps its latest figures.
 """
 import dataclasses
 import json
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -392,6 +394,112 @@ def test_a_build_without_seed_takes_the_seed_its_design_last_routed_with(monkeyp
     assert seen == [3, 1, 7]
     assert ROUTED_SEEDS[("ulx3s-85f", "soc")] == default_seed("ulx3s-85f", "soc") == 3
     assert default_seed("orangecrab-85f", "soc") == 1
+
+
+def _router2_runs() -> dict:
+    return json.loads((DATA / "router2_overuse.json").read_text())["runs"]
+
+
+def test_router_divergence_stops_the_seeds_that_were_stopped_by_hand_and_no_routed_one():
+    """fpga/router_watch.py on the overused-wire counts of sessions 18-19's real routes: the
+    three that climbed until stopped by hand are named at the iteration where their count had
+    doubled from its lowest (and risen by 100); the four that routed never are."""
+    from fpga.router_watch import divergence, overuse_history
+    expected = {"ulx3s-soc-8ccbc9e-seed1 (stopped by hand)": (2228, 52, 1106, 34),
+                "ulx3s-soc-8ccbc9e-seed2 (stopped by hand)": (527, 68, 262, 47),
+                "ulx3s-soc-8ccbc9e-seed4 (stopped by hand)": (103, 270, 1, 204)}
+    runs = _router2_runs()
+    assert len(runs) == 7
+    for name, counts in runs.items():
+        history = list(enumerate(counts, 1))
+        found = divergence(history)
+        if name in expected:
+            now, at, low, low_at = expected[name]
+            assert found == (f"router2 is not converging: {now:,} overused wires at iteration {at}, "
+                             f"up from {low:,} at iteration {low_at}")
+            assert divergence(history[:at - 1]) is None      # not one iteration earlier
+        else:
+            assert name.endswith("(routed)") and found is None and counts[-1] == 0
+    log = "Info: Running router2...\nInfo:     iter=1 wires=70047 overused=70047 overuse=70100 archfail=NA\n" \
+          "Info:     iter=2 wires=44836 overused=44836 overuse=44900 archfail=NA\n"
+    assert overuse_history(log) == [(1, 70047), (2, 44836)]
+
+
+def _fake_toolchain(monkeypatch, counts, marker_dir):
+    """build()'s script replaced by one that logs router2 iterations with these counts into
+    top.tim, then waits in a child process (its pid in marker_dir/child) for a minute."""
+    from fpga import build as build_module
+    lines = "".join(f"echo 'Info:     iter={i} wires=900000 overused={n} overuse={n} archfail=NA' >> top.tim\n"
+                    for i, n in enumerate(counts, 1))
+
+    def prepare(board, config, build_dir, seed, *rest):
+        (Path(build_dir) / "build_top.sh").write_text(
+            "echo 'Info: Running router2...' > top.tim\n" + lines +
+            f"sleep 60 & echo $! > {marker_dir}/child\nwait\n")
+
+    monkeypatch.setattr(build_module, "prepare", prepare)
+    monkeypatch.setattr(build_module, "tool_environment", lambda: dict(os.environ))
+    monkeypatch.setattr(build_module, "PROGRESS_POLL_SECONDS", 0.05)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in state      # killed, not yet reaped by its new parent
+
+
+def test_a_diverging_router_stops_the_build_and_every_tool_it_started(monkeypatch, tmp_path):
+    from fpga import build as build_module
+    _fake_toolchain(monkeypatch, _router2_runs()["ulx3s-soc-8ccbc9e-seed2 (stopped by hand)"], tmp_path)
+    began = time.monotonic()
+    with pytest.raises(build_module.RouterDiverged) as stopped:
+        build_module.build("orangecrab-85f", build_dir=tmp_path / "b", design="requantizer", seed=2,
+                           log=lambda *_: None)
+    assert time.monotonic() - began < 30                   # not the script's minute
+    assert str(stopped.value).startswith("router2 is not converging: 527 overused wires at iteration 68, "
+                                         "up from 262 at iteration 47 (seed 2; stopped after ")
+    assert str(stopped.value).endswith("min): try another --seed")
+    child = int((tmp_path / "child").read_text())
+    deadline = time.monotonic() + 5
+    while not _gone(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(child)
+
+
+def test_seeds_are_tried_in_order_until_one_routes_and_meets_timing(monkeypatch, tmp_path, capsys):
+    """`--seed 4,1,3,2`: seed 4 diverges, seed 1 misses timing, seed 3 meets it; seed 2 is not
+    built. The report is seed 3's, with what the others did."""
+    from fpga import build as build_module
+    calls = []
+
+    def fake_build(board_name, seed=None, log=print, **options):
+        calls.append(seed)
+        if seed == 4:
+            raise build_module.RouterDiverged("router2 is not converging: (seed 4)")
+        return {"board": board_name, "seed": seed, "fmax_mhz": 23.4 if seed == 1 else 26.8,
+                "target_mhz": 25.0, "timing_met": seed != 1}
+
+    monkeypatch.setattr(build_module, "build", fake_build)
+    result = build_module.build_trying_seeds("ulx3s-85f", [4, 1, 3, 2], log=lambda *_: None)
+    assert calls == [4, 1, 3] and result["seed"] == 3 and result["timing_met"]
+    assert result["attempts"] == [
+        {"seed": 4, "outcome": "router2 is not converging: (seed 4)"},
+        {"seed": 1, "outcome": "routed, timing not met: 23.4 MHz against 25.0 MHz"}]
+    # the last seed's build is the answer even when it misses timing
+    calls.clear()
+    assert build_module.build_trying_seeds("ulx3s-85f", [4, 1], log=lambda *_: None)["seed"] == 1
+    # every seed diverging, or the last one after a seed that missed timing: one error naming each
+    with pytest.raises(build_module.RouterDiverged) as none_routed:
+        build_module.build_trying_seeds("ulx3s-85f", [1, 4], log=lambda *_: None)
+    assert str(none_routed.value) == ("no seed routed and met timing: seed 1: routed, timing not met: "
+                                      "23.4 MHz against 25.0 MHz; seed 4: router2 is not converging: (seed 4)")
+    # the command line: a list of seeds reaches build_trying_seeds, a failure is one line
+    calls.clear()
+    assert main(["build", "--board", "ulx3s-85f", "--seed", "4,4", "--build-dir", str(tmp_path)]) == 1
+    assert calls == [4, 4]
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("sparsebp: error: no seed routed")
 
 
 def test_placer_choice_reaches_nextpnr_and_a_bad_one_is_refused_before_any_tool():
