@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from . import report as nextpnr_report
-from . import router_watch
+from . import netlist_reuse, router_watch
 from .board_soc import BOARD_RAM_BYTES, BoardSoc, board_soc_config, board_soc_image
 from .boards import Board, BoardError, default_seed, get_board
 from .clocks import ClockError, PLLClock, pll_parameters
@@ -69,6 +69,12 @@ def _router_divergence(build_dir: Path) -> str | None:
     if not log.exists():
         return None
     return router_watch.divergence(router_watch.overuse_history(log.read_text(errors="replace")))
+
+
+def _record_netlist(build_dir: Path) -> None:
+    """Mark the netlist reusable once nextpnr has started on it (fpga/netlist_reuse.py)."""
+    if (build_dir / f"{NAME}.tim").exists():
+        netlist_reuse.record(build_dir)
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -260,6 +266,14 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
     revision = source_revision()
     prepare(board, config, build_dir, seed, design, router, synthesis, image, place_only, placer)
     script = "build_top.sh"
+    if netlist_reuse.reusable(build_dir):
+        path = build_dir / script
+        path.write_text(netlist_reuse.without_synthesis(path.read_text()))
+        log(f"  synthesis skipped: yosys's inputs are those of the netlist already in {build_dir}")
+    else:
+        netlist_reuse.forget(build_dir)
+    # nextpnr's log, from this run only: its presence says yosys finished (netlist_reuse.record)
+    (build_dir / f"{NAME}.tim").unlink(missing_ok=True)
     start = time.monotonic()
     progress = ProgressReporter(build_dir, log)
     with open(build_dir / "build.log", "w") as out:
@@ -279,7 +293,9 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
                                              f"{(time.monotonic() - start) / 60:.0f} min): try another --seed")
         except BaseException:            # Ctrl-C, a diverging router or a failing log read
             _stop(process)
+            _record_netlist(build_dir)
             raise
+    _record_netlist(build_dir)
     seconds = time.monotonic() - start
     if process.returncode != 0:
         tail = (build_dir / "build.log").read_text(errors="replace").strip().splitlines()[-3:]

@@ -468,6 +468,49 @@ def test_a_diverging_router_stops_the_build_and_every_tool_it_started(monkeypatc
     assert _gone(child)
 
 
+def test_a_second_build_of_the_same_design_reuses_the_netlist_and_a_changed_one_does_not(monkeypatch, tmp_path):
+    """fpga/netlist_reuse.py through build(): fake yosys and nextpnr (the real build plan), the
+    router diverging every time. The second seed's build skips yosys; a different clock (other
+    RTLIL) runs it again; a netlist yosys left half written is not reused."""
+    from fpga import build as build_module
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    calls = tmp_path / "yosys_calls"
+    (tools / "yosys").write_text(f"#!/bin/sh\necho run >> {calls}\necho '{{\"modules\": {{}}}}' > top.json\n")
+    counts = _router2_runs()["ulx3s-soc-8ccbc9e-seed1 (stopped by hand)"]
+    (tools / "nextpnr").write_text("#!/bin/sh\n" + "".join(
+        f"echo 'Info:     iter={i} wires=900000 overused={n} overuse={n} archfail=NA' >> top.tim\n"
+        for i, n in enumerate(counts, 1)) + "sleep 60\n")
+    for tool in tools.iterdir():
+        tool.chmod(0o755)
+    env = dict(os.environ, YOSYS=str(tools / "yosys"), NEXTPNR_ECP5=str(tools / "nextpnr"))
+    monkeypatch.setattr(build_module, "tool_environment", lambda: env)
+    monkeypatch.setattr(build_module, "PROGRESS_POLL_SECONDS", 0.05)
+    build_dir = tmp_path / "b"
+    lines = []
+
+    def yosys_runs():
+        return len(calls.read_text().splitlines()) if calls.exists() else 0
+
+    with pytest.raises(build_module.RouterDiverged, match="no seed routed"):
+        build_module.build_trying_seeds("orangecrab-85f", [1, 2], build_dir=build_dir, design="requantizer",
+                                        log=lines.append)
+    assert yosys_runs() == 1
+    assert sum("synthesis skipped" in line for line in lines) == 1
+    assert "--seed 2" in (build_dir / "build_top.sh").read_text()
+    # another clock: other PLL parameters in the RTLIL, so yosys runs again
+    with pytest.raises(build_module.RouterDiverged):
+        build_module.build("orangecrab-85f", build_dir=build_dir, design="requantizer", seed=1,
+                           clock_hz=30e6, log=lines.append)
+    assert yosys_runs() == 2
+    # a netlist that is not the one recorded (a yosys stopped while writing it) is not reused
+    (build_dir / "top.json").write_text('{"modules": {')
+    with pytest.raises(build_module.RouterDiverged):
+        build_module.build("orangecrab-85f", build_dir=build_dir, design="requantizer", seed=1,
+                           clock_hz=30e6, log=lines.append)
+    assert yosys_runs() == 3
+
+
 def test_seeds_are_tried_in_order_until_one_routes_and_meets_timing(monkeypatch, tmp_path, capsys):
     """`--seed 4,1,3,2`: seed 4 diverges, seed 1 misses timing, seed 3 meets it; seed 2 is not
     built. The report is seed 3's, with what the others did."""
