@@ -476,9 +476,12 @@ def test_a_second_build_of_the_same_design_reuses_the_netlist_and_a_changed_one_
     tools = tmp_path / "tools"
     tools.mkdir()
     calls = tmp_path / "yosys_calls"
-    (tools / "yosys").write_text(f"#!/bin/sh\necho run >> {calls}\necho '{{\"modules\": {{}}}}' > top.json\n")
+    # yosys takes a moment, in which the build polls the logs (a stale nextpnr log must not count)
+    (tools / "yosys").write_text(f"#!/bin/sh\necho run >> {calls}\nsleep 0.5\n"
+                                 f"echo '{{\"modules\": {{}}}}' > top.json\n")
     counts = _router2_runs()["ulx3s-soc-8ccbc9e-seed1 (stopped by hand)"]
-    (tools / "nextpnr").write_text("#!/bin/sh\n" + "".join(
+    nextpnr_calls = tmp_path / "nextpnr_calls"
+    (tools / "nextpnr").write_text(f"#!/bin/sh\necho \"$*\" >> {nextpnr_calls}\n" + "".join(
         f"echo 'Info:     iter={i} wires=900000 overused={n} overuse={n} archfail=NA' >> top.tim\n"
         for i, n in enumerate(counts, 1)) + "sleep 60\n")
     for tool in tools.iterdir():
@@ -498,6 +501,9 @@ def test_a_second_build_of_the_same_design_reuses_the_netlist_and_a_changed_one_
     assert yosys_runs() == 1
     assert sum("synthesis skipped" in line for line in lines) == 1
     assert "--seed 2" in (build_dir / "build_top.sh").read_text()
+    # each seed's nextpnr ran and was judged on its own log, not on the seed before's
+    seeds = [line.split("--seed ")[1].split()[0] for line in nextpnr_calls.read_text().splitlines()]
+    assert seeds == ["1", "2"]
     # another clock: other PLL parameters in the RTLIL, so yosys runs again
     with pytest.raises(build_module.RouterDiverged):
         build_module.build("orangecrab-85f", build_dir=build_dir, design="requantizer", seed=1,
@@ -509,6 +515,7 @@ def test_a_second_build_of_the_same_design_reuses_the_netlist_and_a_changed_one_
         build_module.build("orangecrab-85f", build_dir=build_dir, design="requantizer", seed=1,
                            clock_hz=30e6, log=lines.append)
     assert yosys_runs() == 3
+    assert len(nextpnr_calls.read_text().splitlines()) == 4     # every build reached nextpnr
 
 
 def test_seeds_are_tried_in_order_until_one_routes_and_meets_timing(monkeypatch, tmp_path, capsys):
