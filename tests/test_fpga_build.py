@@ -373,7 +373,7 @@ def test_hierarchical_synthesis_maps_modules_apart_then_flattens_for_nextpnr():
 
 def test_a_build_without_seed_takes_the_seed_its_design_last_routed_with(monkeypatch, tmp_path):
     """`sparsebp build` without --seed passes nextpnr the board's routed seed for the design
-    (fpga/boards.py ROUTED_SEEDS: the ULX3S SoC's is 3), 1 for other designs; --seed wins."""
+    (fpga/boards.py ROUTED_SEEDS: the ULX3S SoC's is 6), 1 for other designs; --seed wins."""
     from fpga import build as build_module
     from fpga.boards import ROUTED_SEEDS, default_seed
 
@@ -391,8 +391,8 @@ def test_a_build_without_seed_takes_the_seed_its_design_last_routed_with(monkeyp
     for design, seed in (("soc", None), ("engine", None), ("soc", 7)):
         with pytest.raises(Stop):
             build_module.build("ulx3s-85f", build_dir=tmp_path, design=design, seed=seed, log=lambda *_: None)
-    assert seen == [3, 1, 7]
-    assert ROUTED_SEEDS[("ulx3s-85f", "soc")] == default_seed("ulx3s-85f", "soc") == 3
+    assert seen == [6, 1, 7]
+    assert ROUTED_SEEDS[("ulx3s-85f", "soc")] == default_seed("ulx3s-85f", "soc") == 6
     assert default_seed("orangecrab-85f", "soc") == 1
 
 
