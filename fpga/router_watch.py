@@ -9,7 +9,7 @@ names that case in one sentence, or returns None:
     least DIVERGED_MARGIN above it.
 
 The margin keeps the noise of a router that is nearly done (one wire, then four) from counting.
-Calibrated on the SoC's routes of sessions 18-19 (tests/data/fpga/router2_overuse.json): of
+Calibrated on the routes of session 18 (tests/data/fpga/router2_overuse.json): of
 main's netlist on the ULX3S, seeds 1, 2 and 4 were stopped by hand after their counts had
 climbed from 1,106, 262 and 1 overused wires to thousands; the rule stops them at iterations 52,
 68 and 270. Seed 3 (which routed after 148 iterations) and the other routed builds never

@@ -401,7 +401,7 @@ def _router2_runs() -> dict:
 
 
 def test_router_divergence_stops_the_seeds_that_were_stopped_by_hand_and_no_routed_one():
-    """fpga/router_watch.py on the overused-wire counts of sessions 18-19's real routes: the
+    """fpga/router_watch.py on the overused-wire counts of session 18's real routes: the
     three that climbed until stopped by hand are named at the iteration where their count had
     doubled from its lowest (and risen by 100); the four that routed never are."""
     from fpga.router_watch import divergence, overuse_history
