@@ -293,9 +293,9 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
                                              f"{(time.monotonic() - start) / 60:.0f} min): try another --seed")
         except BaseException:            # Ctrl-C, a diverging router or a failing log read
             _stop(process)
-            _record_netlist(build_dir)
             raise
-    _record_netlist(build_dir)
+        finally:
+            _record_netlist(build_dir)
     seconds = time.monotonic() - start
     if process.returncode != 0:
         tail = (build_dir / "build.log").read_text(errors="replace").strip().splitlines()[-3:]

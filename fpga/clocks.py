@@ -108,6 +108,7 @@ class PLLClock(Elaboratable):
         pll_clk, sync_clk = Signal(), Signal()
         pin = platform.request(platform.default_clk, dir="-")
         p = self.params
+        on_clkos = "CLKOS_DIV" in p     # pumped, or an ECP5 clock CLKOP reaches only at 2x
         if self.family == "ice40":
             m.submodules.pll = Instance(
                 "SB_PLL40_PAD", p_FEEDBACK_PATH="SIMPLE", p_DIVR=p["DIVR"], p_DIVF=p["DIVF"],
@@ -117,7 +118,6 @@ class PLLClock(Elaboratable):
         else:
             from amaranth.lib import io
             m.submodules.clk_buf = clk_buf = io.Buffer("i", pin)
-            on_clkos = "CLKOS_DIV" in p     # pumped, or a clock CLKOP reaches only at 2x
             clkop_hz = 2 * self.output_hz if on_clkos else self.output_hz
             secondary = {}
             if on_clkos:        # CLKOS: sync at half CLKOP, same VCO, 0 degrees
@@ -135,13 +135,10 @@ class PLLClock(Elaboratable):
                 i_RST=0, i_STDBY=0, i_CLKI=clk_buf.i, i_CLKFB=pll_clk, i_PHASESEL0=0, i_PHASESEL1=0,
                 i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1, i_PLLWAKESYNC=0, i_ENCLKOP=0,
                 o_CLKOP=pll_clk, o_LOCK=locked, **secondary)
+        m.d.comb += ClockSignal("sync").eq(sync_clk if on_clkos else pll_clk)
         if self.fast:
-            m.d.comb += [ClockSignal("sync").eq(sync_clk), ClockSignal("fast").eq(pll_clk)]
+            m.d.comb += ClockSignal("fast").eq(pll_clk)
             m.submodules.fast_reset_sync = ResetSynchronizer(~locked, domain="fast")
-        elif "CLKOS_DIV" in p:
-            m.d.comb += ClockSignal("sync").eq(sync_clk)
-        else:
-            m.d.comb += ClockSignal("sync").eq(pll_clk)
         m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
         return m
 

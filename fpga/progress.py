@@ -12,13 +12,14 @@ import re
 import time
 from pathlib import Path
 
+from .router_watch import overuse_history
+
 _YOSYS_PASS = re.compile(r"^[\d.]+ Executing (.+?)\.?$", re.M)
 _HEAP = re.compile(r"at (?:initial placer iter|iteration #)\s*(\d+), (?:type ALL: )?wirelen")
 _ANNEALING = re.compile(r"at iteration #(\d+): temp = [\d.]+, timing cost = \d+, wirelen = (\d+)")
 _STATIC = re.compile(r"^Info: iter=(\d+) steplen=", re.M)
 _STATIC_OVERLAP = re.compile(r"^Info: overlap: COMB=([\d.]+)%", re.M)
 _ROUTER1 = re.compile(r"^Info:\s+(\d+) \|\s+\d+\s+\d+ \|\s+\d+\s+\d+ \|\s+(\d+)\|", re.M)
-_ROUTER2 = re.compile(r"iter=(\d+) wires=\d+ overused=(\d+)")
 
 
 def nextpnr_stage(text: str) -> tuple[str, str]:
@@ -27,7 +28,7 @@ def nextpnr_stage(text: str) -> tuple[str, str]:
         return "packing the bitstream", "nextpnr finished"
     # nextpnr logs "Routing.." only after router2's main loop: its start marks routing too
     if any(mark in text for mark in ("Routing globals", "Running router2", "Routing..")):
-        router2, router1 = _ROUTER2.findall(text), _ROUTER1.findall(text)
+        router2, router1 = overuse_history(text), _ROUTER1.findall(text)
         if router2:
             iteration, overused = router2[-1]
             return "routing", f"router2 iteration {iteration}: {int(overused):,} overused wires"

@@ -85,7 +85,7 @@ def suite_rows(suite: str, iterations: int | None = None, shared=None) -> tuple[
             continue
         # MIT's rows and the dense baseline within MIT's own memory for the model where the
         # compiler can (the fewest cycles within it), the sample in external memory (flash)
-        budget = dict(image_external=True, peak_budget=MIT_STM32F746[key][1] * 1000)
+        budget = mit_budget(key)
         for scheme in MIT_SCHEMES[key]:
             rows += [RowSpec(path, scheme, "static-first", n, "mit", **budget),
                      RowSpec(path, scheme, "dynamic", n, "mit", **budget)]
@@ -93,6 +93,12 @@ def suite_rows(suite: str, iterations: int | None = None, shared=None) -> tuple[
         rows.append(RowSpec(path, "full", "dynamic", n, "full"))
     assert set(MIT_SCHEMES) == set(MODEL_FILES)
     return rows, missing
+
+
+def mit_budget(key: str) -> dict:
+    """The compile options of MIT's rows: the sample in external memory (flash) and the widest
+    stripes within MIT's own peak for the model (compile_training)."""
+    return dict(image_external=True, peak_budget=MIT_STM32F746[key][1] * 1000)
 
 
 def model_key(spec: str) -> str | None:

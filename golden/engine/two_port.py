@@ -74,11 +74,11 @@ def _row(model_spec: str, scheme_name: str) -> tuple[int, int]:
     from golden.engine.training import compile_training
     from golden.scheme import parse_scheme
     from golden.train import UpdateRule
-    from sim.bench import MIT_STM32F746, model_key
+    from sim.bench import mit_budget, model_key
     from sparsebp.runs import load_model_spec
     model = load_model_spec(model_spec).with_new_head(10, seed=0)
     key = model_key(model_spec)
-    budget = dict(image_external=True, peak_budget=MIT_STM32F746[key][1] * 1000) if key else {}
+    budget = mit_budget(key) if key else {}
     rule = UpdateRule(lr=0.002) if key else UpdateRule()      # the lr changes no cycle
     program = compile_training(model, parse_scheme(scheme_name, model), DEFAULT, rule, **budget)
     return program_estimate(list(program.forward.descriptors) + list(program.backward), DEFAULT)
