@@ -425,12 +425,17 @@ def test_router_divergence_stops_the_seeds_that_were_stopped_by_hand_and_no_rout
     assert overuse_history(log) == [(1, 70047), (2, 44836)]
 
 
+def _router2_log_lines(counts) -> str:
+    """Shell lines appending router2's iteration lines with these overused-wire counts to top.tim."""
+    return "".join(f"echo 'Info:     iter={i} wires=900000 overused={n} overuse={n} archfail=NA' >> top.tim\n"
+                   for i, n in enumerate(counts, 1))
+
+
 def _fake_toolchain(monkeypatch, counts, marker_dir):
     """build()'s script replaced by one that logs router2 iterations with these counts into
     top.tim, then waits in a child process (its pid in marker_dir/child) for a minute."""
     from fpga import build as build_module
-    lines = "".join(f"echo 'Info:     iter={i} wires=900000 overused={n} overuse={n} archfail=NA' >> top.tim\n"
-                    for i, n in enumerate(counts, 1))
+    lines = _router2_log_lines(counts)
 
     def prepare(board, config, build_dir, seed, *rest):
         (Path(build_dir) / "build_top.sh").write_text(
@@ -481,9 +486,8 @@ def test_a_second_build_of_the_same_design_reuses_the_netlist_and_a_changed_one_
                                  f"echo '{{\"modules\": {{}}}}' > top.json\n")
     counts = _router2_runs()["ulx3s-soc-8ccbc9e-seed1 (stopped by hand)"]
     nextpnr_calls = tmp_path / "nextpnr_calls"
-    (tools / "nextpnr").write_text(f"#!/bin/sh\necho \"$*\" >> {nextpnr_calls}\n" + "".join(
-        f"echo 'Info:     iter={i} wires=900000 overused={n} overuse={n} archfail=NA' >> top.tim\n"
-        for i, n in enumerate(counts, 1)) + "sleep 60\n")
+    (tools / "nextpnr").write_text(f"#!/bin/sh\necho \"$*\" >> {nextpnr_calls}\n" +
+                                   _router2_log_lines(counts) + "sleep 60\n")
     for tool in tools.iterdir():
         tool.chmod(0o755)
     env = dict(os.environ, YOSYS=str(tools / "yosys"), NEXTPNR_ECP5=str(tools / "nextpnr"))
