@@ -594,9 +594,9 @@ class Engine(wiring.Component):
                          add_x1[l].eq(a_data[8 * l: 8 * l + 8].as_signed() - a_zero),
                          add_x2[l].eq(b_data[8 * l: 8 * l + 8].as_signed() - f("b_zero")[:9].as_signed())]
         p_valid = Signal(); p_first = Signal(); p_last = Signal()
-        p_active = Signal.like(x_active); p_out = Signal(32); p_chunk = Signal(16); p_slot = Signal.like(x_slot)
+        p_active = Signal.like(x_active); p_out = Signal(32); p_slot = Signal.like(x_slot)
         m.d.sync += [p_valid.eq(x_valid), p_first.eq(x_first), p_last.eq(x_last), p_active.eq(x_active),
-                     p_out.eq(x_out), p_chunk.eq(x_chunk), p_slot.eq(x_slot)]
+                     p_out.eq(x_out), p_slot.eq(x_slot)]
 
         # ---------------------------------------------------------------- accumulate
         acc = [Signal(signed(32), name=f"acc{l}") for l in range(L)]
@@ -610,7 +610,14 @@ class Engine(wiring.Component):
         # Epilogue input ("e_" stage): the finished accumulators, one cycle after the last add.
         e_valid = Signal(); e_active = Signal.like(x_active); e_out = Signal(32); e_slot = Signal.like(x_slot)
         m.d.sync += [e_valid.eq(p_valid & p_last), e_active.eq(p_active), e_out.eq(p_out), e_slot.eq(p_slot)]
-        m.d.comb += [param_r[i].addr.eq(p_chunk) for i in range(3)]
+        # The parameter rows are read a stage early (from the x stage's chunk) into registers, so
+        # the e stage's products and adders start at a flip-flop, not at a block RAM's output
+        # (5.61 ns clock-to-out on the ECP5, the head of the SoC's longest `sync` path). The
+        # values are the same: the rows are written only in PARAMS, which has drained before RUN.
+        m.d.comb += [param_r[i].addr.eq(x_chunk) for i in range(3)]
+        bias_row, mult_row, shift_row = (Signal(len(port.data), name=name) for port, name in
+                                         zip(param_r, ("bias_row", "mult_row", "shift_row")))
+        m.d.sync += [row.eq(port.data) for row, port in zip((bias_row, mult_row, shift_row), param_r)]
         e_x1 = [Signal(signed(10), name=f"e_x1_{l}") for l in range(L)]
         e_x2 = [Signal(signed(10), name=f"e_x2_{l}") for l in range(L)]
         m.d.sync += [e_x1[l].eq(add_x1[l]) for l in range(L)]
@@ -626,9 +633,9 @@ class Engine(wiring.Component):
             m.submodules[f"requantizer{l}"] = rq
             requantizers.append(rq)
             m.d.comb += [rq.valid.eq(e_valid & ~is_add), rq.acc.eq(acc[l]),
-                         rq.bias.eq(param_r[0].data[32 * l: 32 * l + 32].as_signed()),
-                         rq.multiplier.eq(param_r[1].data[32 * l: 32 * l + 32]),
-                         rq.shift.eq(param_r[2].data[8 * l: 8 * l + 6]),
+                         rq.bias.eq(bias_row[32 * l: 32 * l + 32].as_signed()),
+                         rq.multiplier.eq(mult_row[32 * l: 32 * l + 32]),
+                         rq.shift.eq(shift_row[8 * l: 8 * l + 6]),
                          rq.zero_out.eq(fs("zero_out")[:8])]
             # Residual add (numerics 4.3): the same latency as the requantizer.
             total = Signal(signed(44), name=f"add_total{l}")
@@ -682,7 +689,7 @@ class Engine(wiring.Component):
         m.d.sync += g1_scaled.eq(scale & ~is_add)
         scale_requests = []
         for l in range(L):
-            factor = param_r[1].data[32 * l: 32 * l + 16]
+            factor = mult_row[32 * l: 32 * l + 16]
             # the two inputs aligned a stage early (at e, from the p stage's registers), so g1
             # holds only their sum
             x1, x2 = Signal(signed(34), name=f"e_aligned_x1_{l}"), Signal(signed(34), name=f"e_aligned_x2_{l}")
@@ -764,8 +771,8 @@ class Engine(wiring.Component):
         u_acc = Signal(32 * L); u_mult = Signal(32 * L); u_shift = Signal(8 * L); u_weights = Signal(8 * L)
         with m.If(e_valid & weight_update):
             m.d.sync += [u_valid.eq(1), u_group.eq(0), u_active.eq(e_active), u_out.eq(e_out),
-                         u_acc.eq(Cat(*acc)), u_mult.eq(param_r[1].data >> (e_slot * 32)),
-                         u_shift.eq(param_r[2].data >> (e_slot * 8))]
+                         u_acc.eq(Cat(*acc)), u_mult.eq(mult_row >> (e_slot * 32)),
+                         u_shift.eq(shift_row >> (e_slot * 8))]
         with m.Elif(u_valid & (u_group != S - 1)):
             m.d.sync += [u_group.eq(u_group + 1), u_acc.eq(u_acc >> (32 * G)), u_mult.eq(u_mult >> (32 * G)),
                          u_shift.eq(u_shift >> (8 * G))]
@@ -822,7 +829,7 @@ class Engine(wiring.Component):
         job_acc = Signal(32 * L); job_mult = Signal(32 * L); job_shift = Signal(8 * L)
         with m.If(e_valid & bias_update):
             m.d.sync += [bias_phase.eq(3), bias_out.eq(e_out),
-                         job_acc.eq(Cat(*acc)), job_mult.eq(param_r[1].data), job_shift.eq(param_r[2].data)]
+                         job_acc.eq(Cat(*acc)), job_mult.eq(mult_row), job_shift.eq(shift_row)]
         with m.Elif(bias_phase != 0):
             m.d.sync += bias_phase.eq(bias_phase - 1)
         # Old-value reads: the host port's address for its read in cycle c is the mask byte of a
