@@ -1,0 +1,624 @@
+/* The engine's programs run by a CPU (engine_soft.h has the contract). Each function follows
+ * the golden executor (golden/engine/executor.py) and the checks of golden/engine/program.py
+ * one for one, in scalar loops: an output vector at a time, its reduction, then its epilogue.
+ * Numerics are docs/numerics.md's, with numpy's shift semantics where the golden model relies
+ * on them (a shift of 64 or more gives 0, or -1 for a negative value shifted right).
+ * Only 64-bit integers are used (no __int128), so the same file builds for RV32IM.
+ */
+#include "engine_soft.h"
+#include "engine_isa.h"
+
+typedef int64_t i64;
+typedef uint64_t u64;
+
+#define L_MAX SOFT_ENGINE_MAX_LANES
+#define FIELD(name) ((i64)(int32_t)d[ISA_##name])
+#define FIELDK(name, k) ((i64)(int32_t)d[ISA_##name + (k)])
+#define RF(r, name) ((i64)(int32_t)(r)->d[ISA_##name])
+#define RFK(r, name, k) ((i64)(int32_t)(r)->d[ISA_##name + (k)])
+
+static i64 min64(i64 a, i64 b) { return a < b ? a : b; }
+static i64 max64(i64 a, i64 b) { return a > b ? a : b; }
+static i64 clip64(i64 v, i64 lo, i64 hi) { return v < lo ? lo : v > hi ? hi : v; }
+/* divisions by powers of two as shifts: RV32IM has no 64-bit divide (and a >> 3 floors) */
+static i64 floor_div8(i64 a) { return a >> 3; }
+
+/* numpy's int64 shifts: past 63 bits a left shift gives 0 and a right shift the sign */
+static i64 shl(i64 a, i64 s) { return s >= 64 ? 0 : (i64)((u64)a << s); }
+static i64 shr(i64 a, i64 s) { return s >= 64 ? (a < 0 ? -1 : 0) : a >> s; }
+static i64 sub_wrap(i64 a, i64 b) { return (i64)((u64)a - (u64)b); }
+
+/* fixedpoint.round_shift: (a + 2^(k-1)) >> k for k >= 1, exactly (no overflow), shifts past 62
+ * floored away first as the golden model does */
+static i64 round_shift(i64 a, i64 k)
+{
+    i64 excess = k > 62 ? k - 62 : 0;
+    a = shr(a, min64(excess, 63));
+    k -= excess;
+    if (k == 0)
+        return a;
+    i64 mask = ((i64)1 << k) - 1;
+    return (a >> k) + ((a & mask) >= ((i64)1 << (k - 1)));
+}
+
+/* fixedpoint.shift_signed: round_shift for k >= 0, a left shift by -k otherwise */
+static i64 shift_signed(i64 a, i64 k) { return k < 0 ? shl(a, -k) : round_shift(a, k); }
+
+static int bitlen(u64 a)
+{
+    int n = 0;
+    while (a) { n++; a >>= 1; }
+    return n;
+}
+
+static uint32_t xorshift32(uint32_t x)
+{
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return x;
+}
+
+static i64 read_s8(const uint8_t *mem, i64 at) { return (int8_t)mem[at]; }
+static uint32_t read_u32(const uint8_t *mem, i64 at)
+{
+    return mem[at] | (uint32_t)mem[at + 1] << 8 | (uint32_t)mem[at + 2] << 16 | (uint32_t)mem[at + 3] << 24;
+}
+static i64 read_s32(const uint8_t *mem, i64 at) { return (int32_t)read_u32(mem, at); }
+static void write_u32(uint8_t *mem, i64 at, uint32_t v)
+{
+    mem[at] = v; mem[at + 1] = v >> 8; mem[at + 2] = v >> 16; mem[at + 3] = v >> 24;
+}
+
+/* the packed signed 4-bit row/col coefficients */
+static i64 coef(const uint32_t *d, int word, int k)
+{
+    uint32_t c = (d[word] >> (ISA_COEF_BITS * k)) & ((1u << ISA_COEF_BITS) - 1);
+    return c >= (1u << (ISA_COEF_BITS - 1)) ? (i64)c - (1 << ISA_COEF_BITS) : (i64)c;
+}
+
+static int list_loop(const uint32_t *d)
+{
+    int code = (int)((FIELD(FLAGS) >> ISA_LIST_SHIFT) & 7);
+    return code ? code - 1 : -1;
+}
+
+static int list_chunk(const uint32_t *d) { return list_loop(d) >= 0 && list_loop(d) == FIELD(CHUNK_LOOP); }
+static i64 param_count(const uint32_t *d) { return list_chunk(d) ? FIELD(LIST_LIMIT) : FIELD(LANES_TOTAL); }
+
+static int needs_params(const uint32_t *d)
+{
+    i64 e = FIELD(EPILOGUE);
+    return e == ISA_REQUANT || e == ISA_UPDATE || e == ISA_BIAS_UPDATE
+           || (e == ISA_GRADIENT && (FIELD(FLAGS) & ISA_FLAG_SCALE));
+}
+
+/* (lowest, highest) of base + sum strides[k] * i[k] over the loop box */
+static void extent(i64 base, const i64 *strides, const i64 *counts, int n, i64 *lo, i64 *hi)
+{
+    *lo = *hi = base;
+    for (int k = 0; k < n; k++) {
+        i64 span = strides[k] * (counts[k] - 1);
+        *lo += min64(span, 0);
+        *hi += max64(span, 0);
+    }
+}
+
+int soft_engine_check(const struct soft_engine *engine, const uint32_t *d)
+{
+    i64 opcode = FIELD(OPCODE), mode = FIELD(MODE), epilogue = FIELD(EPILOGUE), flags = FIELD(FLAGS);
+    i64 L = engine->lanes, channels = engine->param_channels, spad = engine->scratchpad_bytes;
+    if (opcode != ISA_MAC && opcode != ISA_ADD)
+        return ISA_ERR_OPCODE;
+    i64 counts[ISA_LOOPS];
+    for (int k = 0; k < ISA_LOOPS; k++) {
+        counts[k] = FIELDK(COUNTS, k);
+        if (counts[k] < 1 || counts[k] > 65535)
+            return ISA_ERR_SHAPE;
+    }
+    i64 lanes_total = FIELD(LANES_TOTAL), chunk_loop = FIELD(CHUNK_LOOP);
+    if (lanes_total < 1 || lanes_total > 65535)
+        return ISA_ERR_SHAPE;
+    if ((flags & ~(i64)ISA_KNOWN_FLAGS) || chunk_loop < 0 || chunk_loop >= ISA_LOOPS)
+        return ISA_ERR_SHAPE;
+    int looped = list_loop(d);
+    i64 list_limit = FIELD(LIST_LIMIT);
+    if (looped >= 0) {
+        if (opcode != ISA_MAC || epilogue == ISA_GRADIENT || looped >= ISA_OUTPUT_LOOPS
+            || coef(d, ISA_A_ROW_COEFS, looped) || coef(d, ISA_A_COL_COEFS, looped)
+            || list_limit < 1 || list_limit > 65535 || list_limit > channels || counts[looped] > channels)
+            return ISA_ERR_SHAPE;
+        if (looped == chunk_loop && !(epilogue == ISA_UPDATE && mode == ISA_ELEMENTWISE && lanes_total == 1))
+            return ISA_ERR_SHAPE;
+    }
+    if (!list_chunk(d) && (-(counts[chunk_loop] - 1) * L + lanes_total < 1
+                           || (counts[chunk_loop] - 1) * L >= lanes_total))
+        return ISA_ERR_SHAPE;
+    i64 a_zero = FIELD(A_ZERO), zero_out = FIELD(ZERO_OUT);
+    if (opcode == ISA_MAC) {
+        if (mode < 0 || mode > ISA_SUMS || epilogue < 0 || epilogue > ISA_GRADIENT)
+            return ISA_ERR_SHAPE;
+        if (mode == ISA_DOT && (chunk_loop < ISA_OUTPUT_LOOPS || (epilogue != ISA_RAW32 && epilogue != ISA_GRADIENT)
+                                || (flags & ISA_FLAG_SCALE)))
+            return ISA_ERR_SHAPE;
+        if (mode != ISA_DOT && chunk_loop >= ISA_OUTPUT_LOOPS)
+            return ISA_ERR_SHAPE;
+        if (mode == ISA_SUMS && (epilogue != ISA_GRADIENT || !(flags & ISA_FLAG_B_ONES) || (flags & ISA_FLAG_SCALE)
+                                 || a_zero || counts[3] != 1 || counts[4] != 1 || counts[5] != ISA_SUMS_STEPS
+                                 || (lanes_total & (L - 1))))
+            return ISA_ERR_SHAPE;
+        if (epilogue == ISA_REQUANT && !(zero_out >= -128 && zero_out <= 127 && lanes_total <= channels))
+            return ISA_ERR_SHAPE;
+        if ((epilogue == ISA_UPDATE || epilogue == ISA_BIAS_UPDATE)
+            && (mode == ISA_DOT || lanes_total > channels || ((flags >> ISA_ROUNDING_SHIFT) & 3) == 3))
+            return ISA_ERR_SHAPE;
+        if (epilogue != ISA_REQUANT && (flags & ISA_FLAG_WRITE_MASK))
+            return ISA_ERR_SHAPE;
+        if (epilogue != ISA_GRADIENT && (flags & (ISA_FLAG_SCALE | ISA_FLAG_MASK_IN)))
+            return ISA_ERR_SHAPE;
+        if ((flags & ISA_FLAG_SCALE) && lanes_total > channels)
+            return ISA_ERR_SHAPE;
+        i64 a_rows = FIELD(A_ROWS), a_cols = FIELD(A_COLS);
+        if (!(a_rows >= 1 && a_rows <= 65535 && a_cols >= 1 && a_cols <= 65535 && a_zero >= -128 && a_zero <= 127))
+            return ISA_ERR_SHAPE;
+    } else {
+        i64 b_zero = FIELD(B_ZERO);
+        /* the ADD multipliers are unsigned words (up to 2^31) */
+        i64 m1 = d[ISA_ADD_M1], m2 = d[ISA_ADD_M2], add_shift = FIELD(ADD_SHIFT);
+        if (mode != ISA_ELEMENTWISE || chunk_loop != 0 || counts[3] != 1 || counts[4] != 1 || counts[5] != 1)
+            return ISA_ERR_SHAPE;
+        if (epilogue != ISA_REQUANT && epilogue != ISA_GRADIENT)
+            return ISA_ERR_SHAPE;
+        if (!(a_zero >= -128 && a_zero <= 127 && b_zero >= -128 && b_zero <= 127 && zero_out >= -128 && zero_out <= 127))
+            return ISA_ERR_SHAPE;
+        if (epilogue == ISA_REQUANT && !(m1 <= ((i64)1 << 31) && m2 <= ((i64)1 << 31)
+                                         && add_shift >= 1 && add_shift <= 62))
+            return ISA_ERR_SHAPE;
+        if (epilogue == ISA_GRADIENT && ((flags & (ISA_FLAG_WRITE_MASK | ISA_FLAG_SCALE)) || a_zero || b_zero))
+            return ISA_ERR_SHAPE;
+        if (epilogue != ISA_GRADIENT && (flags & (ISA_FLAG_SCALE | ISA_FLAG_MASK_IN)))
+            return ISA_ERR_SHAPE;
+        if (flags & (ISA_FLAG_B_EXTERNAL | ISA_FLAG_B_ONES | ISA_FLAG_PARAMS_EXTERNAL))
+            return ISA_ERR_SHAPE;
+    }
+    int scalar_out = opcode == ISA_MAC && mode == ISA_DOT;
+    i64 mask_base = FIELD(MASK_BASE), out_base = FIELD(OUT_BASE);
+    i64 out_strides[ISA_OUTPUT_LOOPS];
+    for (int k = 0; k < ISA_OUTPUT_LOOPS; k++)
+        out_strides[k] = FIELDK(OUT_STRIDES, k);
+    if (flags & (ISA_FLAG_WRITE_MASK | ISA_FLAG_MASK_IN)) {
+        int misaligned = (L & 7) != 0;
+        for (int k = 0; k < ISA_OUTPUT_LOOPS; k++)
+            misaligned |= counts[k] > 1 && (out_strides[k] & 7) != 0;
+        if (mask_base < 0 || (!scalar_out && misaligned))
+            return ISA_ERR_SHAPE;      /* mask vectors start on a byte boundary of the bitmap */
+    }
+    i64 span = min64(L, lanes_total);
+    int a_vector = opcode == ISA_ADD || mode != ISA_BROADCAST;
+    /* a listed operand's list loop reaches entry list_limit - 1, whatever its trip count */
+    i64 spans_a[ISA_LOOPS + 2], spans_b[ISA_LOOPS], spans_out[ISA_LOOPS];
+    for (int k = 0; k < ISA_LOOPS; k++) {
+        spans_a[k] = k == looped && (flags & ISA_FLAG_LIST_A) ? list_limit : counts[k];
+        spans_b[k] = k == looped && (flags & ISA_FLAG_LIST_B) ? list_limit : counts[k];
+        spans_out[k] = k == looped && (flags & ISA_FLAG_LIST_OUT) ? list_limit : counts[k];
+    }
+    spans_a[ISA_LOOPS] = FIELD(A_ROWS);
+    spans_a[ISA_LOOPS + 1] = FIELD(A_COLS);
+    i64 a_strides[ISA_LOOPS + 2], b_strides[ISA_LOOPS], lo, hi;
+    for (int k = 0; k < ISA_LOOPS; k++) {
+        a_strides[k] = FIELDK(A_STRIDES, k);
+        b_strides[k] = FIELDK(B_STRIDES, k);
+    }
+    a_strides[ISA_LOOPS] = FIELD(A_ROW_STRIDE);
+    a_strides[ISA_LOOPS + 1] = FIELD(A_COL_STRIDE);
+    extent(FIELD(A_BASE), a_strides, spans_a, ISA_LOOPS + 2, &lo, &hi);
+    if (lo < 0 || hi + (a_vector ? span - 1 : 0) >= spad)
+        return ISA_ERR_A_RANGE;
+    if (!(flags & ISA_FLAG_B_ONES)) {
+        i64 b_size = (flags & ISA_FLAG_B_EXTERNAL) ? (i64)engine->external_bytes : spad;
+        extent(FIELD(B_BASE), b_strides, spans_b, ISA_LOOPS, &lo, &hi);
+        if (lo < 0 || hi + span - 1 >= b_size)
+            return ISA_ERR_B_RANGE;
+    }
+    i64 element_bytes = opcode == ISA_MAC && (epilogue == ISA_RAW32 || epilogue == ISA_BIAS_UPDATE) ? 4 : 1;
+    i64 out_span = element_bytes * (scalar_out ? 1 : span);
+    extent(out_base, out_strides, spans_out, ISA_OUTPUT_LOOPS, &lo, &hi);
+    if (lo < 0 || hi + out_span - 1 >= spad)
+        return ISA_ERR_OUT_RANGE;
+    if ((flags & (ISA_FLAG_WRITE_MASK | ISA_FLAG_MASK_IN)) && mask_base + ((hi - out_base + out_span + 7) >> 3) - 1 >= spad)
+        return ISA_ERR_OUT_RANGE;
+    if (opcode == ISA_MAC && needs_params(d)) {
+        i64 p_size = (flags & ISA_FLAG_PARAMS_EXTERNAL) ? (i64)engine->external_bytes : spad;
+        i64 base = FIELD(PARAM_BASE);
+        if (base < 0 || base + ISA_PARAM_BYTES_PER_CHANNEL * param_count(d) > p_size)
+            return ISA_ERR_PARAM_RANGE;
+    }
+    i64 exp_addr = FIELD(EXP_ADDR), prng_addr = FIELD(PRNG_ADDR);
+    if (opcode == ISA_MAC && (epilogue == ISA_UPDATE || epilogue == ISA_BIAS_UPDATE)
+        && !(exp_addr >= 0 && exp_addr <= spad - 4 && prng_addr >= 0 && prng_addr <= spad - 4))
+        return ISA_ERR_PARAM_RANGE;
+    if (epilogue == ISA_GRADIENT) {
+        i64 exp_out = FIELD(EXP_OUT_ADDR), exp2 = opcode == ISA_ADD ? FIELD(EXP2_ADDR) : 0;
+        if (!(exp_addr >= 0 && exp_addr <= spad - 4 && exp_out >= 0 && exp_out <= spad - 4
+              && exp2 >= 0 && exp2 <= spad - 4))
+            return ISA_ERR_PARAM_RANGE;
+    }
+    if (looped >= 0) {
+        i64 list_addr = FIELD(LIST_ADDR);
+        if (!(list_addr >= 0 && list_addr + 2 * counts[looped] <= spad))
+            return ISA_ERR_PARAM_RANGE;
+    }
+    return ISA_OK;
+}
+
+/* ------------------------------------------------------------------ execution */
+
+struct run {
+    struct soft_engine *engine;
+    const uint32_t *d;
+    i64 L, counts[ISA_LOOPS], lanes_total, chunk_loop, flags;
+    int looped, chunk_listed;
+    const uint8_t *params;      /* the parameter table's memory, at param_base */
+    i64 param_channels;         /* C: bias[C] int32, mult[C] uint32, shift[C] uint8 */
+};
+
+static i64 list_entry(const struct run *r, i64 i)
+{
+    i64 at = RF(r, LIST_ADDR) + 2 * i;
+    return r->engine->scratchpad[at] | (i64)r->engine->scratchpad[at + 1] << 8;
+}
+
+/* loop indices as an operand's address generator sees them: the list loop's index i becomes
+ * list[i] where the operand's list flag is set */
+static void through_list(const struct run *r, const i64 *idx, i64 flag, i64 *out)
+{
+    for (int k = 0; k < ISA_LOOPS; k++)
+        out[k] = idx[k];
+    if (r->looped >= 0 && (r->flags & flag))
+        out[r->looped] = list_entry(r, idx[r->looped]);
+}
+
+static i64 active_lanes(const struct run *r, i64 chunk)
+{
+    return r->chunk_listed ? r->lanes_total : min64(r->L, r->lanes_total - r->L * chunk);
+}
+
+static i64 param_bias(const struct run *r, i64 c) { return read_s32(r->params, 4 * c); }
+static i64 param_mult(const struct run *r, i64 c) { return read_u32(r->params, 4 * r->param_channels + 4 * c); }
+static i64 param_shift(const struct run *r, i64 c) { return r->params[8 * r->param_channels + c] & 63; }
+
+static i64 out_address(const struct run *r, const i64 *o)
+{
+    i64 ot[ISA_LOOPS], at = RF(r, OUT_BASE);
+    through_list(r, o, ISA_FLAG_LIST_OUT, ot);
+    for (int k = 0; k < ISA_OUTPUT_LOOPS; k++)
+        at += RFK(r, OUT_STRIDES, k) * ot[k];
+    return at;
+}
+
+/* The accumulators of the output vector at output indices o[0..2] (loops 3..5 reduced):
+ * 32-bit two's complement, one per lane, or one in dot mode. */
+static void accumulate(const struct run *r, const i64 *o, int32_t *acc)
+{
+    const uint32_t *d = r->d;
+    const uint8_t *spad = r->engine->scratchpad;
+    const uint8_t *b_mem = (r->flags & ISA_FLAG_B_EXTERNAL) ? r->engine->external : spad;
+    i64 L = r->L, mode = FIELD(MODE), a_zero = FIELD(A_ZERO);
+    int a_vector = mode != ISA_BROADCAST, ones = (r->flags & ISA_FLAG_B_ONES) != 0;
+    uint32_t sum[L_MAX];
+    for (i64 l = 0; l < L; l++)
+        sum[l] = 0;
+    i64 idx[ISA_LOOPS] = {o[0], o[1], o[2], 0, 0, 0}, step = 0;
+    for (idx[3] = 0; idx[3] < r->counts[3]; idx[3]++)
+    for (idx[4] = 0; idx[4] < r->counts[4]; idx[4]++)
+    for (idx[5] = 0; idx[5] < r->counts[5]; idx[5]++, step++) {
+        i64 active = active_lanes(r, idx[r->chunk_loop]);
+        i64 row = FIELD(A_ROW0), col = FIELD(A_COL0);
+        for (int k = 0; k < ISA_LOOPS; k++) {
+            row += coef(d, ISA_A_ROW_COEFS, k) * idx[k];
+            col += coef(d, ISA_A_COL_COEFS, k) * idx[k];
+        }
+        int valid = row >= 0 && row < FIELD(A_ROWS) && col >= 0 && col < FIELD(A_COLS);
+        i64 at[ISA_LOOPS], a_addr = FIELD(A_BASE) + row * FIELD(A_ROW_STRIDE) + col * FIELD(A_COL_STRIDE);
+        through_list(r, idx, ISA_FLAG_LIST_A, at);
+        for (int k = 0; k < ISA_LOOPS; k++)
+            a_addr += FIELDK(A_STRIDES, k) * at[k];
+        if (mode == ISA_SUMS) {
+            /* lane l's accumulator is the int32 at byte 4 (l mod L/4) of the row read at step l div L/4 */
+            int per_row = (int)L / 4;
+            for (int l = 0; l < active; l++)
+                if (l / per_row == step && valid)
+                    sum[l] = read_u32(spad, a_addr + 4 * (l % per_row));
+            continue;
+        }
+        i64 b_addr = FIELD(B_BASE);
+        if (!ones) {
+            i64 bt[ISA_LOOPS];
+            through_list(r, idx, ISA_FLAG_LIST_B, bt);
+            for (int k = 0; k < ISA_LOOPS; k++)
+                b_addr += FIELDK(B_STRIDES, k) * bt[k];
+        }
+        i64 broadcast_a = !a_vector && valid ? read_s8(spad, a_addr) - a_zero : 0;
+        for (i64 l = 0; l < active; l++) {
+            i64 a = a_vector ? (valid ? read_s8(spad, a_addr + l) - a_zero : 0) : broadcast_a;
+            i64 b = ones ? 1 : read_s8(b_mem, b_addr + l);
+            sum[mode == ISA_DOT ? 0 : l] += (uint32_t)(a * b);
+        }
+    }
+    for (i64 l = 0; l < L; l++)
+        acc[l] = (int32_t)sum[l];
+}
+
+/* Visits every output vector in loop order (loops 0..2, loop 0 outermost). */
+#define FOR_OUTPUTS(r, o) \
+    for (o[0] = 0; o[0] < (r)->counts[0]; o[0]++) \
+    for (o[1] = 0; o[1] < (r)->counts[1]; o[1]++) \
+    for (o[2] = 0; o[2] < (r)->counts[2]; o[2]++)
+
+static void write_mask(const struct run *r, i64 offset, const int *bits, i64 active)
+{
+    uint8_t *spad = r->engine->scratchpad;
+    i64 at = RF(r, MASK_BASE) + floor_div8(offset);
+    for (i64 j = 0; j < (active + 7) >> 3; j++) {
+        uint8_t byte = 0;
+        for (int b = 0; b < 8; b++)
+            if (8 * j + b < active && bits[8 * j + b])
+                byte |= 1u << b;
+        spad[at + j] = byte;
+    }
+}
+
+/* REQUANT and RAW32 (executor._write_mac_outputs) */
+static void write_mac_outputs(const struct run *r, const i64 *o, const int32_t *acc)
+{
+    const uint32_t *d = r->d;
+    uint8_t *spad = r->engine->scratchpad;
+    i64 out = out_address(r, o), L = r->L;
+    if (FIELD(MODE) == ISA_DOT) {
+        write_u32(spad, out, (uint32_t)acc[0]);
+        return;
+    }
+    i64 chunk = o[r->chunk_loop], active = min64(L, r->lanes_total - L * chunk);
+    if (FIELD(EPILOGUE) == ISA_RAW32) {
+        for (i64 l = 0; l < active; l++)
+            write_u32(spad, out + 4 * l, (uint32_t)acc[l]);
+        return;
+    }
+    int bits[L_MAX];
+    for (i64 l = 0; l < active; l++) {
+        i64 c = min64(L * chunk + l, r->lanes_total - 1);
+        i64 total = clip64(param_bias(r, c) + acc[l], INT32_MIN, INT32_MAX);
+        i64 pre = FIELD(ZERO_OUT) + round_shift(total * param_mult(r, c), param_shift(r, c));
+        spad[out + l] = (uint8_t)(int8_t)clip64(pre, -128, 127);
+        bits[l] = pre >= -128 && pre <= 127;
+    }
+    if (r->flags & ISA_FLAG_WRITE_MASK)
+        write_mask(r, out - FIELD(OUT_BASE), bits, active);
+}
+
+/* numerics 7.2's new weight for one lane; draws from *state when rounding stochastically */
+static i64 new_weight(i64 W, i64 grad, i64 M, i64 r, i64 rounding, uint32_t *state)
+{
+    i64 D = grad * M;
+    if (r > ISA_MAX_FRACTION_BITS) {
+        D = shr(D, min64(r - ISA_MAX_FRACTION_BITS, 63));
+        r = ISA_MAX_FRACTION_BITS;
+    }
+    i64 up = max64(r, 0), new;
+    if (rounding == ISA_ROUND_STOCHASTIC) {
+        *state = xorshift32(*state);
+        i64 x = *state;
+        i64 R = r <= 32 ? shr(x, min64(32 - r, 32)) : shl(x, r - 32);
+        new = sub_wrap(W, r > 0 ? (D + R) >> up : shl(D, -r));
+    } else if (rounding == ISA_ROUND_TRUNCATE) {
+        i64 a = W - (D >> up), fraction = D - ((D >> up) << up);
+        new = r > 0 ? a - (fraction != 0 && a > 0) : sub_wrap(W, shl(D, -r));
+    } else {
+        new = sub_wrap(W, shift_signed(D, r));
+    }
+    return clip64(new, -127, 127);
+}
+
+/* UPDATE / BIAS_UPDATE (executor._update): active lanes in lane order, vectors in loop order */
+static void run_update(const struct run *r)
+{
+    const uint32_t *d = r->d;
+    uint8_t *spad = r->engine->scratchpad;
+    i64 e_y = read_s32(spad, FIELD(EXP_ADDR)), L = r->L;
+    i64 rounding = (r->flags >> ISA_ROUNDING_SHIFT) & 3;
+    uint32_t state = read_u32(spad, FIELD(PRNG_ADDR));
+    if (state == 0)
+        state = ISA_PRNG_ZERO_SEED;
+    i64 o[ISA_LOOPS] = {0};
+    int32_t acc[L_MAX];
+    FOR_OUTPUTS(r, o) {
+        accumulate(r, o, acc);
+        i64 chunk = o[r->chunk_loop], active = active_lanes(r, chunk), out = out_address(r, o);
+        i64 first = r->chunk_listed ? list_entry(r, chunk) : L * chunk;
+        for (i64 l = 0; l < active; l++) {
+            i64 c = first + l, M = param_mult(r, c);
+            i64 shift = clip64(param_shift(r, c) - e_y, -128, 127);
+            if (FIELD(EPILOGUE) == ISA_UPDATE) {
+                i64 W = read_s8(spad, out + l);
+                spad[out + l] = (uint8_t)(int8_t)new_weight(W, acc[l], M, shift, rounding, &state);
+            } else {
+                i64 old = read_s32(spad, out + 4 * l);
+                i64 new = clip64(old - shift_signed((i64)acc[l] * M, shift), INT32_MIN, INT32_MAX);
+                write_u32(spad, out + 4 * l, (uint32_t)new);
+            }
+        }
+    }
+    if (FIELD(EPILOGUE) == ISA_UPDATE)
+        write_u32(spad, FIELD(PRNG_ADDR), state);
+}
+
+/* numerics 5's alignment of two gradients (executor._sum_shifts) */
+struct sum_shifts { i64 right1, left1, right2, left2, exponent; };
+
+static struct sum_shifts sum_shifts(const struct run *r)
+{
+    const uint8_t *spad = r->engine->scratchpad;
+    i64 e1 = read_s32(spad, RF(r, EXP_ADDR)), e2 = read_s32(spad, RF(r, EXP2_ADDR));
+    int swap = e1 > e2;
+    i64 low = swap ? e2 : e1, high = swap ? e1 : e2, diff = high - low;
+    i64 round_low = max64(0, diff - 23), left = min64(diff, 23);
+    struct sum_shifts s = {round_low, 0, 0, left, high - left};
+    if (swap)
+        s = (struct sum_shifts){0, left, round_low, 0, high - left};
+    return s;
+}
+
+/* The gradient epilogue's values v of one output vector, and where each goes: `count` values
+ * (1 for dot) at out, out + 1, ... (executor._mac's scaling and executor._add's sums). */
+static i64 gradient_values(const struct run *r, const i64 *o, i64 *v, i64 *out)
+{
+    const uint32_t *d = r->d;
+    const uint8_t *spad = r->engine->scratchpad;
+    i64 L = r->L;
+    *out = out_address(r, o);
+    if (FIELD(OPCODE) == ISA_ADD) {
+        struct sum_shifts s = sum_shifts(r);
+        i64 active = min64(L, r->lanes_total - L * o[0]), a_addr = FIELD(A_BASE), b_addr = FIELD(B_BASE);
+        for (int k = 0; k < ISA_OUTPUT_LOOPS; k++) {
+            a_addr += FIELDK(A_STRIDES, k) * o[k];
+            b_addr += FIELDK(B_STRIDES, k) * o[k];
+        }
+        for (i64 l = 0; l < active; l++)
+            v[l] = shl(round_shift(read_s8(spad, a_addr + l), s.right1), s.left1)
+                   + shl(round_shift(read_s8(spad, b_addr + l), s.right2), s.left2);
+        return active;
+    }
+    int32_t acc[L_MAX];
+    accumulate(r, o, acc);
+    if (FIELD(MODE) == ISA_DOT) {
+        v[0] = acc[0];
+        return 1;
+    }
+    i64 chunk = o[r->chunk_loop], active = min64(L, r->lanes_total - L * chunk);
+    for (i64 l = 0; l < active; l++) {
+        i64 factor = 1;
+        if (r->flags & ISA_FLAG_SCALE)
+            factor = param_mult(r, min64(L * chunk + l, r->lanes_total - 1)) & 0xFFFF;
+        v[l] = (i64)acc[l] * factor;
+    }
+    return active;
+}
+
+/* GRADIENT (executor._quantize_and_write): pass 1 finds max|v|, k = max(0, bitlen - 7) and
+ * writes the exponent e_A + k; pass 2 recomputes v and writes clamp(round_shift(v, k)) (masked) */
+static void run_gradient(const struct run *r)
+{
+    const uint32_t *d = r->d;
+    uint8_t *spad = r->engine->scratchpad;
+    i64 e_A = FIELD(OPCODE) == ISA_ADD ? sum_shifts(r).exponent : read_s32(spad, FIELD(EXP_ADDR)) + FIELD(EXP_OFFSET);
+    i64 o[ISA_LOOPS] = {0}, v[L_MAX], out;
+    u64 amax = 0;
+    FOR_OUTPUTS(r, o) {
+        i64 count = gradient_values(r, o, v, &out);
+        for (i64 l = 0; l < count; l++) {
+            u64 magnitude = v[l] < 0 ? (u64)0 - (u64)v[l] : (u64)v[l];
+            if (magnitude > amax)
+                amax = magnitude;
+        }
+    }
+    i64 k = max64(0, bitlen(amax) - 7);
+    write_u32(spad, FIELD(EXP_OUT_ADDR), (uint32_t)(e_A + k));
+    FOR_OUTPUTS(r, o) {
+        i64 count = gradient_values(r, o, v, &out);
+        for (i64 l = 0; l < count; l++) {
+            i64 g = clip64(round_shift(v[l], k), -ISA_GRAD_MAX, ISA_GRAD_MAX);
+            if (r->flags & ISA_FLAG_MASK_IN) {
+                i64 bit = out + l - FIELD(OUT_BASE);
+                g *= (spad[FIELD(MASK_BASE) + floor_div8(bit)] >> (bit - 8 * floor_div8(bit))) & 1;
+            }
+            spad[out + l] = (uint8_t)(int8_t)g;
+        }
+    }
+}
+
+/* ADD with REQUANT: numerics 4.3's residual add (executor._add) */
+static void run_residual_add(const struct run *r)
+{
+    const uint32_t *d = r->d;
+    uint8_t *spad = r->engine->scratchpad;
+    i64 L = r->L, o[ISA_LOOPS] = {0};
+    FOR_OUTPUTS(r, o) {
+        i64 active = min64(L, r->lanes_total - L * o[0]);
+        i64 a_addr = FIELD(A_BASE), b_addr = FIELD(B_BASE), out = FIELD(OUT_BASE);
+        for (int k = 0; k < ISA_OUTPUT_LOOPS; k++) {
+            a_addr += FIELDK(A_STRIDES, k) * o[k];
+            b_addr += FIELDK(B_STRIDES, k) * o[k];
+            out += FIELDK(OUT_STRIDES, k) * o[k];
+        }
+        int bits[L_MAX];
+        for (i64 l = 0; l < active; l++) {
+            i64 x1 = read_s8(spad, a_addr + l) - FIELD(A_ZERO), x2 = read_s8(spad, b_addr + l) - FIELD(B_ZERO);
+            i64 pre = FIELD(ZERO_OUT) + round_shift(x1 * (i64)d[ISA_ADD_M1] + x2 * (i64)d[ISA_ADD_M2], FIELD(ADD_SHIFT));
+            spad[out + l] = (uint8_t)(int8_t)clip64(pre, -128, 127);
+            bits[l] = pre >= -128 && pre <= 127;
+        }
+        if (r->flags & ISA_FLAG_WRITE_MASK)
+            write_mask(r, out - FIELD(OUT_BASE), bits, active);
+    }
+}
+
+static void execute(struct soft_engine *engine, const uint32_t *d)
+{
+    struct run r = {.engine = engine, .d = d, .L = engine->lanes, .lanes_total = FIELD(LANES_TOTAL),
+                    .chunk_loop = FIELD(CHUNK_LOOP), .flags = FIELD(FLAGS), .looped = list_loop(d),
+                    .chunk_listed = list_chunk(d)};
+    for (int k = 0; k < ISA_LOOPS; k++)
+        r.counts[k] = FIELDK(COUNTS, k);
+    i64 epilogue = FIELD(EPILOGUE);
+    if (FIELD(OPCODE) == ISA_ADD) {
+        if (epilogue == ISA_GRADIENT)
+            run_gradient(&r);
+        else
+            run_residual_add(&r);
+        return;
+    }
+    if (needs_params(d)) {
+        r.params = ((r.flags & ISA_FLAG_PARAMS_EXTERNAL) ? engine->external : engine->scratchpad) + FIELD(PARAM_BASE);
+        r.param_channels = param_count(d);
+    }
+    if (epilogue == ISA_UPDATE || epilogue == ISA_BIAS_UPDATE) {
+        run_update(&r);
+    } else if (epilogue == ISA_GRADIENT) {
+        run_gradient(&r);
+    } else {
+        i64 o[ISA_LOOPS] = {0};
+        int32_t acc[L_MAX];
+        FOR_OUTPUTS(&r, o) {
+            accumulate(&r, o, acc);
+            write_mac_outputs(&r, o, acc);
+        }
+    }
+}
+
+int soft_engine_run(struct soft_engine *engine, const uint32_t *words, uint32_t count, uint32_t *index)
+{
+    for (uint32_t i = 0; i < count; i++) {
+        const uint32_t *d = words + (u64)i * ISA_DESCRIPTOR_WORDS;
+        if (FIELD(OPCODE) == ISA_END) {
+            *index = i;
+            return ISA_OK;
+        }
+        int code = soft_engine_check(engine, d);
+        int looped = list_loop(d);
+        if (code == ISA_OK && looped >= 0) {
+            i64 at = FIELD(LIST_ADDR);
+            for (i64 j = 0; j < FIELDK(COUNTS, looped); j++) {
+                i64 entry = engine->scratchpad[at + 2 * j] | (i64)engine->scratchpad[at + 2 * j + 1] << 8;
+                if (entry >= FIELD(LIST_LIMIT))
+                    code = ISA_ERR_LIST_ENTRY;
+            }
+        }
+        if (code != ISA_OK) {
+            *index = i;
+            return code;
+        }
+        execute(engine, d);
+    }
+    *index = count;
+    return ISA_ERR_PROGRAM_RANGE;
+}
