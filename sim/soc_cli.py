@@ -29,6 +29,10 @@ def add_parser(sim_subparsers) -> None:
     s.add_argument("--board", metavar="BOARD",
                    help="run the SoC of BOARD's bitstream (ulx3s-85f, orangecrab-85f) with its memories "
                         "initialised as there, instead of the small simulation SoC")
+    s.add_argument("--soft-engine", action="store_true",
+                   help="the CPU runs the programs itself (fpga/firmware/engine_soft.c) and the engine idles: "
+                        "what a board without the engine would do; about 7,500 simulated cycles a second, so "
+                        "tens of minutes an iteration")
     s.add_argument("--json", type=Path, help="write the results as JSON")
 
 
@@ -69,7 +73,8 @@ def run(args) -> dict:
 
     from sim.soc_run import soc_training_run
     result = soc_training_run(args.iterations, config, seed=args.seed, pause=not args.no_pause, progress=progress,
-                              scheme_name=scheme, preloaded=board_name is not None)
+                              scheme_name=scheme, preloaded=board_name is not None,
+                              soft_engine=getattr(args, "soft_engine", False))
     result["board"] = board_name
     print(f"\n{'iter':>4s} {'cycles':>8s} {'engine idle':>11s} {'idle %':>7s} {'forward':>8s} "
           f"{'backward':>8s} {'loss':>7s} {'golden':>7s}  bit-exact")

@@ -257,10 +257,12 @@ def check_iterations(iterations: int) -> None:
 
 
 def soc_training_run(iterations: int = 3, config: SocConfig = SIM, seed: int = 1, pause: bool = True,
-                     progress=None, scheme_name: str = DEFAULT_SCHEME, preloaded: bool = False) -> dict:
+                     progress=None, scheme_name: str = DEFAULT_SCHEME, preloaded: bool = False,
+                     soft_engine: bool = False) -> dict:
     """Train on the SoC and compare with the golden model; returns the JSON-ready result.
     `preloaded`: firmware and flash image are the simulator's initial memory contents, as in a
-    bitstream (run_soc)."""
+    bitstream (run_soc). `soft_engine`: the firmware runs the programs on the CPU (its forward
+    and backward cycles are then the CPU's) and the engine idles."""
     from golden.engine import layout
     from golden.engine.cycles import end_cycles, program_cycles
     from hw.soc.firmware import build_firmware
@@ -268,10 +270,12 @@ def soc_training_run(iterations: int = 3, config: SocConfig = SIM, seed: int = 1
     check_iterations(iterations)
     exp = prepare(iterations, config, seed, pause, scheme_name=scheme_name)
     windows = exp.windows()
-    firmware = build_firmware(config)
+    firmware = build_firmware(config, soft_engine=soft_engine)
     run = run_soc(config, exp.flash.data, firmware.binary,
                   windows=[(at, size) for _, at, size in windows] if pause else (), progress=progress,
-                  preloaded=preloaded)
+                  preloaded=preloaded,
+                  # the CPU's own run of a program takes a few hundred times the engine's cycles
+                  **(dict(max_cycles=1_000_000_000, timeout=6 * 3600.0) if soft_engine else {}))
     rows = parse_iterations(run.transcript)
     golden_after, golden_losses = golden_scratchpads(exp, iterations)
     predicted_forward = program_cycles(exp.program.forward.descriptors, config.engine)
@@ -324,7 +328,7 @@ def soc_training_run(iterations: int = 3, config: SocConfig = SIM, seed: int = 1
     flash_unchanged = run.flash is not None and bool(np.array_equal(run.flash, exp.flash.data))
     if out:
         out[-1]["bit_exact"] = out[-1]["bit_exact"] and final_exact
-    return {"model": exp.model.name, "scheme": scheme_name, "cpu": f"VexRiscv {config.cpu_variant}",
+    return {"model": exp.model.name, "scheme": scheme_name, "cpu": f"VexRiscv {config.cpu_variant}", "soft_engine": soft_engine,
             "engine_config": dict(config.engine.__dict__), "ram_bytes": config.ram_bytes,
             "firmware_bytes": len(firmware.binary), "status": run.status, "exit_code": run.exit_code,
             "total_cycles": run.cycles, "predicted_forward_cycles": predicted_forward,

@@ -102,6 +102,37 @@ def test_last_layer_scheme_still_runs_bit_exact(last_layer):
     assert last_layer["final_scratchpad_equals_golden"] and last_layer["bit_exact"]
 
 
+def test_soft_engine_firmware_runs_a_descriptor_and_reports_a_fault_as_the_engine_does():
+    """The firmware built with the CPU running the programs (fpga/firmware/engine_soft.c) on the
+    SoC's VexRiscv: descriptor 0 (a staging copy) runs on the CPU over the engine's windows,
+    descriptor 1 fails its check, and the report and the memories are the engine's. A whole
+    iteration takes tens of minutes of simulation (`sparsebp sim soc --soft-engine`)."""
+    from golden.engine import program as isa
+    from golden.engine.executor import Machine
+    from hw.soc.firmware import build_firmware
+    from sim.soc_run import prepare, run_soc
+
+    bad_address = SIM.engine.scratchpad_bytes + 64
+    exp = prepare(1, SIM, corrupt=(1, "a_base", bad_address), pause=False)
+    scratchpad = exp.program.initial_scratchpad(exp.images[0], exp.flash.job["sr_seed"])
+    exp.program.write_selection(scratchpad, exp.selector().select())
+    machine = Machine(SIM.engine, exp.flash.data[:exp.flash.program_bytes])
+    machine.scratchpad[:] = scratchpad
+    words = exp.flash.data[:(len(exp.program.forward.descriptors) + 1) * isa.DESCRIPTOR_WORDS * 4]
+    result = machine.run(isa.decode(words.view("<u4")))
+    assert (result.error_code, result.error_index) == (isa.ERR_A_RANGE, 1)
+    assert not np.array_equal(machine.scratchpad, scratchpad)          # descriptor 0 wrote something
+
+    firmware = build_firmware(SIM, soft_engine=True)
+    assert len(firmware.binary) > len(build_firmware(SIM).binary)
+    run = run_soc(SIM, exp.flash.data, firmware.binary)
+    assert (run.status, run.exit_code) == ("halted", 1)
+    assert "engine error in the forward program: code 3 (operand A out of range) at descriptor 1\n" in run.transcript
+    assert f"  a_base = {bad_address}\n" in run.transcript
+    assert np.array_equal(run.scratchpad, machine.scratchpad)
+    assert np.array_equal(run.flash, exp.flash.data)
+
+
 def test_corrupted_program_faults_the_engine_and_the_firmware_reports_it():
     from golden.engine import program as isa
     from golden.engine.executor import Machine

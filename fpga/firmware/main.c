@@ -202,6 +202,36 @@ HOT static uint32_t scratchpad_read(uint32_t addr, word_buffer *out, uint32_t co
 }
 
 /* ------------------------------------------------------------------ engine */
+#ifdef SOFT_ENGINE
+/* Built with SOFT_ENGINE (hw/soc/firmware.py, soft_engine=True), the CPU runs each program
+   itself (engine_soft.c) over the engine's scratchpad and external windows, and the engine
+   stays idle: engine_start returns when the program has ended, and the status, error and cycle
+   words below stand in for the engine's registers (the cycles are the CPU's for the run). */
+#include "engine_soft.h"
+static uint32_t soft_status, soft_error, soft_cycles;
+#define ENGINE_ERROR_WORD soft_error
+#define ENGINE_CYCLES_WORD soft_cycles
+
+HOT static void engine_start(uint32_t program_base) {
+    struct soft_engine engine = {(uint8_t *)(uintptr_t)SOC_SCRATCHPAD_BASE, ENGINE_SCRATCHPAD_BYTES,
+                                 (const uint8_t *)(uintptr_t)SOC_EXTERNAL_BASE, ENGINE_EXTERNAL_BYTES,
+                                 ENGINE_LANES, ENGINE_PARAM_CHANNELS};
+    uint32_t count = (ENGINE_EXTERNAL_BYTES - program_base) / (4u * ENGINE_DESCRIPTOR_WORDS), index;
+    uint32_t began = REG(SOC_SYSCTL_CYCLES);
+    int code = soft_engine_run(&engine, (const uint32_t *)(uintptr_t)(SOC_EXTERNAL_BASE + program_base), count,
+                               &index);
+    soft_cycles = REG(SOC_SYSCTL_CYCLES) - began;
+    soft_error = (uint32_t)code | index << 16;       /* the engine's error register: code, index << 16 */
+    soft_status = ENGINE_STATUS_FINISHED | (code ? ENGINE_STATUS_ERROR : 0u);
+}
+
+WARM static uint32_t engine_wait(void) {
+    return soft_status;
+}
+#else
+#define ENGINE_ERROR_WORD REG(SOC_ENGINE_ERROR)
+#define ENGINE_CYCLES_WORD REG(SOC_ENGINE_CYCLES)
+
 HOT static void engine_start(uint32_t program_base) {
     REG(SOC_ENGINE_PROGRAM_BASE) = program_base;
     REG(SOC_ENGINE_CONTROL) = 1u;
@@ -213,9 +243,10 @@ WARM static uint32_t engine_wait(void) {
         uart_pump_one();
     return status;
 }
+#endif
 
 COLD static void __attribute__((noreturn)) engine_failed(const char *phase, uint32_t program_base) {
-    uint32_t error = REG(SOC_ENGINE_ERROR);
+    uint32_t error = ENGINE_ERROR_WORD;
     uint32_t code = error & 0xffu, index = error >> 16;
     uint32_t at = program_base + index * 4u * ENGINE_DESCRIPTOR_WORDS;
     out_str("engine error in the ");
@@ -480,7 +511,7 @@ HOT int main(void) {
             engine_failed("forward", job.forward_base);
         /* -- engine idle: the loss step */
         uint32_t loss_began = now();
-        current->forward_cycles = REG(SOC_ENGINE_CYCLES);
+        current->forward_cycles = ENGINE_CYCLES_WORD;
         loss_step(label, &current->loss);
         engine_start(job.backward_base);
         current->loss_step_cycles = now() - loss_began;
@@ -490,7 +521,7 @@ HOT int main(void) {
         if (engine_wait() & ENGINE_STATUS_ERROR)
             engine_failed("backward", job.backward_base);
         struct stamp ended = stamp();
-        current->backward_cycles = REG(SOC_ENGINE_CYCLES);
+        current->backward_cycles = ENGINE_CYCLES_WORD;
         current->cycles = ended.cycles - started.cycles;
         current->idle_cycles = ended.idle - started.idle;
         previous = current;

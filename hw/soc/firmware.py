@@ -2,7 +2,8 @@
 compiler, against a header generated from the SoC configuration (hw/soc/header.py).
 
 `build_firmware(config)` returns a `Firmware` (the flat binary to load at the RAM's base and the
-ELF's path). Builds are cached in `<cache>/firmware-<digest>` (`$SPARSEBP_SIM_CACHE` or
+ELF's path). With `soft_engine=True` the firmware runs the programs on the CPU instead of the
+engine (fpga/firmware/engine_soft.c, compiled with SOFT_ENGINE; main.c says what changes). Builds are cached in `<cache>/firmware-<digest>` (`$SPARSEBP_SIM_CACHE` or
 `~/.cache/sparsebp/sim`, as sim.build), the digest covering the sources, the generated header,
 the flags and the compiler version; a build takes a few seconds.
 `compiler_available()` says whether `ziglang` is installed, for tests to skip with.
@@ -24,6 +25,8 @@ from .header import soc_header
 SOURCE_DIR = Path(__file__).resolve().parents[2] / "fpga" / "firmware"
 SOURCES = ("start.S", "main.c")
 HEADERS = ("loss.h", "select.h")
+SOFT_ENGINE_SOURCES = ("engine_soft.c",)
+SOFT_ENGINE_HEADERS = ("engine_soft.h",)
 FLAGS = ("-target", "riscv32-freestanding-none", "-mcpu=generic_rv32+m", "-Os", "-g", "-ffreestanding",
          "-fno-builtin", "-nostdlib", "-ffunction-sections", "-Wl,--gc-sections", "-Wall", "-Wextra",
          "-Werror")
@@ -59,19 +62,26 @@ def _cache_root() -> Path:
     return cache_root()
 
 
-def build_firmware(config: SocConfig) -> Firmware:
+def build_firmware(config: SocConfig, soft_engine: bool = False) -> Firmware:
     ok, reason = compiler_available()
     if not ok:
         raise FirmwareError(reason)
+    from golden.engine.c_header import isa_header
     began = time.perf_counter()
     header = soc_header(config)
     ram = config.region("ram")
     ram_script = f"MEMORY {{ RAM (rwx) : ORIGIN = 0x{ram.base:x}, LENGTH = 0x{ram.size:x} }}\n"
-    sources = {name: (SOURCE_DIR / name).read_text() for name in SOURCES + HEADERS + ("link.ld",)}
+    compiled = SOURCES + (SOFT_ENGINE_SOURCES if soft_engine else ())
+    flags = FLAGS + (("-DSOFT_ENGINE",) if soft_engine else ())
+    sources = {name: (SOURCE_DIR / name).read_text()
+               for name in compiled + HEADERS + (SOFT_ENGINE_HEADERS if soft_engine else ()) + ("link.ld",)}
+    generated = {"soc.h": header, "ram.ld": ram_script}
+    if soft_engine:
+        generated["engine_isa.h"] = isa_header()
     import ziglang
     hasher = hashlib.sha256()
-    for part in [header, ram_script, " ".join(FLAGS), getattr(ziglang, "__version__", "")] + \
-            [f"{name}\0{text}" for name, text in sorted(sources.items())]:
+    for part in [" ".join(flags), getattr(ziglang, "__version__", "")] + \
+            [f"{name}\0{text}" for name, text in sorted({**sources, **generated}.items())]:
         hasher.update(part.encode() + b"\0")
     directory = _cache_root() / f"firmware-{hasher.hexdigest()[:20]}"
     binary_path, elf_path = directory / "firmware.bin", directory / "firmware.elf"
@@ -80,11 +90,9 @@ def build_firmware(config: SocConfig) -> Firmware:
     work = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    for name, text in sources.items():
+    for name, text in {**sources, **generated}.items():
         (work / name).write_text(text)
-    (work / "soc.h").write_text(header)
-    (work / "ram.ld").write_text(ram_script)
-    result = _zig("cc", *FLAGS, "-I.", "-L.", "-T", "link.ld", "-o", "firmware.elf", *SOURCES, cwd=work)
+    result = _zig("cc", *flags, "-I.", "-L.", "-T", "link.ld", "-o", "firmware.elf", *compiled, cwd=work)
     if result.returncode:
         raise FirmwareError(f"compiling the firmware in {work} failed:\n{result.stdout}{result.stderr}")
     result = _zig("objcopy", "-O", "binary", "firmware.elf", "firmware.bin", cwd=work)
