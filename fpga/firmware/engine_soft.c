@@ -258,6 +258,7 @@ struct run {
     const uint32_t *d;
     i64 L, counts[ISA_LOOPS], lanes_total, chunk_loop, flags;
     int looped, chunk_listed;
+    i64 row_coefs[ISA_LOOPS], col_coefs[ISA_LOOPS], a_strides[ISA_LOOPS], b_strides[ISA_LOOPS];
     const uint8_t *params;      /* the parameter table's memory, at param_base */
     i64 param_channels;         /* C: bias[C] int32, mult[C] uint32, shift[C] uint8 */
 };
@@ -297,55 +298,67 @@ static i64 out_address(const struct run *r, const i64 *o)
 }
 
 /* The accumulators of the output vector at output indices o[0..2] (loops 3..5 reduced):
- * 32-bit two's complement, one per lane, or one in dot mode. */
+ * 32-bit two's complement, one per lane, or one in dot mode.
+ * Addresses are formed in 32 bits, and only where they are read: a descriptor that passed its
+ * checks has every term of an address it reads within the memory's size (each stride times its
+ * index is inside the checked extent), and RV32IM multiplies 32 bits in one instruction where
+ * 64 take three. The row and column are 64-bit sums (a_row0 is any int32). */
 static void accumulate(const struct run *r, const i64 *o, int32_t *acc)
 {
     const uint32_t *d = r->d;
     const uint8_t *spad = r->engine->scratchpad;
     const uint8_t *b_mem = (r->flags & ISA_FLAG_B_EXTERNAL) ? r->engine->external : spad;
-    i64 L = r->L, mode = FIELD(MODE), a_zero = FIELD(A_ZERO);
+    int L = (int)r->L, mode = (int)FIELD(MODE), a_zero = (int)FIELD(A_ZERO);
     int a_vector = mode != ISA_BROADCAST, ones = (r->flags & ISA_FLAG_B_ONES) != 0;
+    i64 row0 = FIELD(A_ROW0), col0 = FIELD(A_COL0), rows = FIELD(A_ROWS), cols = FIELD(A_COLS);
+    int32_t a_base = (int32_t)FIELD(A_BASE), b_base = (int32_t)FIELD(B_BASE);
+    int32_t row_stride = (int32_t)FIELD(A_ROW_STRIDE), col_stride = (int32_t)FIELD(A_COL_STRIDE);
     uint32_t sum[L_MAX];
-    for (i64 l = 0; l < L; l++)
+    for (int l = 0; l < L; l++)
         sum[l] = 0;
-    i64 idx[ISA_LOOPS] = {o[0], o[1], o[2], 0, 0, 0}, step = 0;
+    i64 idx[ISA_LOOPS] = {o[0], o[1], o[2], 0, 0, 0};
+    int step = 0;
     for (idx[3] = 0; idx[3] < r->counts[3]; idx[3]++)
     for (idx[4] = 0; idx[4] < r->counts[4]; idx[4]++)
     for (idx[5] = 0; idx[5] < r->counts[5]; idx[5]++, step++) {
-        i64 active = active_lanes(r, idx[r->chunk_loop]);
-        i64 row = FIELD(A_ROW0), col = FIELD(A_COL0);
-        for (int k = 0; k < ISA_LOOPS; k++) {
-            row += coef(d, ISA_A_ROW_COEFS, k) * idx[k];
-            col += coef(d, ISA_A_COL_COEFS, k) * idx[k];
+        int active = (int)active_lanes(r, idx[r->chunk_loop]);
+        i64 row = row0, col = col0;
+        for (int k = 0; k < ISA_LOOPS; k++) {        /* coefficients are 4-bit, indices 16-bit */
+            row += (int32_t)r->row_coefs[k] * (int32_t)idx[k];
+            col += (int32_t)r->col_coefs[k] * (int32_t)idx[k];
         }
-        int valid = row >= 0 && row < FIELD(A_ROWS) && col >= 0 && col < FIELD(A_COLS);
-        i64 at[ISA_LOOPS], a_addr = FIELD(A_BASE) + row * FIELD(A_ROW_STRIDE) + col * FIELD(A_COL_STRIDE);
-        through_list(r, idx, ISA_FLAG_LIST_A, at);
-        for (int k = 0; k < ISA_LOOPS; k++)
-            a_addr += FIELDK(A_STRIDES, k) * at[k];
+        int valid = row >= 0 && row < rows && col >= 0 && col < cols;
+        int32_t a_addr = 0;
+        if (valid) {
+            i64 at[ISA_LOOPS];
+            through_list(r, idx, ISA_FLAG_LIST_A, at);
+            a_addr = a_base + (int32_t)row * row_stride + (int32_t)col * col_stride;
+            for (int k = 0; k < ISA_LOOPS; k++)
+                a_addr += (int32_t)r->a_strides[k] * (int32_t)at[k];
+        }
         if (mode == ISA_SUMS) {
             /* lane l's accumulator is the int32 at byte 4 (l mod L/4) of the row read at step l div L/4 */
-            int per_row = (int)L / 4;
+            int per_row = L / 4;
             for (int l = 0; l < active; l++)
                 if (l / per_row == step && valid)
                     sum[l] = read_u32(spad, a_addr + 4 * (l % per_row));
             continue;
         }
-        i64 b_addr = FIELD(B_BASE);
+        int32_t b_addr = b_base;
         if (!ones) {
             i64 bt[ISA_LOOPS];
             through_list(r, idx, ISA_FLAG_LIST_B, bt);
             for (int k = 0; k < ISA_LOOPS; k++)
-                b_addr += FIELDK(B_STRIDES, k) * bt[k];
+                b_addr += (int32_t)r->b_strides[k] * (int32_t)bt[k];
         }
-        i64 broadcast_a = !a_vector && valid ? read_s8(spad, a_addr) - a_zero : 0;
-        for (i64 l = 0; l < active; l++) {
-            i64 a = a_vector ? (valid ? read_s8(spad, a_addr + l) - a_zero : 0) : broadcast_a;
-            i64 b = ones ? 1 : read_s8(b_mem, b_addr + l);
+        int32_t broadcast_a = !a_vector && valid ? (int8_t)spad[a_addr] - a_zero : 0;
+        for (int l = 0; l < active; l++) {
+            int32_t a = a_vector ? (valid ? (int8_t)spad[a_addr + l] - a_zero : 0) : broadcast_a;
+            int32_t b = ones ? 1 : (int8_t)b_mem[b_addr + l];
             sum[mode == ISA_DOT ? 0 : l] += (uint32_t)(a * b);
         }
     }
-    for (i64 l = 0; l < L; l++)
+    for (int l = 0; l < L; l++)
         acc[l] = (int32_t)sum[l];
 }
 
@@ -567,8 +580,13 @@ static void execute(struct soft_engine *engine, const uint32_t *d)
     struct run r = {.engine = engine, .d = d, .L = engine->lanes, .lanes_total = FIELD(LANES_TOTAL),
                     .chunk_loop = FIELD(CHUNK_LOOP), .flags = FIELD(FLAGS), .looped = list_loop(d),
                     .chunk_listed = list_chunk(d)};
-    for (int k = 0; k < ISA_LOOPS; k++)
+    for (int k = 0; k < ISA_LOOPS; k++) {
         r.counts[k] = FIELDK(COUNTS, k);
+        r.row_coefs[k] = coef(d, ISA_A_ROW_COEFS, k);
+        r.col_coefs[k] = coef(d, ISA_A_COL_COEFS, k);
+        r.a_strides[k] = FIELDK(A_STRIDES, k);
+        r.b_strides[k] = FIELDK(B_STRIDES, k);
+    }
     i64 epilogue = FIELD(EPILOGUE);
     if (FIELD(OPCODE) == ISA_ADD) {
         if (epilogue == ISA_GRADIENT)
@@ -597,8 +615,10 @@ static void execute(struct soft_engine *engine, const uint32_t *d)
 
 int soft_engine_run(struct soft_engine *engine, const uint32_t *words, uint32_t count, uint32_t *index)
 {
+    uint32_t d[ISA_DESCRIPTOR_WORDS];         /* a copy in the CPU's memory: fields are read often */
     for (uint32_t i = 0; i < count; i++) {
-        const uint32_t *d = words + (u64)i * ISA_DESCRIPTOR_WORDS;
+        for (int w = 0; w < ISA_DESCRIPTOR_WORDS; w++)
+            d[w] = words[(u64)i * ISA_DESCRIPTOR_WORDS + w];
         if (FIELD(OPCODE) == ISA_END) {
             *index = i;
             return ISA_OK;
