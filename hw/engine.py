@@ -594,9 +594,9 @@ class Engine(wiring.Component):
                          add_x1[l].eq(a_data[8 * l: 8 * l + 8].as_signed() - a_zero),
                          add_x2[l].eq(b_data[8 * l: 8 * l + 8].as_signed() - f("b_zero")[:9].as_signed())]
         p_valid = Signal(); p_first = Signal(); p_last = Signal()
-        p_active = Signal.like(x_active); p_out = Signal(32); p_slot = Signal.like(x_slot)
+        p_active = Signal.like(x_active); p_out = Signal(32); p_chunk = Signal(16); p_slot = Signal.like(x_slot)
         m.d.sync += [p_valid.eq(x_valid), p_first.eq(x_first), p_last.eq(x_last), p_active.eq(x_active),
-                     p_out.eq(x_out), p_slot.eq(x_slot)]
+                     p_out.eq(x_out), p_chunk.eq(x_chunk), p_slot.eq(x_slot)]
 
         # ---------------------------------------------------------------- accumulate
         acc = [Signal(signed(32), name=f"acc{l}") for l in range(L)]
@@ -610,14 +610,21 @@ class Engine(wiring.Component):
         # Epilogue input ("e_" stage): the finished accumulators, one cycle after the last add.
         e_valid = Signal(); e_active = Signal.like(x_active); e_out = Signal(32); e_slot = Signal.like(x_slot)
         m.d.sync += [e_valid.eq(p_valid & p_last), e_active.eq(p_active), e_out.eq(p_out), e_slot.eq(p_slot)]
-        # The parameter rows are read a stage early (from the x stage's chunk) into registers, so
-        # the e stage's products and adders start at a flip-flop, not at a block RAM's output
-        # (5.61 ns clock-to-out on the ECP5, the head of the SoC's longest `sync` path). The
-        # values are the same: the rows are written only in PARAMS, which has drained before RUN.
-        m.d.comb += [param_r[i].addr.eq(x_chunk) for i in range(3)]
-        bias_row, mult_row, shift_row = (Signal(len(port.data), name=name) for port, name in
-                                         zip(param_r, ("bias_row", "mult_row", "shift_row")))
-        m.d.sync += [row.eq(port.data) for row, port in zip((bias_row, mult_row, shift_row), param_r)]
+        # The parameter rows at the e stage. With the plain scratchpad they are read a stage early
+        # (from the x stage's chunk) into registers, so the e stage's products and adders start
+        # at a flip-flop, not at a block RAM's output (5.61 ns clock-to-out on the ECP5, the head
+        # of the longest `sync` path); the values are the same, since the rows are written only
+        # in PARAMS, which has drained before RUN. The pumped scratchpad's clock is bound by its
+        # `fast` paths, not by these, and it keeps the netlist its boards' placement seeds were
+        # found for (fpga/boards.py ROUTED_SEEDS): its rows are read at p, used at e.
+        if cfg.scratchpad_pumped:
+            m.d.comb += [param_r[i].addr.eq(p_chunk) for i in range(3)]
+            bias_row, mult_row, shift_row = (port.data for port in param_r)
+        else:
+            m.d.comb += [param_r[i].addr.eq(x_chunk) for i in range(3)]
+            bias_row, mult_row, shift_row = (Signal(len(port.data), name=name) for port, name in
+                                             zip(param_r, ("bias_row", "mult_row", "shift_row")))
+            m.d.sync += [row.eq(port.data) for row, port in zip((bias_row, mult_row, shift_row), param_r)]
         e_x1 = [Signal(signed(10), name=f"e_x1_{l}") for l in range(L)]
         e_x2 = [Signal(signed(10), name=f"e_x2_{l}") for l in range(L)]
         m.d.sync += [e_x1[l].eq(add_x1[l]) for l in range(L)]
