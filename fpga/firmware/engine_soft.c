@@ -259,6 +259,8 @@ struct run {
     i64 L, counts[ISA_LOOPS], lanes_total, chunk_loop, flags;
     int looped, chunk_listed;
     i64 row_coefs[ISA_LOOPS], col_coefs[ISA_LOOPS], a_strides[ISA_LOOPS], b_strides[ISA_LOOPS];
+    /* what one step of reduction loop 3 + k adds to A's row, column and address and to B's address */
+    i64 step_row[3], step_col[3], step_a[3], step_b[3];
     const uint8_t *params;      /* the parameter table's memory, at param_base */
     i64 param_channels;         /* C: bias[C] int32, mult[C] uint32, shift[C] uint8 */
 };
@@ -299,10 +301,11 @@ static i64 out_address(const struct run *r, const i64 *o)
 
 /* The accumulators of the output vector at output indices o[0..2] (loops 3..5 reduced):
  * 32-bit two's complement, one per lane, or one in dot mode.
- * Addresses are formed in 32 bits, and only where they are read: a descriptor that passed its
- * checks has every term of an address it reads within the memory's size (each stride times its
- * index is inside the checked extent), and RV32IM multiplies 32 bits in one instruction where
- * 64 take three. The row and column are 64-bit sums (a_row0 is any int32). */
+ * Lists apply only to output loops, so within a vector A's row, column and address and B's
+ * address are linear in the reduction indices: they are walked by adding each loop's step
+ * (`struct run`'s reduction steps), with no multiplication in the loop nest (RV32IM's iterative
+ * multiplier takes tens of cycles). An address is used only where A's row and column are inside
+ * the image; a descriptor that passed its checks then has it inside the memory. */
 static void accumulate(const struct run *r, const i64 *o, int32_t *acc)
 {
     const uint32_t *d = r->d;
@@ -310,52 +313,54 @@ static void accumulate(const struct run *r, const i64 *o, int32_t *acc)
     const uint8_t *b_mem = (r->flags & ISA_FLAG_B_EXTERNAL) ? r->engine->external : spad;
     int L = (int)r->L, mode = (int)FIELD(MODE), a_zero = (int)FIELD(A_ZERO);
     int a_vector = mode != ISA_BROADCAST, ones = (r->flags & ISA_FLAG_B_ONES) != 0;
-    i64 row0 = FIELD(A_ROW0), col0 = FIELD(A_COL0), rows = FIELD(A_ROWS), cols = FIELD(A_COLS);
-    int32_t a_base = (int32_t)FIELD(A_BASE), b_base = (int32_t)FIELD(B_BASE);
-    int32_t row_stride = (int32_t)FIELD(A_ROW_STRIDE), col_stride = (int32_t)FIELD(A_COL_STRIDE);
+    i64 rows = FIELD(A_ROWS), cols = FIELD(A_COLS);
     uint32_t sum[L_MAX];
     for (int l = 0; l < L; l++)
         sum[l] = 0;
-    i64 idx[ISA_LOOPS] = {o[0], o[1], o[2], 0, 0, 0};
+    /* the vector's origin: the output loops' terms, list entries where the operand takes them */
+    i64 at[ISA_LOOPS], bt[ISA_LOOPS], row = FIELD(A_ROW0), col = FIELD(A_COL0);
+    i64 a_origin = FIELD(A_BASE), b_origin = FIELD(B_BASE);
+    through_list(r, o, ISA_FLAG_LIST_A, at);
+    through_list(r, o, ISA_FLAG_LIST_B, bt);
+    for (int k = 0; k < ISA_OUTPUT_LOOPS; k++) {
+        row += r->row_coefs[k] * o[k];
+        col += r->col_coefs[k] * o[k];
+        a_origin += r->a_strides[k] * at[k];
+        b_origin += r->b_strides[k] * bt[k];
+    }
+    a_origin += row * FIELD(A_ROW_STRIDE) + col * FIELD(A_COL_STRIDE);
+    /* in dot mode the chunk loop is a reduction loop and the active lanes change with it */
+    int chunk_reduced = r->chunk_loop >= ISA_OUTPUT_LOOPS;
+    int active = chunk_reduced ? 0 : (int)active_lanes(r, o[r->chunk_loop]);
     int step = 0;
-    for (idx[3] = 0; idx[3] < r->counts[3]; idx[3]++)
-    for (idx[4] = 0; idx[4] < r->counts[4]; idx[4]++)
-    for (idx[5] = 0; idx[5] < r->counts[5]; idx[5]++, step++) {
-        int active = (int)active_lanes(r, idx[r->chunk_loop]);
-        i64 row = row0, col = col0;
-        for (int k = 0; k < ISA_LOOPS; k++) {        /* coefficients are 4-bit, indices 16-bit */
-            row += (int32_t)r->row_coefs[k] * (int32_t)idx[k];
-            col += (int32_t)r->col_coefs[k] * (int32_t)idx[k];
-        }
-        int valid = row >= 0 && row < rows && col >= 0 && col < cols;
-        int32_t a_addr = 0;
-        if (valid) {
-            i64 at[ISA_LOOPS];
-            through_list(r, idx, ISA_FLAG_LIST_A, at);
-            a_addr = a_base + (int32_t)row * row_stride + (int32_t)col * col_stride;
-            for (int k = 0; k < ISA_LOOPS; k++)
-                a_addr += (int32_t)r->a_strides[k] * (int32_t)at[k];
-        }
-        if (mode == ISA_SUMS) {
-            /* lane l's accumulator is the int32 at byte 4 (l mod L/4) of the row read at step l div L/4 */
-            int per_row = L / 4;
-            for (int l = 0; l < active; l++)
-                if (l / per_row == step && valid)
-                    sum[l] = read_u32(spad, a_addr + 4 * (l % per_row));
-            continue;
-        }
-        int32_t b_addr = b_base;
-        if (!ones) {
-            i64 bt[ISA_LOOPS];
-            through_list(r, idx, ISA_FLAG_LIST_B, bt);
-            for (int k = 0; k < ISA_LOOPS; k++)
-                b_addr += (int32_t)r->b_strides[k] * (int32_t)bt[k];
-        }
-        int32_t broadcast_a = !a_vector && valid ? (int8_t)spad[a_addr] - a_zero : 0;
-        for (int l = 0; l < active; l++) {
-            int32_t a = a_vector ? (valid ? (int8_t)spad[a_addr + l] - a_zero : 0) : broadcast_a;
-            int32_t b = ones ? 1 : (int8_t)b_mem[b_addr + l];
-            sum[mode == ISA_DOT ? 0 : l] += (uint32_t)(a * b);
+    const i64 *dr = r->step_row, *dc = r->step_col, *da = r->step_a, *db = r->step_b;
+    i64 row3 = row, col3 = col, a3 = a_origin, b3 = b_origin;
+    for (i64 i3 = 0; i3 < r->counts[3]; i3++, row3 += dr[0], col3 += dc[0], a3 += da[0], b3 += db[0]) {
+        i64 row4 = row3, col4 = col3, a4 = a3, b4 = b3;
+        for (i64 i4 = 0; i4 < r->counts[4]; i4++, row4 += dr[1], col4 += dc[1], a4 += da[1], b4 += db[1]) {
+            i64 row5 = row4, col5 = col4, a5 = a4, b5 = b4;
+            for (i64 i5 = 0; i5 < r->counts[5]; i5++, row5 += dr[2], col5 += dc[2], a5 += da[2], b5 += db[2], step++) {
+                if (chunk_reduced) {
+                    i64 reduced[3] = {i3, i4, i5};
+                    active = (int)active_lanes(r, reduced[r->chunk_loop - ISA_OUTPUT_LOOPS]);
+                }
+                int valid = row5 >= 0 && row5 < rows && col5 >= 0 && col5 < cols;
+                int32_t a_addr = (int32_t)a5, b_addr = (int32_t)b5;
+                if (mode == ISA_SUMS) {
+                    /* lane l's accumulator is the int32 at byte 4 (l mod L/4) of the row read at step l div L/4 */
+                    int per_row = L / 4;
+                    for (int l = 0; l < active; l++)
+                        if (l / per_row == step && valid)
+                            sum[l] = read_u32(spad, a_addr + 4 * (l % per_row));
+                    continue;
+                }
+                int32_t broadcast_a = !a_vector && valid ? (int8_t)spad[a_addr] - a_zero : 0;
+                for (int l = 0; l < active; l++) {
+                    int32_t a = a_vector ? (valid ? (int8_t)spad[a_addr + l] - a_zero : 0) : broadcast_a;
+                    int32_t b = ones ? 1 : (int8_t)b_mem[b_addr + l];
+                    sum[mode == ISA_DOT ? 0 : l] += (uint32_t)(a * b);
+                }
+            }
         }
     }
     for (int l = 0; l < L; l++)
@@ -586,6 +591,13 @@ static void execute(struct soft_engine *engine, const uint32_t *d)
         r.col_coefs[k] = coef(d, ISA_A_COL_COEFS, k);
         r.a_strides[k] = FIELDK(A_STRIDES, k);
         r.b_strides[k] = FIELDK(B_STRIDES, k);
+    }
+    for (int k = 0; k < 3; k++) {
+        int loop = ISA_OUTPUT_LOOPS + k;
+        r.step_row[k] = r.row_coefs[loop];
+        r.step_col[k] = r.col_coefs[loop];
+        r.step_a[k] = r.a_strides[loop] + r.row_coefs[loop] * FIELD(A_ROW_STRIDE) + r.col_coefs[loop] * FIELD(A_COL_STRIDE);
+        r.step_b[k] = (r.flags & ISA_FLAG_B_ONES) ? 0 : r.b_strides[loop];
     }
     i64 epilogue = FIELD(EPILOGUE);
     if (FIELD(OPCODE) == ISA_ADD) {
