@@ -221,6 +221,18 @@ def test_firmware_builds_with_ziglang_and_fits_the_ram():
     assert first & 0x7F == 0b0010111 and (first >> 7) & 0x1F == 2
 
 
+def test_a_firmware_that_leaves_the_stack_under_1_kib_is_refused():
+    """The soft-engine firmware in the SIM preset's former 32 KiB of RAM left the stack 1,004
+    bytes, and it ran into .bss (session 21); link.ld now stops such a build, and 64 KiB holds it."""
+    from hw.soc.firmware import FirmwareError, build_firmware, compiler_available
+    ok, reason = compiler_available()
+    if not ok:
+        pytest.skip(reason)
+    with pytest.raises(FirmwareError, match="less than 1 KiB of RAM for the stack"):
+        build_firmware(dataclasses.replace(SIM, ram_bytes=32 * 1024), soft_engine=True)
+    assert len(build_firmware(SIM, soft_engine=True).binary) <= SIM.ram_bytes - 16 * 1024
+
+
 def test_engine_windows_merge_partial_writes_and_report_an_idle_engine():
     """EngineOnBus with a tiny engine: full and partial (read-merge-write) word writes to the
     scratchpad and external windows read back, each access taking the cycles the bus's docstring

@@ -627,6 +627,10 @@ static void execute(struct soft_engine *engine, const uint32_t *d)
 
 int soft_engine_run(struct soft_engine *engine, const uint32_t *words, uint32_t count, uint32_t *index)
 {
+    if (engine->lanes < 8 || engine->lanes > L_MAX || (engine->lanes & (engine->lanes - 1))) {
+        *index = 0;
+        return ISA_ERR_SHAPE;
+    }
     uint32_t d[ISA_DESCRIPTOR_WORDS];         /* a copy in the CPU's memory: fields are read often */
     for (uint32_t i = 0; i < count; i++) {
         for (int w = 0; w < ISA_DESCRIPTOR_WORDS; w++)

@@ -6,13 +6,18 @@
  * words each, `count` of them) until an END. It returns the error code (0 when an END was
  * reached) and sets *index to the END's index, or to the failing descriptor's; a descriptor
  * that fails its check writes nothing. Running past `count` without an END is
- * ERR_PROGRAM_RANGE at index `count`. Only the scratchpad is written.
+ * ERR_PROGRAM_RANGE at index `count`. Only the scratchpad is written. An engine of more lanes
+ * than SOFT_ENGINE_MAX_LANES (or not a power of two from 8) runs nothing: ERR_SHAPE at index 0.
  */
 #ifndef SPARSEBP_ENGINE_SOFT_H
 #define SPARSEBP_ENGINE_SOFT_H
 #include <stdint.h>
 
+/* The lane arrays live on the stack, sized for this many lanes: the firmware defines it as its
+   engine's lane count (hw/soc/firmware.py), since a CPU's stack is small. */
+#ifndef SOFT_ENGINE_MAX_LANES
 #define SOFT_ENGINE_MAX_LANES 64
+#endif
 
 struct soft_engine {
     uint8_t *scratchpad;

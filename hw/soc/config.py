@@ -110,5 +110,7 @@ DEFAULT = SocConfig()
 # training program peaks at about 4 KB, the flash image is about 70 KB): the memories' initial
 # contents make up most of the Verilog, and smaller ones build faster.
 SIM_ENGINE = dataclasses.replace(SMALL, scratchpad_bytes=16 * 1024, external_bytes=128 * 1024)
-SIM = dataclasses.replace(DEFAULT, engine=SIM_ENGINE, uart_baud=DEFAULT.engine.clock_hz / 8)
+# 64 KiB of RAM, not the boards' 32: the firmware that runs the programs on the CPU
+# (`build_firmware(soft_engine=True)`, about 23 KB of code) leaves no room for the stack in 32.
+SIM = dataclasses.replace(DEFAULT, engine=SIM_ENGINE, ram_bytes=64 * 1024, uart_baud=DEFAULT.engine.clock_hz / 8)
 PRESETS = {"default": DEFAULT, "sim": SIM}

@@ -72,7 +72,7 @@ def build_firmware(config: SocConfig, soft_engine: bool = False) -> Firmware:
     ram = config.region("ram")
     ram_script = f"MEMORY {{ RAM (rwx) : ORIGIN = 0x{ram.base:x}, LENGTH = 0x{ram.size:x} }}\n"
     compiled = SOURCES + (SOFT_ENGINE_SOURCES if soft_engine else ())
-    flags = FLAGS + (("-DSOFT_ENGINE",) if soft_engine else ())
+    flags = FLAGS + (("-DSOFT_ENGINE", f"-DSOFT_ENGINE_MAX_LANES={config.engine.lanes}") if soft_engine else ())
     sources = {name: (SOURCE_DIR / name).read_text()
                for name in compiled + HEADERS + (SOFT_ENGINE_HEADERS if soft_engine else ()) + ("link.ld",)}
     generated = {"soc.h": header, "ram.ld": ram_script}
