@@ -21,7 +21,8 @@ from golden.engine.c_header import isa_header
 from golden.engine.config import EngineConfig
 from hw.soc.firmware import SOURCE_DIR, FirmwareError, _cache_root, _zig, compiler_available
 
-SOURCES = ("engine_soft.c", "engine_soft.h")
+SOURCES = ("engine_soft.c", "engine_soft_check.c")
+HEADERS = ("engine_soft.h", "engine_soft_internal.h")
 FLAGS = ("-O2", "-shared", "-fPIC", "-std=c11", "-Wall", "-Wextra", "-Werror")
 
 
@@ -39,7 +40,7 @@ def build_library():
         raise FirmwareError(reason)
     import ziglang
     header = isa_header()
-    sources = {name: (SOURCE_DIR / name).read_text() for name in SOURCES}
+    sources = {name: (SOURCE_DIR / name).read_text() for name in SOURCES + HEADERS}
     hasher = hashlib.sha256()
     for part in [header, " ".join(FLAGS), getattr(ziglang, "__version__", "")] + \
             [f"{name}\0{text}" for name, text in sorted(sources.items())]:
@@ -54,7 +55,7 @@ def build_library():
     for name, text in sources.items():
         (work / name).write_text(text)
     (work / "engine_isa.h").write_text(header)
-    result = _zig("cc", *FLAGS, "-I.", "-o", "engine_soft.so", "engine_soft.c", cwd=work)
+    result = _zig("cc", *FLAGS, "-I.", "-o", "engine_soft.so", *SOURCES, cwd=work)
     if result.returncode:
         raise FirmwareError(f"compiling the soft engine in {work} failed:\n{result.stdout}{result.stderr}")
     shutil.rmtree(directory, ignore_errors=True)

@@ -172,10 +172,11 @@ def test_it_links_for_the_socs_cpu(tmp_path):
     other runtime call is needed beyond the memset and memcpy the firmware defines."""
     from golden.engine.c_header import isa_header
     from hw.soc.firmware import FLAGS, SOURCE_DIR, _zig
-    for name in ("engine_soft.c", "engine_soft.h"):
+    from sim.soft_engine import HEADERS, SOURCES
+    for name in SOURCES + HEADERS:
         (tmp_path / name).write_text((SOURCE_DIR / name).read_text())
     (tmp_path / "engine_isa.h").write_text(isa_header())
     (tmp_path / "probe.c").write_text(PROBE)
-    result = _zig("cc", *FLAGS, "-I.", "-o", "probe.elf", "probe.c", "engine_soft.c", cwd=tmp_path)
+    result = _zig("cc", *FLAGS, "-I.", "-o", "probe.elf", "probe.c", *SOURCES, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "probe.elf").stat().st_size > 0
