@@ -326,6 +326,32 @@ def tight_cases(config: EngineConfig = CASE_CONFIG) -> list[OpCase]:
     return closest + short
 
 
+def fraction_sweep_cases(config: EngineConfig = CASE_CONFIG, per_kind: int = 4, exponent_step: int = 9) -> list[OpCase]:
+    """Updates whose new values do not saturate, at every form of numerics 7.2's rounding: the
+    random cases' multipliers (about 2^30) clip nearly every new weight to +-127 and so hide
+    the rounding. Each case takes multipliers below 2^12, and copies of it take the gradient's
+    exponent e_y from below the smallest shift n - 70 to above the largest, so the fraction
+    bits r = n - e_y run from negative (a left shift) through both forms of the stochastic draw
+    (r <= 32 and r > 32) to past the 62-bit cap."""
+    rng = np.random.default_rng(13)
+    cases = []
+    for kind in ("update", "update-list", "bias-update"):
+        for _ in range(per_kind):
+            case = random_op_case(rng, config, kind=kind)
+            d = case.descriptors[0]
+            assert d.flags & isa.FLAG_PARAMS_EXTERNAL
+            channels, external = isa.param_count(d), case.external.copy()
+            mult_at = d.param_base + 4 * channels
+            external[mult_at:mult_at + 4 * channels] = rng.integers(1, 1 << 12, channels).astype("<u4").view(np.uint8)
+            shifts = external[d.param_base + 8 * channels:d.param_base + 9 * channels].astype(int) & 63
+            for e_y in range(int(shifts.min()) - 70, int(shifts.max()) + 12, exponent_step):
+                scratchpad = case.scratchpad.copy()
+                scratchpad[d.exp_addr:d.exp_addr + 4] = np.array([e_y], "<i4").view(np.uint8)
+                cases.append(OpCase(f"{case.name}, small multipliers, e_y {e_y}", case.descriptors, scratchpad,
+                                    external))
+    return cases
+
+
 def bad_program_cases(config: EngineConfig) -> list[OpCase]:
     """One case per error code: a good descriptor followed by a bad one (index 1)."""
     rng = np.random.default_rng(7)

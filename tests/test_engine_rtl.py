@@ -19,7 +19,7 @@ from golden.engine.compiler import compile_forward
 from golden.engine.config import DEFAULT
 from golden.engine.cycles import descriptor_cycles, end_cycles, program_external_reads
 from golden.engine.executor import Machine
-from sim.op_cases import CASE_CONFIG, bad_program_cases, random_op_case, tight_cases
+from sim.op_cases import CASE_CONFIG, bad_program_cases, fraction_sweep_cases, random_op_case, tight_cases
 from sim.toolchain import verilator_available
 
 available, reason = verilator_available()
@@ -107,6 +107,22 @@ def test_weight_updaters_shared_two_ways_bit_exact_and_cycle_exact():
     paused = [c for c in cases
               if np.prod(c.descriptors[0].counts[isa.OUTPUT_LOOPS:]) < config.weight_update_cycles]
     assert paused, "no case with fewer reduction steps than the updaters' cycles"
+
+
+@pytest.mark.parametrize("scratchpad", list(SCRATCHPADS))
+def test_updates_at_every_fraction_width_bit_exact_and_cycle_exact(scratchpad):
+    """Weight and bias updates whose results do not saturate, with the exponent swept so that
+    every form of numerics 7.2's rounding is taken (sim.op_cases.fraction_sweep_cases): the
+    random cases' multipliers clip nearly every new weight to +-127."""
+    from sim.engine_job import EngineJob, run_on_rtl
+    config = SCRATCHPADS[scratchpad]
+    cases = fraction_sweep_cases(config)
+    results = run_on_rtl(config, [EngineJob(c.scratchpad, c.external) for c in cases])
+    changed = 0
+    for case, rtl in zip(cases, results):
+        assert_case_matches_golden(case, rtl, config)
+        changed += int(np.count_nonzero(rtl.scratchpad != case.scratchpad))
+    assert changed > 1000, "the sweep changed too few weights and biases to test the rounding"
 
 
 def test_bad_programs_stop_with_code_and_write_nothing(case_results):

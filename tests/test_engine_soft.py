@@ -15,7 +15,7 @@ from golden.engine.training import compile_training
 from golden.scheme import ChannelSelector, parse_scheme
 from golden.train import UpdateRule
 from hw.soc.firmware import compiler_available
-from sim.op_cases import CASE_CONFIG, bad_program_cases, random_op_case, tight_cases
+from sim.op_cases import CASE_CONFIG, bad_program_cases, fraction_sweep_cases, random_op_case, tight_cases
 
 available, reason = compiler_available()
 pytestmark = pytest.mark.skipif(not available, reason=reason)
@@ -58,30 +58,17 @@ def test_random_operations_and_faulting_programs_match_the_golden_executor(soft)
             "grad-sums"} <= kinds
 
 
-@pytest.mark.parametrize("kind", ["update", "update-list", "bias-update"])
-def test_updates_at_every_fraction_width(soft, kind):
-    """Updates with small multipliers and the gradient's exponent swept, so that the fraction
-    bits r = n - e_y run from negative (a left shift) through both forms of the stochastic draw
-    (r <= 32, r > 32) to past the 62-bit cap with results that do not saturate. The random
-    cases' multipliers (about 2^30) clip nearly every new weight to +-127, which hides the
-    rounding."""
+def test_updates_at_every_fraction_width(soft):
+    """sim.op_cases.fraction_sweep_cases: updates that do not saturate, the exponent swept across
+    every form of the rounding."""
     engine = soft(CASE_CONFIG)
-    rng = np.random.default_rng(11)
-    for _ in range(8):
-        case = random_op_case(rng, CASE_CONFIG, kind=kind)
-        d = case.descriptors[0]
-        channels, external = isa.param_count(d), case.external.copy()
-        assert d.flags & isa.FLAG_PARAMS_EXTERNAL
-        mult_at = d.param_base + 4 * channels
-        external[mult_at:mult_at + 4 * channels] = rng.integers(1, 1 << 12, channels).astype("<u4").view(np.uint8)
-        shifts = external[d.param_base + 8 * channels:d.param_base + 9 * channels].astype(int) & 63
-        for e_y in range(int(shifts.min()) - 70, int(shifts.max()) + 12, 5):
-            scratchpad = case.scratchpad.copy()
-            scratchpad[d.exp_addr:d.exp_addr + 4] = np.array([e_y], "<i4").view(np.uint8)
-            code, _, expected = golden_run(CASE_CONFIG, case.program, scratchpad, external)
-            assert code == 0, case.name
-            got_code, _, got, _ = engine.run(case.program, scratchpad, external)
-            assert got_code == 0 and np.array_equal(got, expected), f"{case.name}, e_y {e_y}"
+    cases = fraction_sweep_cases(CASE_CONFIG, exponent_step=5)
+    assert len(cases) > 150
+    for case in cases:
+        code, _, expected = golden_run(CASE_CONFIG, case.program, case.scratchpad, case.external)
+        assert code == 0, case.name
+        got_code, _, got, _ = engine.run(case.program, case.scratchpad, case.external)
+        assert got_code == 0 and np.array_equal(got, expected), case.name
 
 
 def test_a_program_without_end_stops_at_its_length(soft):
