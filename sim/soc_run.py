@@ -274,7 +274,7 @@ def soc_training_run(iterations: int = 3, config: SocConfig = SIM, seed: int = 1
     run = run_soc(config, exp.flash.data, firmware.binary,
                   windows=[(at, size) for _, at, size in windows] if pause else (), progress=progress,
                   preloaded=preloaded,
-                  # the CPU's own run of a program takes a few hundred times the engine's cycles
+                  # the CPU's own run of a program takes about 1,500 times the engine's cycles
                   **(dict(max_cycles=1_000_000_000, timeout=6 * 3600.0) if soft_engine else {}))
     rows = parse_iterations(run.transcript)
     golden_after, golden_losses = golden_scratchpads(exp, iterations)
@@ -328,8 +328,8 @@ def soc_training_run(iterations: int = 3, config: SocConfig = SIM, seed: int = 1
     flash_unchanged = run.flash is not None and bool(np.array_equal(run.flash, exp.flash.data))
     if out:
         out[-1]["bit_exact"] = out[-1]["bit_exact"] and final_exact
-    return {"model": exp.model.name, "scheme": scheme_name, "cpu": f"VexRiscv {config.cpu_variant}", "soft_engine": soft_engine,
-            "engine_config": dict(config.engine.__dict__), "ram_bytes": config.ram_bytes,
+    return {"model": exp.model.name, "scheme": scheme_name, "cpu": f"VexRiscv {config.cpu_variant}",
+            "soft_engine": soft_engine, "engine_config": dict(config.engine.__dict__), "ram_bytes": config.ram_bytes,
             "firmware_bytes": len(firmware.binary), "status": run.status, "exit_code": run.exit_code,
             "total_cycles": run.cycles, "predicted_forward_cycles": predicted_forward,
             "predicted_backward_cycles": predicted_backward, "end_cycles": end_cycles(config.engine),

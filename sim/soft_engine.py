@@ -2,27 +2,25 @@
 the PyPI `ziglang` compiler and called through ctypes, so tests can hold it against the golden
 executor before it runs on a softcore.
 
-`SoftEngine(config)` builds (or reuses) the shared library: cached in `<cache>/soft-engine-<digest>`
-(sim.build's cache root), the digest covering the C sources, the generated `engine_isa.h`, the
-flags and the compiler version. `run(descriptors, scratchpad, external)` runs a program on
-copies of the memories and returns (error code, index, scratchpad, external) as
-golden/engine/executor.py's `Machine.run` leaves them.
+`SoftEngine(config)` builds (or reuses) the shared library, cached in
+`<cache>/soft-engine-<digest>` by hw/soc/firmware.py's `cached_build` as the firmware is, from
+the same sources the firmware compiles with SOFT_ENGINE. `run(descriptors, scratchpad,
+external)` runs a program on copies of the memories and returns (error code, index,
+scratchpad, external) as golden/engine/executor.py's `Machine.run` leaves them.
 """
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import shutil
+from pathlib import Path
 
 import numpy as np
 
 from golden.engine import program as isa
 from golden.engine.c_header import isa_header
 from golden.engine.config import EngineConfig
-from hw.soc.firmware import SOURCE_DIR, FirmwareError, _cache_root, _zig, compiler_available
+from hw.soc.firmware import (SOFT_ENGINE_HEADERS as HEADERS, SOFT_ENGINE_SOURCES as SOURCES, SOURCE_DIR,
+                             FirmwareError, _zig, cached_build, compiler_available)
 
-SOURCES = ("engine_soft.c", "engine_soft_check.c")
-HEADERS = ("engine_soft.h", "engine_soft_internal.h")
 FLAGS = ("-O2", "-shared", "-fPIC", "-std=c11", "-Wall", "-Wextra", "-Werror")
 
 
@@ -32,35 +30,22 @@ class _Engine(ctypes.Structure):
                 ("lanes", ctypes.c_uint32), ("param_channels", ctypes.c_uint32)]
 
 
-def build_library():
+def build_library() -> Path:
     """The path of the shared library, built if the cache does not hold it (FirmwareError if the
     compiler fails or is missing)."""
     ok, reason = compiler_available()
     if not ok:
         raise FirmwareError(reason)
-    import ziglang
-    header = isa_header()
-    sources = {name: (SOURCE_DIR / name).read_text() for name in SOURCES + HEADERS}
-    hasher = hashlib.sha256()
-    for part in [header, " ".join(FLAGS), getattr(ziglang, "__version__", "")] + \
-            [f"{name}\0{text}" for name, text in sorted(sources.items())]:
-        hasher.update(part.encode() + b"\0")
-    directory = _cache_root() / f"soft-engine-{hasher.hexdigest()[:20]}"
-    library = directory / "engine_soft.so"
-    if library.is_file():
-        return library
-    work = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    for name, text in sources.items():
-        (work / name).write_text(text)
-    (work / "engine_isa.h").write_text(header)
-    result = _zig("cc", *FLAGS, "-I.", "-o", "engine_soft.so", *SOURCES, cwd=work)
-    if result.returncode:
-        raise FirmwareError(f"compiling the soft engine in {work} failed:\n{result.stdout}{result.stderr}")
-    shutil.rmtree(directory, ignore_errors=True)
-    work.rename(directory)
-    return library
+    files = {name: (SOURCE_DIR / name).read_text() for name in SOURCES + HEADERS}
+    files["engine_isa.h"] = isa_header()
+
+    def build(work: Path) -> None:
+        result = _zig("cc", *FLAGS, "-I.", "-o", "engine_soft.so", *SOURCES, cwd=work)
+        if result.returncode:
+            raise FirmwareError(f"compiling the soft engine in {work} failed:\n{result.stdout}{result.stderr}")
+
+    directory, _ = cached_build("soft-engine", files, FLAGS, "engine_soft.so", build)
+    return directory / "engine_soft.so"
 
 
 class SoftEngine:

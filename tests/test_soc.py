@@ -102,26 +102,37 @@ def test_last_layer_scheme_still_runs_bit_exact(last_layer):
     assert last_layer["final_scratchpad_equals_golden"] and last_layer["bit_exact"]
 
 
+def golden_run_of_corrupted_forward(iterations: int, index: int, bad_address: int):
+    """The flash of `iterations` samples with forward descriptor `index`'s a_base set to
+    `bad_address`, and the golden executor's run of that forward program from the state the
+    firmware sets up (preload, sample, channel lists, PRNG seed): (experiment, machine, result)."""
+    from golden.engine import program as isa
+    from golden.engine.executor import Machine
+    from sim.soc_run import prepare
+    exp = prepare(iterations, SIM, corrupt=(index, "a_base", bad_address), pause=False)
+    scratchpad = exp.program.initial_scratchpad(exp.images[0], exp.flash.job["sr_seed"])
+    exp.program.write_selection(scratchpad, exp.selector().select())     # the firmware's lists
+    machine = Machine(SIM.engine, exp.flash.data[:exp.flash.program_bytes])
+    machine.scratchpad[:] = scratchpad
+    words = exp.flash.data[:(len(exp.program.forward.descriptors) + 1) * isa.DESCRIPTOR_WORDS * 4]
+    return exp, machine, machine.run(isa.decode(words.view("<u4")))
+
+
 def test_soft_engine_firmware_runs_a_descriptor_and_reports_a_fault_as_the_engine_does():
     """The firmware built with the CPU running the programs (fpga/firmware/engine_soft.c) on the
     SoC's VexRiscv: descriptor 0 (a staging copy) runs on the CPU over the engine's windows,
     descriptor 1 fails its check, and the report and the memories are the engine's. A whole
-    iteration takes tens of minutes of simulation (`sparsebp sim soc --soft-engine`)."""
+    iteration takes 2-3 minutes of simulation (`sparsebp sim soc --soft-engine`)."""
     from golden.engine import program as isa
-    from golden.engine.executor import Machine
     from hw.soc.firmware import build_firmware
-    from sim.soc_run import prepare, run_soc
+    from sim.soc_run import run_soc
 
     bad_address = SIM.engine.scratchpad_bytes + 64
-    exp = prepare(1, SIM, corrupt=(1, "a_base", bad_address), pause=False)
-    scratchpad = exp.program.initial_scratchpad(exp.images[0], exp.flash.job["sr_seed"])
-    exp.program.write_selection(scratchpad, exp.selector().select())
-    machine = Machine(SIM.engine, exp.flash.data[:exp.flash.program_bytes])
-    machine.scratchpad[:] = scratchpad
-    words = exp.flash.data[:(len(exp.program.forward.descriptors) + 1) * isa.DESCRIPTOR_WORDS * 4]
-    result = machine.run(isa.decode(words.view("<u4")))
+    exp, machine, result = golden_run_of_corrupted_forward(1, 1, bad_address)
     assert (result.error_code, result.error_index) == (isa.ERR_A_RANGE, 1)
-    assert not np.array_equal(machine.scratchpad, scratchpad)          # descriptor 0 wrote something
+    before = exp.program.initial_scratchpad(exp.images[0], exp.flash.job["sr_seed"])
+    exp.program.write_selection(before, exp.selector().select())
+    assert not np.array_equal(machine.scratchpad, before)          # descriptor 0 wrote something
 
     firmware = build_firmware(SIM, soft_engine=True)
     assert len(firmware.binary) > len(build_firmware(SIM).binary)
@@ -135,19 +146,12 @@ def test_soft_engine_firmware_runs_a_descriptor_and_reports_a_fault_as_the_engin
 
 def test_corrupted_program_faults_the_engine_and_the_firmware_reports_it():
     from golden.engine import program as isa
-    from golden.engine.executor import Machine
     from hw.soc.firmware import build_firmware
-    from sim.soc_run import prepare, run_soc
+    from sim.soc_run import run_soc
 
     bad_address = SIM.engine.scratchpad_bytes + 64
-    exp = prepare(2, SIM, corrupt=(3, "a_base", bad_address), pause=False)
     # the golden executor on the same flash: the state the engine must stop in
-    scratchpad = exp.program.initial_scratchpad(exp.images[0], exp.flash.job["sr_seed"])
-    exp.program.write_selection(scratchpad, exp.selector().select())     # the firmware's lists
-    machine = Machine(SIM.engine, exp.flash.data[:exp.flash.program_bytes])
-    machine.scratchpad[:] = scratchpad
-    words = exp.flash.data[:(len(exp.program.forward.descriptors) + 1) * isa.DESCRIPTOR_WORDS * 4]
-    result = machine.run(isa.decode(words.view("<u4")))
+    exp, machine, result = golden_run_of_corrupted_forward(2, 3, bad_address)
     assert (result.error_code, result.error_index) == (isa.ERR_A_RANGE, 3)
 
     run = run_soc(SIM, exp.flash.data, build_firmware(SIM).binary)

@@ -3,8 +3,9 @@ compiler, against a header generated from the SoC configuration (hw/soc/header.p
 
 `build_firmware(config)` returns a `Firmware` (the flat binary to load at the RAM's base and the
 ELF's path). With `soft_engine=True` the firmware runs the programs on the CPU instead of the
-engine (fpga/firmware/engine_soft.c, compiled with SOFT_ENGINE; main.c says what changes). Builds are cached in `<cache>/firmware-<digest>` (`$SPARSEBP_SIM_CACHE` or
-`~/.cache/sparsebp/sim`, as sim.build), the digest covering the sources, the generated header,
+engine (fpga/firmware/engine_soft.c, compiled with SOFT_ENGINE; main.c says what changes).
+Builds are cached (`cached_build`) in `<cache>/firmware-<digest>` (`$SPARSEBP_SIM_CACHE` or
+`~/.cache/sparsebp/sim`, as sim.build), the digest covering the sources, the generated headers,
 the flags and the compiler version; a build takes a few seconds.
 `compiler_available()` says whether `ziglang` is installed, for tests to skip with.
 """
@@ -78,29 +79,42 @@ def build_firmware(config: SocConfig, soft_engine: bool = False) -> Firmware:
     generated = {"soc.h": header, "ram.ld": ram_script}
     if soft_engine:
         generated["engine_isa.h"] = isa_header()
+
+    def build(work: Path) -> None:
+        result = _zig("cc", *flags, "-I.", "-L.", "-T", "link.ld", "-o", "firmware.elf", *compiled, cwd=work)
+        if result.returncode:
+            raise FirmwareError(f"compiling the firmware in {work} failed:\n{result.stdout}{result.stderr}")
+        result = _zig("objcopy", "-O", "binary", "firmware.elf", "firmware.bin", cwd=work)
+        if result.returncode:
+            raise FirmwareError(f"objcopy failed in {work}:\n{result.stdout}{result.stderr}")
+        size = (work / "firmware.bin").stat().st_size
+        if size > ram.size:
+            raise FirmwareError(f"the firmware ({size} bytes) does not fit the {ram.size}-byte RAM")
+
+    directory, reused = cached_build("firmware", {**sources, **generated}, flags, "firmware.bin", build)
+    binary = (directory / "firmware.bin").read_bytes()
+    return Firmware(binary, directory / "firmware.elf", reused, time.perf_counter() - began)
+
+
+def cached_build(kind: str, files: dict[str, str], flags, product: str, build) -> tuple[Path, bool]:
+    """(the directory holding `product`, whether it was reused). The build directory is
+    `<cache>/<kind>-<digest>`, the digest covering `files` (name -> text, written there before
+    `build(work)` runs the tools in it), `flags` and the compiler's version; a build is moved
+    into place only when it succeeded, so a failed one is never reused."""
     import ziglang
     hasher = hashlib.sha256()
     for part in [" ".join(flags), getattr(ziglang, "__version__", "")] + \
-            [f"{name}\0{text}" for name, text in sorted({**sources, **generated}.items())]:
+            [f"{name}\0{text}" for name, text in sorted(files.items())]:
         hasher.update(part.encode() + b"\0")
-    directory = _cache_root() / f"firmware-{hasher.hexdigest()[:20]}"
-    binary_path, elf_path = directory / "firmware.bin", directory / "firmware.elf"
-    if binary_path.is_file():
-        return Firmware(binary_path.read_bytes(), elf_path, True, time.perf_counter() - began)
+    directory = _cache_root() / f"{kind}-{hasher.hexdigest()[:20]}"
+    if (directory / product).is_file():
+        return directory, True
     work = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    for name, text in {**sources, **generated}.items():
+    for name, text in files.items():
         (work / name).write_text(text)
-    result = _zig("cc", *flags, "-I.", "-L.", "-T", "link.ld", "-o", "firmware.elf", *compiled, cwd=work)
-    if result.returncode:
-        raise FirmwareError(f"compiling the firmware in {work} failed:\n{result.stdout}{result.stderr}")
-    result = _zig("objcopy", "-O", "binary", "firmware.elf", "firmware.bin", cwd=work)
-    if result.returncode:
-        raise FirmwareError(f"objcopy failed in {work}:\n{result.stdout}{result.stderr}")
-    size = (work / "firmware.bin").stat().st_size
-    if size > ram.size:
-        raise FirmwareError(f"the firmware ({size} bytes) does not fit the {ram.size}-byte RAM")
+    build(work)
     shutil.rmtree(directory, ignore_errors=True)
     work.rename(directory)
-    return Firmware(binary_path.read_bytes(), elf_path, False, time.perf_counter() - began)
+    return directory, False
