@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from amaranth.hdl import Elaboratable, Module, Signal
 from amaranth.lib import io
 
+from golden.engine.config import DEFAULT
 from hw.soc.config import SocConfig
 
 from .clocks import add_clock_domains
@@ -43,8 +44,26 @@ BOARD_SAMPLES = 64                 # training iterations at power-up: digits sam
 BOARD_BAUD = 115200.0
 
 
-def board_soc_config(engine, clock_hz: float) -> SocConfig:
-    """`engine`: the board's EngineConfig (fpga/boards.py), `clock_hz` the PLL's `sync` clock."""
+# The iCE40's SoC has no engine (docs/fpga.md, "iCE40 UP5K"): the CPU runs the programs, and the
+# four SPRAM blocks (128 KiB, one memory) hold the firmware's RAM (the soft firmware's 24 KB of
+# code, its data and stack: 32 KiB leaves less than the 1 KiB of stack link.ld asks for), the
+# scratchpad and the external memory. The bitstream cannot initialise SPRAM, so the boot ROM
+# loads both from the board's flash (hw/soc/boot.py).
+SOFT_RAM_BYTES = 64 * 1024
+SOFT_SCRATCHPAD_BYTES = 32 * 1024      # the built-in CNN's training peaks at 7,408 bytes
+SOFT_EXTERNAL_BYTES = 32 * 1024        # as BOARD_EXTERNAL_BYTES
+
+
+def board_soc_config(engine, clock_hz: float, engine_in_hardware: bool = True) -> SocConfig:
+    """`engine`: the board's EngineConfig (fpga/boards.py), `clock_hz` the PLL's `sync` clock;
+    `engine_in_hardware` False: the SoC without the engine (the iCE40's), whose `engine` is
+    then only the program format's parameters (lanes, sizes) the CPU runs."""
+    if not engine_in_hardware:
+        engine = dataclasses.replace(engine, scratchpad_bytes=SOFT_SCRATCHPAD_BYTES,
+                                     external_bytes=SOFT_EXTERNAL_BYTES, param_channels=DEFAULT.param_channels,
+                                     scratchpad_pumped=False, clock_hz=clock_hz)
+        return SocConfig(engine=engine, ram_bytes=SOFT_RAM_BYTES, uart_baud=BOARD_BAUD,
+                         job_offset=BOARD_JOB_OFFSET, engine_in_hardware=False, boot_from_flash=True)
     engine = dataclasses.replace(engine, external_bytes=BOARD_EXTERNAL_BYTES, clock_hz=clock_hz)
     return SocConfig(engine=engine, ram_bytes=BOARD_RAM_BYTES, uart_baud=BOARD_BAUD,
                      job_offset=BOARD_JOB_OFFSET)
@@ -56,17 +75,27 @@ class BoardSocImage:
     firmware: bytes            # the RAM's initial contents
     flash: bytes               # the engine's external memory's initial contents
     samples: int
+    boot: bytes = b""          # with `config.boot_from_flash`: the image for the board's SPI flash
+
+    @property
+    def in_bitstream(self) -> bool:
+        """Whether the bitstream carries the firmware and the job (else the SPI flash does)."""
+        return not self.config.boot_from_flash
 
 
-def board_soc_image(engine, clock_hz: float, samples: int = BOARD_SAMPLES) -> BoardSocImage:
+def board_soc_image(engine, clock_hz: float, samples: int = BOARD_SAMPLES,
+                    engine_in_hardware: bool = True) -> BoardSocImage:
     """The configuration, firmware and flash image of a board's SoC around `engine`; a JobError
     or FirmwareError (one sentence) when the job or the firmware does not fit."""
+    from hw.soc.boot import boot_image
     from hw.soc.firmware import build_firmware
     from sim.soc_run import prepare
-    config = board_soc_config(engine, clock_hz)
+    config = board_soc_config(engine, clock_hz, engine_in_hardware)
     job = prepare(samples, config, pause=False)
     firmware = build_firmware(config)
-    return BoardSocImage(config, firmware.binary, job.flash.data.tobytes(), samples)
+    flash = job.flash.data.tobytes()
+    boot = boot_image(config, firmware.binary, flash) if config.boot_from_flash else b""
+    return BoardSocImage(config, firmware.binary, flash, samples, boot)
 
 
 class BoardSoc(Elaboratable):
@@ -76,7 +105,10 @@ class BoardSoc(Elaboratable):
     def __init__(self, image: BoardSocImage, clocks=None):
         from hw.soc.soc import Soc
         self.image, self.clocks = image, clocks
-        self.soc = Soc(image.config, firmware=image.firmware, flash=image.flash)
+        if image.in_bitstream:
+            self.soc = Soc(image.config, firmware=image.firmware, flash=image.flash)
+        else:                       # the boot ROM loads them from the SPI flash
+            self.soc = Soc(image.config)
 
     def elaborate(self, platform):
         m = Module()
@@ -88,13 +120,18 @@ class BoardSoc(Elaboratable):
         if platform is None:
             return m
         names = {name for name, _ in platform.resources}
+        if self.image.config.boot_from_flash:
+            self._connect_flash(m, platform, soc)
         if "uart" in names:         # the OrangeCrab has none: its console is not wired
             uart = platform.request("uart", 0, dir="-")
             m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
             m.d.comb += tx.o.eq(soc.uart_tx)
+        leds = {number for name, number in platform.resources if name == "led"}
         if "rgb_led" in names:      # the OrangeCrab: red failed, green finished, blue running
             rgb = platform.request("rgb_led", 0, dir="-")
             pins = [(rgb.r, failed), (rgb.g, finished), (rgb.b, running)]
+        elif len(leds) < 3:         # the iCEBreaker: LED 0 (red) failed, LED 1 (green) finished
+            pins = [(platform.request("led", 0, dir="-"), failed), (platform.request("led", 1, dir="-"), finished)]
         else:                       # LEDs 0, 1, 2: running, finished, failed
             pins = [(platform.request("led", k, dir="-"), value)
                     for k, value in enumerate((running, finished, failed))]
@@ -103,3 +140,17 @@ class BoardSoc(Elaboratable):
             m.submodules[f"led{k}"] = buffer
             m.d.comb += buffer.o.eq(value)
         return m
+
+    @staticmethod
+    def _connect_flash(m, platform, soc):
+        """The flash reader on the board's configuration flash (one data line; the resource's
+        `cs`, `wp` and `hold` are active high, the pins low)."""
+        flash = platform.request("spi_flash_1x", 0, dir="-")
+        for name, direction, signal in (("cs", "o", soc.spi_flash.cs), ("clk", "o", soc.spi_flash.clk),
+                                        ("copi", "o", soc.spi_flash.copi), ("cipo", "i", soc.spi_flash.cipo)):
+            m.submodules[f"flash_{name}"] = buffer = io.Buffer(direction, getattr(flash, name))
+            m.d.comb += (buffer.o.eq(signal) if direction == "o" else signal.eq(buffer.i))
+        for name in ("wp", "hold"):              # not protected, not held
+            if hasattr(flash, name):
+                m.submodules[f"flash_{name}"] = buffer = io.Buffer("o", getattr(flash, name))
+                m.d.comb += buffer.o.eq(0)

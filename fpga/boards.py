@@ -41,6 +41,9 @@ class Board:
     device: Device
     oscillator_hz: float
     config: EngineConfig        # the engine this board carries, at its clock
+    # False: the board's SoC carries no engine; its CPU runs the programs (the iCE40, where no
+    # engine lane fits: fpga/board_soc.py, docs/fpga.md "iCE40 UP5K").
+    soc_engine_in_hardware: bool = True
 
     @property
     def target_hz(self) -> float:
@@ -100,7 +103,7 @@ def default_seed(board_name: str, design: str) -> int:
 
 BOARDS = {
     "icebreaker": Board("icebreaker", "amaranth_boards.icebreaker", "ICEBreakerPlatform", UP5K,
-                        12e6, ICE40_CONFIG),
+                        12e6, ICE40_CONFIG, soc_engine_in_hardware=False),
     "ulx3s-85f": Board("ulx3s-85f", "amaranth_boards.ulx3s", "ULX3S_85F_Platform", LFE5U_85F, 25e6,
                        dataclasses.replace(ECP5_85F_CONFIG, clock_hz=ULX3S_85F_CLOCK_HZ)),
     "orangecrab-85f": Board("orangecrab-85f", "amaranth_boards.orangecrab_r0_2",

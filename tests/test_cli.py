@@ -44,7 +44,6 @@ def test_train_json_keys_and_saved_model(tmp_path):
     # refused by the compiler before anything is simulated
     (["sim", "engine", "--scheme", "bias=7;w=0:0.5"], "regular 3x3 convs run over all input channels"),
     (["sim", "soc", "--board", "arty-a7"], "unknown board 'arty-a7'"),
-    (["sim", "soc", "--board", "icebreaker"], "icebreaker carries no SoC"),
     (["sim", "soc", "--iterations", "0"], "--iterations must be between 1 and 200"),
     (["bench", "--model", "builtin", "--scheme", "nonsense"], "unknown scheme"),
     (["bench", "--model", "builtin", "--scheme", "bias=0;w=0:1/3"], "ratio 0.333"),

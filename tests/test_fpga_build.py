@@ -114,12 +114,30 @@ def test_ecp5_presets_fit_their_boards():
         assert board.config.scratchpad_pumped
 
 
-def test_soc_on_the_icebreaker_is_refused_before_any_tool(capsys, tmp_path):
-    build_dir = tmp_path / "b"
-    assert main(["build", "--board", "icebreaker", "--design", "soc", "--build-dir", str(build_dir)]) == 1
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("sparsebp: error: the SoC with 8 lanes with a 1 KB scratchpad do not fit icebreaker")
-    assert "\n" not in err and not build_dir.exists()
+def test_icebreaker_soc_plan_has_no_engine_and_boots_from_the_spi_flash(tmp_path):
+    """The iCE40's SoC (fpga/board_soc.py): no engine, one memory of 128 KiB for SPRAM (its empty
+    init dropped, `-spram`), the boot ROM and the flash reader on the flash's pins, and a boot
+    image (firmware and job) instead of initialised memories."""
+    reason = _soc_tools_missing()
+    if reason:
+        pytest.skip(reason)
+    from fpga.build import prepare, soc_image
+    board = get_board("icebreaker")
+    image = soc_image(board, board.config)
+    config = image.config
+    assert not config.engine_in_hardware and config.boot_from_flash and not image.in_bitstream
+    assert config.memory_bytes == 4 * 32 * 1024          # the four SB_SPRAM256KA
+    assert "engine" not in {region.name for region in config.regions}
+    assert len(image.boot) > len(image.firmware) + len(image.flash)
+    prepare(board, board.config, tmp_path, design="soc", image=image)
+    script = (tmp_path / "top.ys").read_text()
+    assert "-spram" in script and "delete t:$meminit_v2 r:MEMID=*spram* %i" in script
+    constraints = (tmp_path / "top.pcf").read_text()
+    for pin in ("cs", "clk", "copi", "cipo", "wp", "hold"):
+        assert f"set_io spi_flash_1x_0__{pin}__io" in constraints
+    assert "set_io led_0__io" in constraints and "set_io uart_0__tx__io" in constraints
+    rtlil = (tmp_path / "top.il").read_text()
+    assert "VexRiscv" in rtlil and "soc.engine" not in rtlil
 
 
 def test_soc_estimate_adds_the_cpu_ram_and_the_larger_external_window():

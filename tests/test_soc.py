@@ -204,3 +204,42 @@ def test_board_soc_runs_its_job_from_initialised_memories():
     assert (run["status"], run["exit_code"]) == ("halted", 0)
     assert [it["bit_exact"] for it in run["iterations"]] == [True] * 2
     assert run["final_scratchpad_equals_golden"] and run["flash_unchanged"] and run["bit_exact"]
+
+
+def icebreaker_config():
+    from fpga.board_soc import board_soc_config
+    from fpga.boards import get_board
+    board = get_board("icebreaker")
+    return board_soc_config(board.config, board.target_hz, board.soc_engine_in_hardware)
+
+
+def test_icebreaker_soc_boots_from_its_spi_flash_and_trains_bit_exact():
+    """The iCE40's SoC (fpga/board_soc.py): no engine, one 128 KiB memory (the SPRAM) for RAM,
+    scratchpad and external memory, nothing loaded over the debug bus. The boot ROM reads the
+    boot image from a model of the SPI flash (sim/soc_cocotb.py) through the flash reader, and
+    the firmware then runs one last-layer iteration's programs on the CPU as the golden model
+    does (classifier, PRNG state, loss, the whole scratchpad). About 26 M cycles."""
+    from sim.soc_run import soc_training_run
+    config = icebreaker_config()
+    assert not config.engine_in_hardware and config.boot_from_flash
+    run = soc_training_run(1, config, seed=1, pause=True, scheme_name="last-layer")
+    assert run["uart"][0].startswith("sparsebp SoC: VexRiscv Lite, programs run by the CPU for 8 lanes, "
+                                     "32 KiB scratchpad; 1 ")
+    assert (run["status"], run["exit_code"]) == ("halted", 0)
+    (iteration,) = run["iterations"]
+    assert iteration["mismatches"] == [] and iteration["weights_equal_trainer"] and iteration["prng_equal_trainer"]
+    assert run["final_scratchpad_equals_golden"] and run["flash_unchanged"] and run["bit_exact"]
+    # the boot (zeroing 128 KiB, copying the image) comes before the first iteration
+    assert run["total_cycles"] > iteration["cycles"]
+
+
+def test_icebreaker_soc_halts_on_a_flash_without_a_boot_image():
+    """An erased flash (or another bitstream's data) at the boot image's offset: the boot ROM
+    halts with its exit code before the firmware runs; nothing reaches the UART."""
+    from hw.soc.boot import EXIT_BAD_IMAGE
+    from sim.soc_run import run_soc
+    config = icebreaker_config()
+    run = run_soc(config, np.zeros(16, np.uint8), b"\x13" * 16, boot=b"\xff" * 64, max_cycles=2_000_000)
+    assert (run.status, run.exit_code) == ("halted", EXIT_BAD_IMAGE)
+    assert run.transcript == ""
+    assert not run.scratchpad.any()           # zeroed by the boot ROM, nothing copied

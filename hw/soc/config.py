@@ -39,6 +39,11 @@ SYSCTL_BASE = 0xF000_0000
 UART_BASE = 0xF000_1000
 ENGINE_BASE = 0xF000_2000
 PERIPHERAL_BYTES = 0x100
+# With `boot_from_flash`: the boot ROM (hw/soc/boot.py) and the board's SPI flash, read-only.
+BOOT_BASE = 0x3000_0000
+BOOT_ROM_BYTES = 256
+SPI_FLASH_BASE = 0x4000_0000
+SPI_FLASH_BYTES = 16 * 1024 * 1024     # the iCEBreaker's W25Q128
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,16 @@ class SocConfig:
     # Where in external memory (flash) the training job block sits (hw/soc/job.py); the
     # training program image starts at 0 below it.
     job_offset: int = 0x1_0000
+    # False: no engine on the bus. The firmware runs the programs on the CPU (built with
+    # `soft_engine`, fpga/firmware/engine_soft.c), and the scratchpad and the external memory are
+    # windows of one RAM right after the firmware's (`memory_bytes`, one memory the iCE40's four
+    # SPRAM blocks hold; the engine's sizes in `engine` give the windows' sizes).
+    engine_in_hardware: bool = True
+    # A boot ROM copies the firmware and the job from the board's SPI flash into RAM at reset
+    # (hw/soc/boot.py): for memories a bitstream cannot initialise, the iCE40's SPRAM.
+    boot_from_flash: bool = False
+    # Where in the SPI flash the boot image starts (above the bitstream).
+    boot_image_offset: int = 0x10_0000
 
     def __post_init__(self):
         if not _is_pow2(self.ram_bytes) or not 4096 <= self.ram_bytes <= 1 << 20:
@@ -65,6 +80,13 @@ class SocConfig:
         if self.job_offset % 4 or not 0 < self.job_offset < self.engine.external_bytes:
             raise ValueError(f"job_offset must be a word-aligned offset inside the {self.engine.external_bytes}-byte "
                              f"external memory, not {self.job_offset}")
+        if not self.engine_in_hardware and not _is_pow2(self.memory_bytes):
+            raise ValueError(f"without the engine, the RAM, scratchpad and external memory share one memory: "
+                             f"{self.ram_bytes} + {self.engine.scratchpad_bytes} + {self.engine.external_bytes} "
+                             f"bytes is not a power of two")
+        if self.boot_from_flash and not 0 <= self.boot_image_offset < SPI_FLASH_BYTES - self.memory_bytes:
+            raise ValueError(f"boot_image_offset {self.boot_image_offset:#x} leaves no room for the image "
+                             f"in the {SPI_FLASH_BYTES}-byte flash")
         for region in self.regions:
             if not _is_pow2(region.size) or region.base % region.size:
                 raise ValueError(f"region {region.name} of {region.size} bytes at {region.base:#x} is not a "
@@ -83,13 +105,39 @@ class SocConfig:
         return round(self.engine.clock_hz / self.uart_baud)
 
     @property
+    def memory_bytes(self) -> int:
+        """Without the engine: the one memory holding the RAM, the scratchpad and the external memory."""
+        return self.ram_bytes + self.engine.scratchpad_bytes + self.engine.external_bytes
+
+    @property
     def regions(self) -> tuple[Region, ...]:
-        return (Region("ram", RAM_BASE, self.ram_bytes),
-                Region("scratchpad", SCRATCHPAD_BASE, self.engine.scratchpad_bytes),
-                Region("external", EXTERNAL_BASE, self.engine.external_bytes),
-                Region("sysctl", SYSCTL_BASE, PERIPHERAL_BYTES),
-                Region("uart", UART_BASE, PERIPHERAL_BYTES),
-                Region("engine", ENGINE_BASE, PERIPHERAL_BYTES))
+        """The address map the firmware and the testbench see."""
+        scratchpad, external = self.engine.scratchpad_bytes, self.engine.external_bytes
+        if self.engine_in_hardware:
+            memories = (Region("ram", RAM_BASE, self.ram_bytes),
+                        Region("scratchpad", SCRATCHPAD_BASE, scratchpad),
+                        Region("external", EXTERNAL_BASE, external))
+        else:               # consecutive windows of one memory (bus_regions)
+            memories = (Region("ram", RAM_BASE, self.ram_bytes),
+                        Region("scratchpad", RAM_BASE + self.ram_bytes, scratchpad),
+                        Region("external", RAM_BASE + self.ram_bytes + scratchpad, external))
+        return memories + self._peripherals()
+
+    @property
+    def bus_regions(self) -> tuple[Region, ...]:
+        """The windows the bus decodes: `regions`, with the three memories as one `memory` when
+        there is no engine."""
+        if self.engine_in_hardware:
+            return self.regions
+        return (Region("memory", RAM_BASE, self.memory_bytes),) + self._peripherals()
+
+    def _peripherals(self) -> tuple[Region, ...]:
+        regions = (Region("sysctl", SYSCTL_BASE, PERIPHERAL_BYTES), Region("uart", UART_BASE, PERIPHERAL_BYTES))
+        if self.engine_in_hardware:
+            regions += (Region("engine", ENGINE_BASE, PERIPHERAL_BYTES),)
+        if self.boot_from_flash:
+            regions += (Region("boot", BOOT_BASE, BOOT_ROM_BYTES), Region("spi_flash", SPI_FLASH_BASE, SPI_FLASH_BYTES))
+        return regions
 
     def region(self, name: str) -> Region:
         for region in self.regions:
@@ -99,7 +147,7 @@ class SocConfig:
 
     @property
     def reset_address(self) -> int:
-        return RAM_BASE
+        return BOOT_BASE if self.boot_from_flash else RAM_BASE
 
 
 DEFAULT = SocConfig()

@@ -64,6 +64,8 @@ def _cache_root() -> Path:
 
 
 def build_firmware(config: SocConfig, soft_engine: bool = False) -> Firmware:
+    if not config.engine_in_hardware:
+        soft_engine = True            # no engine on the bus: the CPU runs the programs
     ok, reason = compiler_available()
     if not ok:
         raise FirmwareError(reason)

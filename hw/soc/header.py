@@ -33,7 +33,10 @@ def soc_header(config: SocConfig) -> str:
         lines.append(_define(f"SOC_{upper}_BASE", f"0x{region.base:08x}u"))
         lines.append(_define(f"SOC_{upper}_SIZE", f"0x{region.size:x}u"))
     lines.append("")
+    present = {region.name for region in config.regions}
     for peripheral, register_map in registers.PERIPHERALS.items():
+        if peripheral not in present:        # no engine: the firmware runs the programs
+            continue
         upper = peripheral.upper()
         for register in register_map:
             lines.append(_define(f"SOC_{upper}_{register.name.upper()}",

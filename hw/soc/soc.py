@@ -9,16 +9,23 @@
                                      +-- uart         (transmit FIFO, console tap)
                                      +-- engine       (control and status registers)
 ```
-The address map is `SocConfig.regions` (hw/soc/config.py). Ports:
+Without the engine (`SocConfig.engine_in_hardware` False, the iCE40's SoC) the firmware runs the
+programs on the CPU, and one memory `memory` (4 SPRAM blocks on the iCE40) holds the RAM, the
+scratchpad and the external memory as consecutive windows; with `boot_from_flash` a boot ROM
+and the SPI flash reader join the bus (hw/soc/boot.py, hw/soc/spi_flash.py) and the CPU starts in
+the ROM, which copies the image from flash into that memory.
+
+The address map is `SocConfig.regions` (hw/soc/config.py), the decoder's `bus_regions`. Ports:
 - `debug` (Wishbone, in): a third initiator for a testbench or a board's loader: it loads the
   firmware and the flash image while `cpu_reset` is high, and reads the scratchpad when the
   firmware pauses. A board ties it off (cyc low).
 - `cpu_reset` in: holds the CPU in reset (the rest of the SoC runs).
 - `uart_tx` out; `console_valid`/`console_data` out (hw/soc/uart.py).
 - `halted`, `exit_code`, `paused` out (hw/soc/sysctl.py).
+- `spi_flash` (with `boot_from_flash`): the flash's pins (hw/soc/spi_flash.py).
 `firmware` and `flash` (bytes, optional) initialise the RAM and the engine's external memory (a
 bitstream carries both, fpga/board_soc.py); the simulation leaves them empty and loads both over
-`debug`.
+`debug`. Without the engine they initialise the shared memory's windows instead.
 """
 from __future__ import annotations
 
@@ -40,32 +47,58 @@ class Soc(wiring.Component):
     def __init__(self, config: SocConfig, firmware: bytes | None = None, flash: bytes | None = None):
         self.config = config
         self.flash = bytes(flash or b"")
+        firmware = bytes(firmware or b"")
         if len(self.flash) > config.engine.external_bytes:
             raise ValueError(f"a flash image of {len(self.flash)} bytes does not fit the "
                              f"{config.engine.external_bytes}-byte external memory")
-        words = []
-        if firmware:
-            if len(firmware) > config.ram_bytes:
-                raise ValueError(f"firmware of {len(firmware)} bytes does not fit the {config.ram_bytes}-byte RAM")
-            padded = bytes(firmware) + bytes(-len(firmware) % 4)
-            words = np.frombuffer(padded, "<u4").tolist()
-        self.firmware_words = words
-        super().__init__({
+        if len(firmware) > config.ram_bytes:
+            raise ValueError(f"firmware of {len(firmware)} bytes does not fit the {config.ram_bytes}-byte RAM")
+        if not config.engine_in_hardware and (firmware or self.flash):
+            image = np.zeros(config.memory_bytes, np.uint8)
+            image[:len(firmware)] = np.frombuffer(firmware, np.uint8)
+            at = config.region("external").base - config.region("ram").base
+            image[at:at + len(self.flash)] = np.frombuffer(self.flash, np.uint8)
+            firmware = image[:at + len(self.flash)].tobytes()
+        padded = firmware + bytes(-len(firmware) % 4)
+        self.firmware_words = np.frombuffer(padded, "<u4").tolist()
+        members = {
             "debug": In(Signature(addr_width=30)),
             "cpu_reset": In(1),
             "uart_tx": Out(1), "console_valid": Out(1), "console_data": Out(8),
             "halted": Out(1), "exit_code": Out(8), "paused": Out(1),
-        })
+        }
+        if config.boot_from_flash:
+            from .spi_flash import PinsSignature
+            members["spi_flash"] = Out(PinsSignature())
+        super().__init__(members)
 
     def elaborate(self, platform):
         cfg = self.config
         m = Module()
         m.submodules.cpu = cpu = VexRiscv(variant=cfg.cpu_variant, reset_address=cfg.reset_address)
         m.submodules.arbiter = arbiter = Arbiter(addr_width=30, count=3)
-        windows = [(r.name, r.base // 4, r.size // 4) for r in cfg.regions]
+        windows = [(r.name, r.base // 4, r.size // 4) for r in cfg.bus_regions]
         m.submodules.decoder = decoder = Decoder(addr_width=30, windows=windows)
-        m.submodules.ram = ram = WishboneRAM(size_bytes=cfg.ram_bytes, init=self.firmware_words)
-        m.submodules.engine = engine = EngineOnBus(cfg.engine, self.flash)
+        if cfg.engine_in_hardware:
+            m.submodules.ram = ram = WishboneRAM(size_bytes=cfg.ram_bytes, init=self.firmware_words)
+            m.submodules.engine = engine = EngineOnBus(cfg.engine, self.flash)
+            wiring.connect(m, decoder.ram, ram.bus)
+            wiring.connect(m, decoder.scratchpad, engine.scratchpad)
+            wiring.connect(m, decoder.external, engine.external)
+            wiring.connect(m, decoder.engine, engine.csr)
+        else:
+            m.submodules.memory = memory = WishboneRAM(size_bytes=cfg.memory_bytes, init=self.firmware_words,
+                                                       single_port=True)
+            wiring.connect(m, decoder.memory, memory.bus)
+        if cfg.boot_from_flash:
+            from .boot import BootRom
+            from .spi_flash import SpiFlashReader
+            m.submodules.boot = boot = BootRom(cfg)
+            m.submodules.spi_flash = reader = SpiFlashReader(size_bytes=cfg.region("spi_flash").size,
+                                                                      clock_hz=cfg.clock_hz)
+            wiring.connect(m, decoder.boot, boot.bus)
+            wiring.connect(m, decoder.spi_flash, reader.bus)
+            wiring.connect(m, reader.pins, wiring.flipped(self.spi_flash))
         m.submodules.sysctl = sysctl = SystemControl()
         m.submodules.uart = uart = UartTx(cycles_per_bit=cfg.uart_cycles_per_bit,
                                           fifo_depth=cfg.uart_fifo_depth)
@@ -75,10 +108,6 @@ class Soc(wiring.Component):
         wiring.connect(m, cpu.ibus, arbiter.initiator1)
         wiring.connect(m, wiring.flipped(self.debug), arbiter.initiator2)
         wiring.connect(m, arbiter.bus, decoder.bus)
-        wiring.connect(m, decoder.ram, ram.bus)
-        wiring.connect(m, decoder.scratchpad, engine.scratchpad)
-        wiring.connect(m, decoder.external, engine.external)
-        wiring.connect(m, decoder.engine, engine.csr)
         wiring.connect(m, decoder.sysctl, sysctl.bus)
         wiring.connect(m, decoder.uart, uart.bus)
         m.d.comb += [self.uart_tx.eq(uart.tx), self.console_valid.eq(uart.console_valid),

@@ -9,7 +9,11 @@ VexRiscv's instruction cache issues its line fills as classic cycles too.
 
 `Decoder`: one initiator, subordinates in address windows (powers of two, aligned). The window's
 own address bits go to the subordinate; an access outside every window gets `err` one cycle
-later. Combinational: the decoder adds no cycle.
+later. The decoder adds no cycle: requests go out combinationally; answers (`ack`, `err`,
+`dat_r`) come back selected by the window hit one cycle earlier, a register. That is the same
+window, since no subordinate answers in the cycle of `stb` and the initiator holds its address
+until the answer; and it keeps the address compare out of the path from a subordinate's answer
+into the CPU (on the iCE40 that path, through the CPU's own logic, set the clock: 21.4 MHz).
 
 `Arbiter`: several initiators, one bus. The bus stays with its owner while the owner's `cyc` is
 high; when it drops, the next requesting initiator in round-robin order gets the bus at the
@@ -74,15 +78,17 @@ class Decoder(wiring.Component):
             hit = Signal(name=f"{name}_hit")
             m.d.comb += hit.eq(bus.adr[low:] == base >> low)
             hits.append(hit)
+            hit_before = Signal(name=f"{name}_hit_before")
+            m.d.sync += hit_before.eq(hit)
             m.d.comb += [sub.cyc.eq(bus.cyc & hit), sub.stb.eq(bus.stb & hit), sub.we.eq(bus.we),
                          sub.adr.eq(bus.adr[:low]), sub.dat_w.eq(bus.dat_w), sub.sel.eq(bus.sel)]
-            with m.If(hit):
+            with m.If(hit_before):
                 m.d.comb += [bus.dat_r.eq(sub.dat_r), bus.ack.eq(sub.ack), bus.err.eq(sub.err)]
         unmapped_err = Signal()
         miss = ~Cat(*hits).any()
         m.d.sync += unmapped_err.eq(bus.cyc & bus.stb & miss & ~unmapped_err)
-        with m.If(miss):
-            m.d.comb += bus.err.eq(unmapped_err)
+        with m.If(unmapped_err):
+            m.d.comb += bus.err.eq(1)
         return m
 
 
