@@ -251,6 +251,8 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
     `seed` None: the board's seed for the design (fpga/boards.py: default_seed)."""
     board = get_board(board_name)
     seed = default_seed(board.name, design) if seed is None else seed
+    if design == "soc" and clock_hz is None:
+        clock_hz = board.soc_target_hz
     if clock_hz is not None:
         if not 1e6 <= clock_hz <= 400e6:
             raise BoardError(f"the clock must be between 1 and 400 MHz, not {clock_hz / 1e6:g} MHz")

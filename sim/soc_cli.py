@@ -47,7 +47,7 @@ def soc_config(board_name: str | None):
     from fpga.board_soc import board_soc_config
     from fpga.boards import get_board
     board = get_board(board_name)
-    return board_soc_config(board.config, board.target_hz, board.soc_engine_in_hardware)
+    return board_soc_config(board.config, board.soc_target_hz, board.soc_engine_in_hardware)
 
 
 def run(args) -> dict:

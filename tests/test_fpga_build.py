@@ -123,10 +123,12 @@ def test_icebreaker_soc_plan_has_no_engine_and_boots_from_the_spi_flash(tmp_path
         pytest.skip(reason)
     from fpga.build import prepare, soc_image
     board = get_board("icebreaker")
+    board = board.with_clock(board.soc_target_hz)
     image = soc_image(board, board.config)
     config = image.config
     assert not config.engine_in_hardware and config.boot_from_flash and not image.in_bitstream
     assert config.memory_bytes == 4 * 32 * 1024          # the four SB_SPRAM256KA
+    assert config.clock_hz == 21e6 and config.uart_cycles_per_bit == round(21e6 / 115200)
     assert "engine" not in {region.name for region in config.regions}
     assert len(image.boot) > len(image.firmware) + len(image.flash)
     prepare(board, board.config, tmp_path, design="soc", image=image)
@@ -726,6 +728,28 @@ def test_icebreaker_requantizer_build_meets_timing(tmp_path):
     assert result["target_mhz"] == 18.0       # 24 MHz is not met: 19.92 MHz measured
     assert result["timing_met"] and result["fmax_mhz"] >= 18.0
     assert result["resources"]["DSP"][0] == 4        # the 33 x 32 product in four SB_MAC16
+
+
+@pytest.mark.slow
+def test_icebreaker_soc_build_meets_timing_with_its_memory_in_spram(tmp_path):
+    """CI's iCE40 SoC build (1-2 minutes): VexRiscv, the boot ROM and the flash reader at the
+    preset's 21 MHz, its 128 KiB memory in the four SB_SPRAM256KA (not in EBR or LUTs), and the
+    boot image for the flash written beside the bitstream."""
+    reason = _soc_tools_missing()
+    if reason:
+        pytest.skip(reason)
+    from hw.soc.boot import BOOT_MAGIC
+    result = _build("icebreaker", "soc", tmp_path)
+    assert result["design"] == "soc" and result["target_mhz"] == 21.0
+    assert result["timing_met"] and result["fmax_mhz"] >= 21.0
+    assert result["resources"]["SPRAM"] == [4, 4]
+    # EBR: the instruction cache, the register file, the UART FIFO and the boot ROM, not the memory
+    assert result["resources"]["BRAM"][0] <= 12
+    assert result["macs_per_cycle"] == 0 and result["scratchpad_bytes"] == 32 * 1024
+    soc = result["soc"]
+    assert soc["engine"] == "none: the CPU runs the programs" and soc["boot_image_flash_offset"] == 0x10_0000
+    boot = Path(soc["boot_image"]).read_bytes()
+    assert len(boot) == soc["boot_image_bytes"] and int.from_bytes(boot[:4], "little") == BOOT_MAGIC
 
 
 @pytest.mark.slow

@@ -210,7 +210,7 @@ def icebreaker_config():
     from fpga.board_soc import board_soc_config
     from fpga.boards import get_board
     board = get_board("icebreaker")
-    return board_soc_config(board.config, board.target_hz, board.soc_engine_in_hardware)
+    return board_soc_config(board.config, board.soc_target_hz, board.soc_engine_in_hardware)
 
 
 def test_icebreaker_soc_boots_from_its_spi_flash_and_trains_bit_exact():

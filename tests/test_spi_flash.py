@@ -160,7 +160,7 @@ def test_boot_image_holds_the_firmware_and_the_job_at_their_windows():
     from fpga.board_soc import board_soc_config
     from fpga.boards import get_board
     board = get_board("icebreaker")
-    config = board_soc_config(board.config, board.target_hz, engine_in_hardware=False)
+    config = board_soc_config(board.config, board.soc_target_hz, engine_in_hardware=False)
     firmware, job = bytes(range(1, 11)), b"\x07" * 12
     image = np.frombuffer(boot_image(config, firmware, job), "<u4")
     assert image[0] == BOOT_MAGIC and image[1] == 2
