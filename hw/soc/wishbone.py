@@ -13,7 +13,7 @@ later. The decoder adds no cycle: requests go out combinationally; answers (`ack
 `dat_r`) come back selected by the window hit one cycle earlier, a register. That is the same
 window, since no subordinate answers in the cycle of `stb` and the initiator holds its address
 until the answer; and it keeps the address compare out of the path from a subordinate's answer
-into the CPU (on the iCE40 that path, through the CPU's own logic, set the clock: 21.4 MHz).
+into the CPU (on the iCE40 that path, through the CPU's logic behind `ack`, was the longest).
 
 `Arbiter`: several initiators, one bus. The bus stays with its owner while the owner's `cyc` is
 high; when it drops, the next requesting initiator in round-robin order gets the bus at the
