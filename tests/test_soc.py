@@ -233,13 +233,27 @@ def test_icebreaker_soc_boots_from_its_spi_flash_and_trains_bit_exact():
     assert run["total_cycles"] > iteration["cycles"]
 
 
-def test_icebreaker_soc_halts_on_a_flash_without_a_boot_image():
-    """An erased flash (or another bitstream's data) at the boot image's offset: the boot ROM
-    halts with its exit code before the firmware runs; nothing reaches the UART."""
-    from hw.soc.boot import EXIT_BAD_IMAGE
+@pytest.mark.parametrize("damage", ["erased", "segment outside the memory", "one bit flipped"])
+def test_icebreaker_soc_refuses_a_bad_boot_image_before_running_it(damage):
+    """An erased flash (or another bitstream's data) at the boot image's offset, a segment
+    aimed past the memory, a bit flipped in the firmware: the boot ROM halts with its exit code
+    for each before the firmware runs; nothing reaches the UART."""
+    from hw.soc.boot import EXIT_BAD_IMAGE, EXIT_BAD_SEGMENT, EXIT_BAD_SUM, boot_image
     from sim.soc_run import run_soc
     config = icebreaker_config()
-    run = run_soc(config, np.zeros(16, np.uint8), b"\x13" * 16, boot=b"\xff" * 64, max_cycles=2_000_000)
-    assert (run.status, run.exit_code) == ("halted", EXIT_BAD_IMAGE)
+    firmware = bytes(range(64))
+    words = np.frombuffer(boot_image(config, firmware, bytes(32)), "<u4").copy()
+    if damage == "erased":
+        words[:] = 0xFFFF_FFFF
+        code = EXIT_BAD_IMAGE
+    elif damage == "segment outside the memory":
+        words[3] = config.memory_bytes - 32         # the firmware's 64 bytes would run past the end
+        code = EXIT_BAD_SEGMENT
+    else:
+        words[5 + 7] ^= 1 << 13                      # a word of the firmware
+        code = EXIT_BAD_SUM
+    run = run_soc(config, np.zeros(16, np.uint8), firmware, boot=words.tobytes(), max_cycles=2_000_000)
+    assert (run.status, run.exit_code) == ("halted", code)
     assert run.transcript == ""
-    assert not run.scratchpad.any()           # zeroed by the boot ROM, nothing copied
+    if damage == "erased":
+        assert not run.scratchpad.any()           # zeroed by the boot ROM, nothing copied

@@ -164,10 +164,11 @@ def test_boot_image_holds_the_firmware_and_the_job_at_their_windows():
     firmware, job = bytes(range(1, 11)), b"\x07" * 12
     image = np.frombuffer(boot_image(config, firmware, job), "<u4")
     assert image[0] == BOOT_MAGIC and image[1] == 2
-    assert image[2] == config.region("ram").base and image[3] == 12          # padded to a word
-    assert image[4:7].view(np.uint8)[:10].tobytes() == firmware and not image[4:7].view(np.uint8)[10:].any()
-    assert image[7] == config.region("external").base and image[8] == 12
-    assert image[9:12].view(np.uint8).tobytes() == job and image.size == 12
+    assert image[2] == int(image[3:].sum(dtype=np.uint64)) % 2 ** 32          # the sum of what follows
+    assert image[3] == config.region("ram").base and image[4] == 12          # padded to a word
+    assert image[5:8].view(np.uint8)[:10].tobytes() == firmware and not image[5:8].view(np.uint8)[10:].any()
+    assert image[8] == config.region("external").base and image[9] == 12
+    assert image[10:13].view(np.uint8).tobytes() == job and image.size == 13
     with pytest.raises(ValueError, match="do not fit the 65536-byte ram window"):
         boot_image(config, bytes(65540), job)
     with pytest.raises(ValueError, match="leaves no room for the image"):

@@ -4,12 +4,15 @@ A SoC with `SocConfig.boot_from_flash` (the iCE40's: SPRAM has no initial conten
 bitstream) starts at `BOOT_BASE` in `BootRom`, a few words of RV32I (fpga/firmware/boot.S,
 built with ziglang against the configuration: `build_boot_rom`). The ROM zeroes the SoC's
 memory, copies the boot image's segments from the flash window (hw/soc/spi_flash.py) and jumps
-to the firmware at the RAM's base; a bad magic word halts the SoC with `EXIT_BAD_IMAGE`.
+to the firmware at the RAM's base. A bad image halts the SoC before any of it runs, with
+`EXIT_BAD_IMAGE` (no magic word: an erased flash), `EXIT_BAD_SEGMENT` (a segment outside the
+memory) or `EXIT_BAD_SUM` (the words do not add up to the image's sum: a corrupted flash).
 
 `boot_image(config, firmware, flash)` is what goes into the flash at `config.boot_image_offset`
-(`iceprog -o`): the magic, the segment count, then per segment its destination, its length and
-its bytes: the firmware at the RAM's base and the job's flash image (hw/soc/job.py) at the
-external window's base. The memory then holds what a simulation loads over the debug bus.
+(`iceprog -o`): the magic, the segment count, the sum (32 bits) of every word after it, then
+per segment its destination, its length and its bytes: the firmware at the RAM's base and the
+job's flash image (hw/soc/job.py) at the external window's base. The memory then holds what a
+simulation loads over the debug bus.
 
 `BootRom` timing: as WishboneRAM (`ack` one cycle after `stb`); writes get `err`.
 """
@@ -25,7 +28,10 @@ from .registers import SYSCTL
 from .wishbone import Signature
 
 BOOT_MAGIC = 0x49425053            # "SPBI" little-endian
-EXIT_BAD_IMAGE = 0xB1              # the SoC's exit code when the flash holds no boot image
+# The SoC's exit codes for a bad boot image (the firmware's own are below 0x10).
+EXIT_BAD_IMAGE = 0xB1              # no magic word: the flash holds no boot image
+EXIT_BAD_SEGMENT = 0xB2            # a segment outside the memory
+EXIT_BAD_SUM = 0xB3                # the image's words do not add up to its sum
 SOURCE = "boot.S"
 
 
@@ -33,14 +39,14 @@ def boot_image(config: SocConfig, firmware: bytes, flash: bytes) -> bytes:
     """The flash's boot image for `config`: `firmware` to the RAM, `flash` (the job's image) to
     the external window. ValueError if either does not fit its window or the image the flash."""
     segments = [(config.region("ram"), bytes(firmware)), (config.region("external"), bytes(flash))]
-    words = [BOOT_MAGIC, len(segments)]
     body = b""
     for region, data in segments:
         if len(data) > region.size:
             raise ValueError(f"{len(data)} bytes do not fit the {region.size}-byte {region.name} window")
         padded = data + bytes(-len(data) % 4)
         body += np.array([region.base, len(padded)], "<u4").tobytes() + padded
-    image = np.array(words, "<u4").tobytes() + body
+    total = int(np.frombuffer(body, "<u4").sum(dtype=np.uint64)) & 0xFFFF_FFFF
+    image = np.array([BOOT_MAGIC, len(segments), total], "<u4").tobytes() + body
     room = config.region("spi_flash").size - config.boot_image_offset
     if len(image) > room:
         raise ValueError(f"the boot image ({len(image)} bytes) does not fit the flash's {room} bytes "
@@ -59,7 +65,8 @@ def build_boot_rom(config: SocConfig) -> bytes:
     defines = {"MEMORY_BASE": config.region("ram").base, "MEMORY_END": memory_end,
                "BOOT_IMAGE": config.region("spi_flash").base + config.boot_image_offset,
                "BOOT_MAGIC": BOOT_MAGIC, "SYSCTL_HALT": config.region("sysctl").base + SYSCTL.offset("halt"),
-               "BOOT_EXIT_BAD_IMAGE": EXIT_BAD_IMAGE, "FIRMWARE_ENTRY": config.region("ram").base}
+               "BOOT_EXIT_BAD_IMAGE": EXIT_BAD_IMAGE, "BOOT_EXIT_BAD_SEGMENT": EXIT_BAD_SEGMENT,
+               "BOOT_EXIT_BAD_SUM": EXIT_BAD_SUM, "FIRMWARE_ENTRY": config.region("ram").base}
     flags = FLAGS + tuple(f"-D{name}=0x{value:x}" for name, value in defines.items())
     script = (f"MEMORY {{ ROM (rx) : ORIGIN = 0x{rom.base:x}, LENGTH = 0x{rom.size:x} }}\n"
               "ENTRY(_start)\nSECTIONS { .text : { *(.text.start) *(.text .text.*) } > ROM\n"
