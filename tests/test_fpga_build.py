@@ -128,7 +128,7 @@ def test_icebreaker_soc_plan_has_no_engine_and_boots_from_the_spi_flash(tmp_path
     config = image.config
     assert not config.engine_in_hardware and config.boot_from_flash and not image.in_bitstream
     assert config.memory_bytes == 4 * 32 * 1024          # the four SB_SPRAM256KA
-    assert config.clock_hz == 21e6 and config.uart_cycles_per_bit == round(21e6 / 115200)
+    assert config.clock_hz == 20.25e6 and config.uart_cycles_per_bit == round(20.25e6 / 115200)
     assert "engine" not in {region.name for region in config.regions}
     assert len(image.boot) > len(image.firmware) + len(image.flash)
     prepare(board, board.config, tmp_path, design="soc", image=image)
@@ -733,15 +733,15 @@ def test_icebreaker_requantizer_build_meets_timing(tmp_path):
 @pytest.mark.slow
 def test_icebreaker_soc_build_meets_timing_with_its_memory_in_spram(tmp_path):
     """CI's iCE40 SoC build (1-2 minutes): VexRiscv, the boot ROM and the flash reader at the
-    preset's 21 MHz, its 128 KiB memory in the four SB_SPRAM256KA (not in EBR or LUTs), and the
+    preset's 20.25 MHz, its 128 KiB memory in the four SB_SPRAM256KA (not in EBR or LUTs), and the
     boot image for the flash written beside the bitstream."""
     reason = _soc_tools_missing()
     if reason:
         pytest.skip(reason)
     from hw.soc.boot import BOOT_MAGIC
     result = _build("icebreaker", "soc", tmp_path)
-    assert result["design"] == "soc" and result["target_mhz"] == 21.0
-    assert result["timing_met"] and result["fmax_mhz"] >= 21.0
+    assert result["design"] == "soc" and result["target_mhz"] == 20.25
+    assert result["timing_met"] and result["fmax_mhz"] >= 20.25
     assert result["resources"]["SPRAM"] == [4, 4]
     # EBR: the instruction cache, the register file, the UART FIFO and the boot ROM, not the memory
     assert result["resources"]["BRAM"][0] <= 12

@@ -78,27 +78,25 @@ class Soc(wiring.Component):
         m.submodules.cpu = cpu = VexRiscv(variant=cfg.cpu_variant, reset_address=cfg.reset_address)
         m.submodules.arbiter = arbiter = Arbiter(addr_width=30, count=3)
         windows = [(r.name, r.base // 4, r.size // 4) for r in cfg.bus_regions]
-        m.submodules.decoder = decoder = Decoder(addr_width=30, windows=windows)
+        # Registered answers only without the engine: they shorten the iCE40 SoC's paths, but they
+        # change the ECP5 SoCs' netlist, whose routed seeds would have to be searched again (at
+        # seed 6 the ULX3S SoC met 22.22 MHz with them instead of 27.29; docs/soc.md).
+        m.submodules.decoder = decoder = Decoder(addr_width=30, windows=windows,
+                                                 registered_answers=not cfg.engine_in_hardware)
+        # (The order of the statements below is the RTLIL's: the ECP5 SoC's netlist, whose
+        # placement seed routed (fpga/boards.py: ROUTED_SEEDS), is kept as it was.)
         if cfg.engine_in_hardware:
             m.submodules.ram = ram = WishboneRAM(size_bytes=cfg.ram_bytes, init=self.firmware_words)
             m.submodules.engine = engine = EngineOnBus(cfg.engine, self.flash)
-            wiring.connect(m, decoder.ram, ram.bus)
-            wiring.connect(m, decoder.scratchpad, engine.scratchpad)
-            wiring.connect(m, decoder.external, engine.external)
-            wiring.connect(m, decoder.engine, engine.csr)
         else:
             m.submodules.memory = memory = WishboneRAM(size_bytes=cfg.memory_bytes, init=self.firmware_words,
                                                        single_port=True)
-            wiring.connect(m, decoder.memory, memory.bus)
         if cfg.boot_from_flash:
             from .boot import BootRom
             from .spi_flash import SpiFlashReader
             m.submodules.boot = boot = BootRom(cfg)
             m.submodules.spi_flash = reader = SpiFlashReader(size_bytes=cfg.region("spi_flash").size,
-                                                                      clock_hz=cfg.clock_hz)
-            wiring.connect(m, decoder.boot, boot.bus)
-            wiring.connect(m, decoder.spi_flash, reader.bus)
-            wiring.connect(m, reader.pins, wiring.flipped(self.spi_flash))
+                                                             clock_hz=cfg.clock_hz)
         m.submodules.sysctl = sysctl = SystemControl()
         m.submodules.uart = uart = UartTx(cycles_per_bit=cfg.uart_cycles_per_bit,
                                           fifo_depth=cfg.uart_fifo_depth)
@@ -108,6 +106,17 @@ class Soc(wiring.Component):
         wiring.connect(m, cpu.ibus, arbiter.initiator1)
         wiring.connect(m, wiring.flipped(self.debug), arbiter.initiator2)
         wiring.connect(m, arbiter.bus, decoder.bus)
+        if cfg.engine_in_hardware:
+            wiring.connect(m, decoder.ram, ram.bus)
+            wiring.connect(m, decoder.scratchpad, engine.scratchpad)
+            wiring.connect(m, decoder.external, engine.external)
+            wiring.connect(m, decoder.engine, engine.csr)
+        else:
+            wiring.connect(m, decoder.memory, memory.bus)
+        if cfg.boot_from_flash:
+            wiring.connect(m, decoder.boot, boot.bus)
+            wiring.connect(m, decoder.spi_flash, reader.bus)
+            wiring.connect(m, reader.pins, wiring.flipped(self.spi_flash))
         wiring.connect(m, decoder.sysctl, sysctl.bus)
         wiring.connect(m, decoder.uart, uart.bus)
         m.d.comb += [self.uart_tx.eq(uart.tx), self.console_valid.eq(uart.console_valid),

@@ -9,11 +9,11 @@ VexRiscv's instruction cache issues its line fills as classic cycles too.
 
 `Decoder`: one initiator, subordinates in address windows (powers of two, aligned). The window's
 own address bits go to the subordinate; an access outside every window gets `err` one cycle
-later. The decoder adds no cycle: requests go out combinationally; answers (`ack`, `err`,
-`dat_r`) come back selected by the window hit one cycle earlier, a register. That is the same
-window, since no subordinate answers in the cycle of `stb` and the initiator holds its address
-until the answer; and it keeps the address compare out of the path from a subordinate's answer
-into the CPU (on the iCE40 that path, through the CPU's logic behind `ack`, was the longest).
+later. Combinational: the decoder adds no cycle. With `registered_answers` the answers (`ack`,
+`err`, `dat_r`) are selected by the window hit of the cycle before, a register, instead of the
+current one: the same window, since no subordinate answers in the cycle of `stb` and the
+initiator holds its address until the answer, but the address compare leaves the path from a
+subordinate's answer into the initiator (the iCE40 SoC's longest at first; docs/fpga.md).
 
 `Arbiter`: several initiators, one bus. The bus stays with its owner while the owner's `cyc` is
 high; when it drops, the next requesting initiator in round-robin order gets the bus at the
@@ -53,7 +53,7 @@ class Signature(wiring.Signature):
 class Decoder(wiring.Component):
     """`windows`: (name, base word address, size in words); each becomes a port `name`."""
 
-    def __init__(self, *, addr_width: int, windows):
+    def __init__(self, *, addr_width: int, windows, registered_answers: bool = False):
         self.windows = []
         for name, base, size in windows:
             if size <= 0 or size & (size - 1) or base % size:
@@ -62,7 +62,7 @@ class Decoder(wiring.Component):
             if base + size > 1 << addr_width:
                 raise ValueError(f"window {name} ends past the {addr_width}-bit address space")
             self.windows.append((name, base, size))
-        self.addr_width = addr_width
+        self.addr_width, self.registered_answers = addr_width, registered_answers
         members = {"bus": In(Signature(addr_width=addr_width))}
         for name, base, size in self.windows:
             members[name] = Out(Signature(addr_width=(size - 1).bit_length()))
@@ -78,17 +78,23 @@ class Decoder(wiring.Component):
             hit = Signal(name=f"{name}_hit")
             m.d.comb += hit.eq(bus.adr[low:] == base >> low)
             hits.append(hit)
-            hit_before = Signal(name=f"{name}_hit_before")
-            m.d.sync += hit_before.eq(hit)
             m.d.comb += [sub.cyc.eq(bus.cyc & hit), sub.stb.eq(bus.stb & hit), sub.we.eq(bus.we),
                          sub.adr.eq(bus.adr[:low]), sub.dat_w.eq(bus.dat_w), sub.sel.eq(bus.sel)]
-            with m.If(hit_before):
+            answering = hit
+            if self.registered_answers:
+                answering = Signal(name=f"{name}_hit_before")
+                m.d.sync += answering.eq(hit)
+            with m.If(answering):
                 m.d.comb += [bus.dat_r.eq(sub.dat_r), bus.ack.eq(sub.ack), bus.err.eq(sub.err)]
         unmapped_err = Signal()
         miss = ~Cat(*hits).any()
         m.d.sync += unmapped_err.eq(bus.cyc & bus.stb & miss & ~unmapped_err)
-        with m.If(unmapped_err):
-            m.d.comb += bus.err.eq(1)
+        if self.registered_answers:       # the error is a register already
+            with m.If(unmapped_err):
+                m.d.comb += bus.err.eq(1)
+        else:
+            with m.If(miss):
+                m.d.comb += bus.err.eq(unmapped_err)
         return m
 
 
