@@ -327,7 +327,7 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
     engine = design in WITH_ENGINE and not _soft_soc(board, design)
     memories = design in WITH_ENGINE
     result = {"board": board.name, "device": board.device.name, "design": design,
-              "lanes": config.lanes if engine else 1 if not memories else 0,
+              "lanes": config.lanes if engine else 0 if memories else 1,
               "macs_per_cycle": config.macs_per_cycle if engine else 0,
               "scratchpad_bytes": config.scratchpad_bytes if memories else 0,
               "external_bytes": config.external_bytes if memories else 0,

@@ -19,6 +19,7 @@ import pytest
 
 from hw.soc.config import SIM
 from hw.soc.firmware import compiler_available
+from sim.soc_cli import soc_config
 from sim.toolchain import verilator_available
 
 available, reason = verilator_available()
@@ -206,13 +207,6 @@ def test_board_soc_runs_its_job_from_initialised_memories():
     assert run["final_scratchpad_equals_golden"] and run["flash_unchanged"] and run["bit_exact"]
 
 
-def icebreaker_config():
-    from fpga.board_soc import board_soc_config
-    from fpga.boards import get_board
-    board = get_board("icebreaker")
-    return board_soc_config(board.config, board.soc_target_hz, board.soc_engine_in_hardware)
-
-
 def test_icebreaker_soc_boots_from_its_spi_flash_and_trains_bit_exact():
     """The iCE40's SoC (fpga/board_soc.py): no engine, one 128 KiB memory (the SPRAM) for RAM,
     scratchpad and external memory, nothing loaded over the debug bus. The boot ROM reads the
@@ -220,7 +214,7 @@ def test_icebreaker_soc_boots_from_its_spi_flash_and_trains_bit_exact():
     the firmware then runs one last-layer iteration's programs on the CPU as the golden model
     does (classifier, PRNG state, loss, the whole scratchpad). About 26 M cycles."""
     from sim.soc_run import soc_training_run
-    config = icebreaker_config()
+    config = soc_config("icebreaker")          # what `sparsebp sim soc --board icebreaker` runs
     assert not config.engine_in_hardware and config.boot_from_flash
     run = soc_training_run(1, config, seed=1, pause=True, scheme_name="last-layer")
     assert run["uart"][0].startswith("sparsebp SoC: VexRiscv Lite, programs run by the CPU for 8 lanes, "
@@ -240,7 +234,7 @@ def test_icebreaker_soc_refuses_a_bad_boot_image_before_running_it(damage):
     for each before the firmware runs; nothing reaches the UART."""
     from hw.soc.boot import EXIT_BAD_IMAGE, EXIT_BAD_SEGMENT, EXIT_BAD_SUM, boot_image
     from sim.soc_run import run_soc
-    config = icebreaker_config()
+    config = soc_config("icebreaker")
     firmware = bytes(range(64))
     words = np.frombuffer(boot_image(config, firmware, bytes(32)), "<u4").copy()
     if damage == "erased":

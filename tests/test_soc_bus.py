@@ -20,6 +20,7 @@ from hw.soc.ram import WishboneRAM
 from hw.soc.sysctl import SystemControl
 from hw.soc.uart import UartTx
 from hw.soc.wishbone import Arbiter, Decoder, Signature
+from wishbone_access import access
 
 RAM_WORDS = 64
 UART_BASE_WORD, SYSCTL_BASE_WORD = 0x100, 0x140
@@ -53,26 +54,6 @@ class Bench(wiring.Component):
                      self.console_data.eq(uart.console_data), self.halted.eq(sysctl.halted),
                      self.exit_code.eq(sysctl.exit_code)]
         return m
-
-
-
-async def access(ctx, bus, address, data=None, sel=0xF, limit=200):
-    """One classic cycle; returns (dat_r, ack, err, cycles waited)."""
-    ctx.set(bus.adr, address)
-    ctx.set(bus.we, data is not None)
-    ctx.set(bus.dat_w, data or 0)
-    ctx.set(bus.sel, sel)
-    ctx.set(bus.cyc, 1)
-    ctx.set(bus.stb, 1)
-    for cycles in range(1, limit):
-        await ctx.tick()
-        if ctx.get(bus.ack) or ctx.get(bus.err):
-            result = (ctx.get(bus.dat_r), ctx.get(bus.ack), ctx.get(bus.err), cycles)
-            ctx.set(bus.stb, 0)
-            ctx.set(bus.cyc, 0)
-            await ctx.tick()
-            return result
-    raise AssertionError(f"no answer at {address:#x} in {limit} cycles")
 
 
 def simulate(dut, *testbenches):

@@ -15,6 +15,7 @@ from amaranth.sim import Simulator
 
 from hw.soc.boot import BOOT_MAGIC, boot_image
 from hw.soc.spi_flash import READ, RELEASE_POWER_DOWN, WAKE_SECONDS, SpiFlashReader
+from wishbone_access import access
 
 CLOCK_PERIOD = 1e-8
 CLOCK_HZ = 1 / CLOCK_PERIOD
@@ -60,25 +61,6 @@ class FlashModel:
             address += 1
 
 
-async def access(ctx, bus, word_address, data=None, limit=1000):
-    """One classic cycle: (dat_r, ack, err, cycles from `stb` to the answer)."""
-    ctx.set(bus.adr, word_address)
-    ctx.set(bus.we, data is not None)
-    ctx.set(bus.dat_w, data or 0)
-    ctx.set(bus.sel, 0xF)
-    ctx.set(bus.cyc, 1)
-    ctx.set(bus.stb, 1)
-    for cycles in range(1, limit):
-        await ctx.tick()
-        if ctx.get(bus.ack) or ctx.get(bus.err):
-            result = (ctx.get(bus.dat_r), ctx.get(bus.ack), ctx.get(bus.err), cycles)
-            ctx.set(bus.stb, 0)
-            ctx.set(bus.cyc, 0)
-            await ctx.tick()
-            return result
-    raise AssertionError(f"no answer at word {word_address:#x} in {limit} cycles")
-
-
 def run(reader, model, bench):
     sim = Simulator(reader)
     sim.add_clock(CLOCK_PERIOD)
@@ -108,7 +90,7 @@ def test_reads_little_endian_words_and_streams_consecutive_ones():
 
     async def bench(ctx):
         for word in addresses:
-            got.append(await access(ctx, reader.bus, word))
+            got.append(await access(ctx, reader.bus, word, limit=1000))   # the first waits for the wake-up
 
     run(reader, model, bench)
     words = np.frombuffer(data, "<u4")
@@ -139,7 +121,7 @@ def test_a_write_is_an_error_and_sends_nothing_to_the_flash():
     got = []
 
     async def bench(ctx):
-        got.append(await access(ctx, reader.bus, 3))
+        got.append(await access(ctx, reader.bus, 3, limit=1000))    # after the wake-up
         got.append(await access(ctx, reader.bus, 4, data=0x1234_5678))
         got.append(await access(ctx, reader.bus, 4))     # still continues the first read
 
@@ -157,10 +139,8 @@ def test_the_reader_refuses_a_window_beyond_24_bit_addresses():
 
 
 def test_boot_image_holds_the_firmware_and_the_job_at_their_windows():
-    from fpga.board_soc import board_soc_config
-    from fpga.boards import get_board
-    board = get_board("icebreaker")
-    config = board_soc_config(board.config, board.soc_target_hz, engine_in_hardware=False)
+    from sim.soc_cli import soc_config
+    config = soc_config("icebreaker")
     firmware, job = bytes(range(1, 11)), b"\x07" * 12
     image = np.frombuffer(boot_image(config, firmware, job), "<u4")
     assert image[0] == BOOT_MAGIC and image[1] == 2

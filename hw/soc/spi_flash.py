@@ -9,9 +9,9 @@ configuration) and waits `wake_cycles` (tRES1, 3 us on the W25Q128). A word read
 little-endian word). `cs` stays asserted afterwards: a read of the next word continues the same
 command with only its 32 data bits.
 
-Timing of a bus read (cycles from `stb` to `ack`): 2 + 64 (command) + 64 (data) for a new
-address, 64 + 1 when it continues the previous read. Writes get `err` one cycle after `stb`;
-nothing changes.
+Timing of a bus read (cycles from `stb` to `ack`): 132 for a new address (end the last read,
+select, 64 of command, 1, 64 of data, answer), 66 when it continues the previous read (1 + 64 +
+answer). Writes get `err` one cycle after `stb`; nothing changes.
 
 `pins`: `cs` (active high: the board's resource inverts it), `clk`, `copi` out, `cipo` in.
 """
