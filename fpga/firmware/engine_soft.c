@@ -3,9 +3,12 @@
  * one function for one, in scalar loops: an output vector at a time, its reduction, then its
  * epilogue. Numerics are docs/numerics.md's, with numpy's shift semantics where the golden model
  * relies on them (engine_soft_internal.h). Only 64-bit integers are used (no __int128), so the
- * same files build for RV32IM.
+ * same files build for RV32IM. The reductions run in 32-bit arithmetic where a descriptor's
+ * bounds allow (engine_soft_reduce.c), and the hot paths avoid 64-bit products and long shifts,
+ * which cost VexRiscv Lite tens of cycles each (docs/soc.md, "Where the soft engine's cycles go").
  */
 #include "engine_soft_internal.h"
+#include "engine_soft_reduce.h"
 
 /* ------------------------------------------------------------------ execution */
 
@@ -18,7 +21,12 @@ struct run {
     /* what one step of reduction loop 3 + k adds to A's row, column and address and to B's address */
     i64 step_row[3], step_col[3], step_a[3], step_b[3];
     const uint8_t *params;      /* the parameter table's memory, at param_base */
-    i64 param_channels;         /* C: bias[C] int32, mult[C] uint32, shift[C] uint8 */
+    int32_t param_channels;     /* C: bias[C] int32, mult[C] uint32, shift[C] uint8 */
+    int lanes_log2;             /* L = 2^lanes_log2 */
+    /* every row, column and address any vector's reduction reaches is within +-2^30
+       (fits_32_bits) and the mode is not SUMS: accumulate uses soft_reduce with `reduction` */
+    int fits32;
+    struct reduction reduction;
 };
 
 static i64 list_entry(const struct run *r, i64 i)
@@ -39,30 +47,40 @@ static void through_list(const struct run *r, const i64 *idx, i64 flag, i64 *out
 
 static i64 active_lanes(const struct run *r, i64 chunk)
 {
-    return r->chunk_listed ? r->lanes_total : min64(r->L, r->lanes_total - r->L * chunk);
+    return r->chunk_listed ? r->lanes_total : min64(r->L, r->lanes_total - shl(chunk, r->lanes_log2));
 }
 
-static i64 param_bias(const struct run *r, i64 c) { return read_s32(r->params, 4 * c); }
-static i64 param_mult(const struct run *r, i64 c) { return read_u32(r->params, 4 * r->param_channels + 4 * c); }
-static i64 param_shift(const struct run *r, i64 c) { return r->params[8 * r->param_channels + c] & 63; }
+/* the parameter table: bias[C] int32, then mult[C] uint32, then shift[C] uint8 */
+static inline i64 param_bias(const struct run *r, int32_t c) { return read_s32(r->params, 4 * c); }
+static inline i64 param_mult(const struct run *r, int32_t c) { return read_u32(r->params + 4 * r->param_channels, 4 * c); }
+static inline i64 param_shift(const struct run *r, int32_t c) { return r->params[8 * r->param_channels + c] & 63; }
 
+/* The output vector's address. A descriptor that passed its checks writes inside the memory, so
+ * the address fits in 32 bits and 32-bit wrapping arithmetic gives it exactly (RV32IM's 64-bit
+ * product takes four multiplications); the list applies only where the descriptor has one. */
 static i64 out_address(const struct run *r, const i64 *o)
 {
-    i64 ot[ISA_LOOPS], at = RF(r, OUT_BASE);
-    through_list(r, o, ISA_FLAG_LIST_OUT, ot);
+    i64 ot[ISA_LOOPS];
+    const i64 *index = o;
+    if (r->looped >= 0) {
+        through_list(r, o, ISA_FLAG_LIST_OUT, ot);
+        index = ot;
+    }
+    uint32_t at = (uint32_t)RF(r, OUT_BASE);
     for (int k = 0; k < ISA_OUTPUT_LOOPS; k++)
-        at += RFK(r, OUT_STRIDES, k) * ot[k];
-    return at;
+        at += (uint32_t)RFK(r, OUT_STRIDES, k) * (uint32_t)index[k];
+    return (int32_t)at;
 }
 
-/* The accumulators of the output vector at output indices o[0..2] (loops 3..5 reduced):
+/* The 64-bit walk (SUMS mode, and descriptors fits_32_bits refuses; accumulate has the fast one).
+ * The accumulators of the output vector at output indices o[0..2] (loops 3..5 reduced):
  * 32-bit two's complement, one per lane, or one in dot mode.
  * Lists apply only to output loops, so within a vector A's row, column and address and B's
  * address are linear in the reduction indices: they are walked by adding each loop's step
  * (`struct run`'s reduction steps), with no multiplication in the loop nest (RV32IM's iterative
  * multiplier takes tens of cycles). An address is used only where A's row and column are inside
  * the image; a descriptor that passed its checks then has it inside the memory. */
-static void accumulate(const struct run *r, const i64 *o, int32_t *acc)
+static void accumulate_generic(const struct run *r, const i64 *o, int32_t *acc)
 {
     const uint32_t *d = r->d;
     const uint8_t *spad = r->engine->scratchpad;
@@ -123,6 +141,70 @@ static void accumulate(const struct run *r, const i64 *o, int32_t *acc)
         acc[l] = (int32_t)sum[l];
 }
 
+/* accumulate through soft_reduce (engine_soft_reduce.c), or 0 when the descriptor's rows,
+ * columns or addresses might not fit in 32 bits (far outside any memory: accumulate_generic
+ * then walks them in 64 bits) or the mode is SUMS. The origin's terms are 32-bit products,
+ * each within fits_32_bits's bound (RV32IM's 64-bit product takes four multiplications). */
+static int accumulate32(const struct run *r, const i64 *o, int32_t *acc)
+{
+    if (!r->fits32)
+        return 0;
+    const uint32_t *d = r->d;
+    i64 at[ISA_LOOPS], bt[ISA_LOOPS];
+    const i64 *a_index = o, *b_index = o;
+    if (r->looped >= 0) {
+        through_list(r, o, ISA_FLAG_LIST_A, at);
+        through_list(r, o, ISA_FLAG_LIST_B, bt);
+        a_index = at;
+        b_index = bt;
+    }
+    int32_t row = (int32_t)FIELD(A_ROW0), col = (int32_t)FIELD(A_COL0);
+    int32_t a = (int32_t)FIELD(A_BASE), b = (int32_t)FIELD(B_BASE);
+    for (int k = 0; k < ISA_OUTPUT_LOOPS; k++) {
+        row += (int32_t)r->row_coefs[k] * (int32_t)o[k];
+        col += (int32_t)r->col_coefs[k] * (int32_t)o[k];
+        a += (int32_t)r->a_strides[k] * (int32_t)a_index[k];
+        b += (int32_t)r->b_strides[k] * (int32_t)b_index[k];
+    }
+    a += row * (int32_t)FIELD(A_ROW_STRIDE) + col * (int32_t)FIELD(A_COL_STRIDE);
+    int32_t active = r->chunk_loop >= ISA_OUTPUT_LOOPS ? 0 : (int32_t)active_lanes(r, o[r->chunk_loop]);
+    soft_reduce(&r->reduction, row, col, a, b, active, acc);
+    return 1;
+}
+
+/* The accumulators of the output vector at output indices o[0..2]: accumulate32 where it
+ * applies, else accumulate_generic; both give the same 32-bit sums. */
+static void accumulate(const struct run *r, const i64 *o, int32_t *acc)
+{
+    if (!accumulate32(r, o, acc))
+        accumulate_generic(r, o, acc);
+}
+
+/* The reduction's constants for soft_reduce, when accumulate32 applies. */
+static void prepare_reduction(struct run *r)
+{
+    const uint32_t *d = r->d;
+    struct reduction *q = &r->reduction;
+    int mode = (int)FIELD(MODE);
+    *q = (struct reduction){.spad = r->engine->scratchpad,
+                            .b_mem = (r->flags & ISA_FLAG_B_EXTERNAL) ? r->engine->external : r->engine->scratchpad,
+                            .rows = (int32_t)FIELD(A_ROWS), .cols = (int32_t)FIELD(A_COLS),
+                            .a_zero = (int32_t)FIELD(A_ZERO), .lanes = (int32_t)r->L,
+                            .lanes_total = (int32_t)r->lanes_total,
+                            .a_vector = mode != ISA_BROADCAST, .dot = mode == ISA_DOT,
+                            .ones = (r->flags & ISA_FLAG_B_ONES) != 0,
+                            .chunk_reduced = r->chunk_loop >= ISA_OUTPUT_LOOPS, .chunk_listed = r->chunk_listed,
+                            .chunk_at = (int)(r->chunk_loop >= ISA_OUTPUT_LOOPS ? r->chunk_loop - ISA_OUTPUT_LOOPS : 0)};
+    q->lanes_log2 = r->lanes_log2;
+    for (int k = 0; k < 3; k++) {
+        q->counts[k] = (int32_t)r->counts[ISA_OUTPUT_LOOPS + k];
+        q->step_row[k] = (int32_t)r->step_row[k];
+        q->step_col[k] = (int32_t)r->step_col[k];
+        q->step_a[k] = (int32_t)r->step_a[k];
+        q->step_b[k] = (int32_t)r->step_b[k];
+    }
+}
+
 /* Visits every output vector in loop order (loops 0..2, loop 0 outermost). */
 #define FOR_OUTPUTS(r, o) \
     for (o[0] = 0; o[0] < (r)->counts[0]; o[0]++) \
@@ -142,6 +224,25 @@ static void write_mask(const struct run *r, i64 offset, const int *bits, i64 act
     }
 }
 
+/* round_shift(total x mult, k) for k in [0, 63] (numerics 4.2), clamped to [-1024, 1024]: the
+ * caller clamps it to int8 next, so a clamped value gives the same byte and the same mask bit.
+ * For k >= 1, round_shift(p, k) = (t >> 1) + (t & 1) with t = p >> (k - 1) (floor shifts; the
+ * golden model's shift past 62 floors first, which this form includes). The product is
+ * int32 x uint32 (RV32IM's mul and mulhsu, not a 64 x 64 product), and where k > 32 only its
+ * high word is shifted: VexRiscv Lite's shifter moves one bit a cycle. */
+static inline int32_t requantize(int32_t total, uint32_t mult, int k)
+{
+    i64 p = (i64)total * (i64)mult, t;
+    if (k > 32) {
+        int32_t high = (int32_t)((u64)p >> 32) >> (k - 33);
+        return (high >> 1) + (high & 1);        /* |high| < 2^31: at most 2^30, no clamp needed */
+    }
+    if (k == 0)
+        return (int32_t)clip64(p, -1024, 1024);
+    t = p >> (k - 1);
+    return (int32_t)clip64((t >> 1) + (t & 1), -1024, 1024);
+}
+
 /* REQUANT and RAW32 (executor._write_mac_outputs) */
 static void write_mac_outputs(const struct run *r, const i64 *o, const int32_t *acc)
 {
@@ -159,10 +260,11 @@ static void write_mac_outputs(const struct run *r, const i64 *o, const int32_t *
         return;
     }
     int bits[L_MAX];
-    for (i64 l = 0; l < active; l++) {
-        i64 c = min64(L * chunk + l, r->lanes_total - 1);
-        i64 total = clip64(param_bias(r, c) + acc[l], INT32_MIN, INT32_MAX);
-        i64 pre = FIELD(ZERO_OUT) + round_shift(total * param_mult(r, c), param_shift(r, c));
+    int32_t first = (int32_t)(L * chunk), last = (int32_t)r->lanes_total - 1;
+    for (int32_t l = 0; l < active; l++) {
+        int32_t c = first + l < last ? first + l : last;
+        int32_t total = (int32_t)clip64(param_bias(r, c) + acc[l], INT32_MIN, INT32_MAX);
+        int32_t pre = (int32_t)FIELD(ZERO_OUT) + requantize(total, (uint32_t)param_mult(r, c), (int)param_shift(r, c));
         spad[out + l] = (uint8_t)(int8_t)clip64(pre, -128, 127);
         bits[l] = pre >= -128 && pre <= 127;
     }
@@ -336,11 +438,46 @@ static void run_residual_add(const struct run *r)
     }
 }
 
+static i64 abs64(i64 a) { return a < 0 ? -a : a; }
+
+/* Whether |row|, |column| and every A and B address of every step stays within 2^30, bounded
+ * term by term (each loop index at most its count - 1, a listed index at most LIST_LIMIT - 1),
+ * and each reduction step within 2^30, so that accumulate32's 32-bit sums and products cannot
+ * overflow. */
+static int fits_32_bits(const struct run *r)
+{
+    const uint32_t *d = r->d;
+    const i64 limit = (i64)1 << 30;
+    i64 row = abs64(FIELD(A_ROW0)), col = abs64(FIELD(A_COL0)), a = abs64(FIELD(A_BASE)), b = abs64(FIELD(B_BASE));
+    for (int k = 0; k < ISA_LOOPS; k++) {
+        i64 top = max64(r->counts[k] - 1, 0), listed = k == r->looped ? max64(FIELD(LIST_LIMIT) - 1, top) : top;
+        i64 a_top = r->flags & ISA_FLAG_LIST_A ? listed : top, b_top = r->flags & ISA_FLAG_LIST_B ? listed : top;
+        if (top >= limit || listed >= limit)
+            return 0;
+        row += abs64(r->row_coefs[k]) * top;
+        col += abs64(r->col_coefs[k]) * top;
+        a += abs64(r->a_strides[k]) * a_top;
+        b += abs64(r->b_strides[k]) * b_top;
+        if (row >= limit || col >= limit || a >= limit || b >= limit)
+            return 0;
+    }
+    i64 row_stride = abs64(FIELD(A_ROW_STRIDE)), col_stride = abs64(FIELD(A_COL_STRIDE));
+    if (row_stride >= limit || col_stride >= limit)
+        return 0;
+    /* a walk also steps once past its loop's end: keep that step within 2^31 too */
+    for (int k = 0; k < 3; k++)
+        if (abs64(r->step_a[k]) >= limit || abs64(r->step_b[k]) >= limit)
+            return 0;
+    return a + row_stride * row + col_stride * col < limit;
+}
+
 static void execute(struct soft_engine *engine, const uint32_t *d)
 {
     struct run r = {.engine = engine, .d = d, .L = engine->lanes, .lanes_total = FIELD(LANES_TOTAL),
                     .chunk_loop = FIELD(CHUNK_LOOP), .flags = FIELD(FLAGS), .looped = list_loop(d),
                     .chunk_listed = list_chunk(d)};
+    while ((1 << r.lanes_log2) < r.L)
+        r.lanes_log2++;
     for (int k = 0; k < ISA_LOOPS; k++) {
         r.counts[k] = FIELDK(COUNTS, k);
         r.row_coefs[k] = coef(d, ISA_A_ROW_COEFS, k);
@@ -355,6 +492,9 @@ static void execute(struct soft_engine *engine, const uint32_t *d)
         r.step_a[k] = r.a_strides[loop] + r.row_coefs[loop] * FIELD(A_ROW_STRIDE) + r.col_coefs[loop] * FIELD(A_COL_STRIDE);
         r.step_b[k] = (r.flags & ISA_FLAG_B_ONES) ? 0 : r.b_strides[loop];
     }
+    r.fits32 = FIELD(MODE) != ISA_SUMS && fits_32_bits(&r);
+    if (r.fits32)
+        prepare_reduction(&r);
     i64 epilogue = FIELD(EPILOGUE);
     if (FIELD(OPCODE) == ISA_ADD) {
         if (epilogue == ISA_GRADIENT)
@@ -365,7 +505,7 @@ static void execute(struct soft_engine *engine, const uint32_t *d)
     }
     if (needs_params(d)) {
         r.params = ((r.flags & ISA_FLAG_PARAMS_EXTERNAL) ? engine->external : engine->scratchpad) + FIELD(PARAM_BASE);
-        r.param_channels = param_count(d);
+        r.param_channels = (int32_t)param_count(d);
     }
     if (epilogue == ISA_UPDATE || epilogue == ISA_BIAS_UPDATE) {
         run_update(&r);
@@ -387,6 +527,7 @@ int soft_engine_run(struct soft_engine *engine, const uint32_t *words, uint32_t 
         *index = 0;
         return ISA_ERR_SHAPE;
     }
+    soft_reduce_init();
     uint32_t d[ISA_DESCRIPTOR_WORDS];         /* a copy in the CPU's memory: fields are read often */
     for (uint32_t i = 0; i < count; i++) {
         for (int w = 0; w < ISA_DESCRIPTOR_WORDS; w++)

@@ -26,8 +26,8 @@ from .header import soc_header
 SOURCE_DIR = Path(__file__).resolve().parents[2] / "fpga" / "firmware"
 SOURCES = ("start.S", "main.c")
 HEADERS = ("loss.h", "select.h")
-SOFT_ENGINE_SOURCES = ("engine_soft.c", "engine_soft_check.c")
-SOFT_ENGINE_HEADERS = ("engine_soft.h", "engine_soft_internal.h")
+SOFT_ENGINE_SOURCES = ("engine_soft.c", "engine_soft_check.c", "engine_soft_reduce.c")
+SOFT_ENGINE_HEADERS = ("engine_soft.h", "engine_soft_internal.h", "engine_soft_reduce.h")
 FLAGS = ("-target", "riscv32-freestanding-none", "-mcpu=generic_rv32+m", "-Os", "-g", "-ffreestanding",
          "-fno-builtin", "-nostdlib", "-ffunction-sections", "-Wl,--gc-sections", "-Wall", "-Wextra",
          "-Werror")
