@@ -224,23 +224,32 @@ static void write_mask(const struct run *r, i64 offset, const int *bits, i64 act
     }
 }
 
-/* round_shift(total x mult, k) for k in [0, 63] (numerics 4.2), clamped to [-1024, 1024]: the
- * caller clamps it to int8 next, so a clamped value gives the same byte and the same mask bit.
- * For k >= 1, round_shift(p, k) = (t >> 1) + (t & 1) with t = p >> (k - 1) (floor shifts; the
- * golden model's shift past 62 floors first, which this form includes). The product is
- * int32 x uint32 (RV32IM's mul and mulhsu, not a 64 x 64 product), and where k > 32 only its
- * high word is shifted: VexRiscv Lite's shifter moves one bit a cycle. */
+/* clip(round_shift(v, k), -limit, limit) for k in [0, 63] (numerics 4.2) and limit < 2^30.
+ * For k >= 1, round_shift(v, k) = (t >> 1) + (t & 1) with t = v >> (k - 1) (floor shifts; the
+ * golden model's shift past 62 floors first, which this form includes). Where k > 32 only v's
+ * high word is shifted: VexRiscv Lite's shifter moves one bit a cycle, and a 64-bit shift is
+ * three of its shifts. */
+static inline int32_t round_shift_clamp(i64 v, int k, int32_t limit)
+{
+    i64 t;
+    if (k > 32) {
+        int32_t high = (int32_t)((u64)v >> 32) >> (k - 33);
+        t = (high >> 1) + (high & 1);
+    } else if (k == 0) {
+        t = v;
+    } else {
+        t = v >> (k - 1);
+        t = (t >> 1) + (t & 1);
+    }
+    return (int32_t)clip64(t, -limit, limit);
+}
+
+/* The requantizer's round_shift(total x mult, k) clamped to [-1024, 1024]: the caller adds the
+ * zero point and clamps to int8 next, so the clamp changes neither the byte nor the mask bit.
+ * The product is int32 x uint32 (RV32IM's mul and mulhu with a sign fix, not 64 x 64). */
 static inline int32_t requantize(int32_t total, uint32_t mult, int k)
 {
-    i64 p = (i64)total * (i64)mult, t;
-    if (k > 32) {
-        int32_t high = (int32_t)((u64)p >> 32) >> (k - 33);
-        return (high >> 1) + (high & 1);        /* |high| < 2^31: at most 2^30, no clamp needed */
-    }
-    if (k == 0)
-        return (int32_t)clip64(p, -1024, 1024);
-    t = p >> (k - 1);
-    return (int32_t)clip64((t >> 1) + (t & 1), -1024, 1024);
+    return round_shift_clamp((i64)total * (i64)mult, k, 1024);
 }
 
 /* REQUANT and RAW32 (executor._write_mac_outputs) */
@@ -273,9 +282,9 @@ static void write_mac_outputs(const struct run *r, const i64 *o, const int32_t *
 }
 
 /* numerics 7.2's new weight for one lane; draws from *state when rounding stochastically */
-static i64 new_weight(i64 W, i64 grad, i64 M, i64 r, i64 rounding, uint32_t *state)
+static i64 new_weight(i64 W, int32_t grad, uint32_t M, i64 r, i64 rounding, uint32_t *state)
 {
-    i64 D = grad * M;
+    i64 D = (i64)grad * (i64)M;     /* int32 x uint32: two multiplications on RV32IM, not four */
     if (r > ISA_MAX_FRACTION_BITS) {
         D = shr(D, min64(r - ISA_MAX_FRACTION_BITS, 63));
         r = ISA_MAX_FRACTION_BITS;
@@ -300,7 +309,7 @@ static void run_update(const struct run *r)
 {
     const uint32_t *d = r->d;
     uint8_t *spad = r->engine->scratchpad;
-    i64 e_y = read_s32(spad, FIELD(EXP_ADDR)), L = r->L;
+    i64 e_y = read_s32(spad, FIELD(EXP_ADDR));
     i64 rounding = (r->flags >> ISA_ROUNDING_SHIFT) & 3;
     uint32_t state = read_u32(spad, FIELD(PRNG_ADDR));
     if (state == 0)
@@ -310,16 +319,17 @@ static void run_update(const struct run *r)
     FOR_OUTPUTS(r, o) {
         accumulate(r, o, acc);
         i64 chunk = o[r->chunk_loop], active = active_lanes(r, chunk), out = out_address(r, o);
-        i64 first = r->chunk_listed ? list_entry(r, chunk) : L * chunk;
+        i64 first = r->chunk_listed ? list_entry(r, chunk) : shl(chunk, r->lanes_log2);
         for (i64 l = 0; l < active; l++) {
-            i64 c = first + l, M = param_mult(r, c);
+            int32_t c = (int32_t)(first + l);
+            uint32_t M = (uint32_t)param_mult(r, c);
             i64 shift = clip64(param_shift(r, c) - e_y, -128, 127);
             if (FIELD(EPILOGUE) == ISA_UPDATE) {
                 i64 W = read_s8(spad, out + l);
                 spad[out + l] = (uint8_t)(int8_t)new_weight(W, acc[l], M, shift, rounding, &state);
             } else {
                 i64 old = read_s32(spad, out + 4 * l);
-                i64 new = clip64(old - shift_signed((i64)acc[l] * M, shift), INT32_MIN, INT32_MAX);
+                i64 new = clip64(old - shift_signed((i64)acc[l] * (i64)M, shift), INT32_MIN, INT32_MAX);
                 write_u32(spad, out + 4 * l, (uint32_t)new);
             }
         }
@@ -370,11 +380,16 @@ static i64 gradient_values(const struct run *r, const i64 *o, i64 *v, i64 *out)
         v[0] = acc[0];
         return 1;
     }
-    i64 chunk = o[r->chunk_loop], active = min64(L, r->lanes_total - L * chunk);
-    for (i64 l = 0; l < active; l++) {
-        i64 factor = 1;
-        if (r->flags & ISA_FLAG_SCALE)
-            factor = param_mult(r, min64(L * chunk + l, r->lanes_total - 1)) & 0xFFFF;
+    i64 chunk = o[r->chunk_loop], active = min64(L, r->lanes_total - shl(chunk, r->lanes_log2));
+    if (!(r->flags & ISA_FLAG_SCALE)) {
+        for (i64 l = 0; l < active; l++)
+            v[l] = acc[l];
+        return active;
+    }
+    int32_t first = (int32_t)shl(chunk, r->lanes_log2), last = (int32_t)r->lanes_total - 1;
+    for (int32_t l = 0; l < active; l++) {
+        /* the factor is 16 bits: an int32 x int32 product (mul and mulh), not 64 x 64 */
+        int32_t factor = (int32_t)(param_mult(r, first + l < last ? first + l : last) & 0xFFFF);
         v[l] = (i64)acc[l] * factor;
     }
     return active;
@@ -402,10 +417,12 @@ static void run_gradient(const struct run *r)
     FOR_OUTPUTS(r, o) {
         i64 count = gradient_values(r, o, v, &out);
         for (i64 l = 0; l < count; l++) {
-            i64 g = clip64(round_shift(v[l], k), -ISA_GRAD_MAX, ISA_GRAD_MAX);
+            int32_t g = round_shift_clamp(v[l], (int)k, ISA_GRAD_MAX);
             if (r->flags & ISA_FLAG_MASK_IN) {
-                i64 bit = out + l - FIELD(OUT_BASE);
-                g *= (spad[FIELD(MASK_BASE) + floor_div8(bit)] >> (bit - 8 * floor_div8(bit))) & 1;
+                /* the bit's offset is inside the memory (the output's), so 32 bits hold it */
+                int32_t bit = (int32_t)(out + l - FIELD(OUT_BASE));
+                if (!((spad[FIELD(MASK_BASE) + (bit >> 3)] >> (bit & 7)) & 1))
+                    g = 0;
             }
             spad[out + l] = (uint8_t)(int8_t)g;
         }
