@@ -354,6 +354,18 @@ static struct sum_shifts sum_shifts(const struct run *r)
     return s;
 }
 
+/* How many values gradient_values gives for the output vector at o (1 for dot, else its
+ * active lanes). */
+static i64 gradient_count(const struct run *r, const i64 *o)
+{
+    const uint32_t *d = r->d;
+    if (FIELD(OPCODE) == ISA_ADD)
+        return min64(r->L, r->lanes_total - shl(o[0], r->lanes_log2));
+    if (FIELD(MODE) == ISA_DOT)
+        return 1;
+    return min64(r->L, r->lanes_total - shl(o[r->chunk_loop], r->lanes_log2));
+}
+
 /* The gradient epilogue's values v of one output vector, and where each goes: `count` values
  * (1 for dot) at out, out + 1, ... (executor._mac's scaling and executor._add's sums). */
 static i64 gradient_values(const struct run *r, const i64 *o, i64 *v, i64 *out)
@@ -364,7 +376,7 @@ static i64 gradient_values(const struct run *r, const i64 *o, i64 *v, i64 *out)
     *out = out_address(r, o);
     if (FIELD(OPCODE) == ISA_ADD) {
         struct sum_shifts s = sum_shifts(r);
-        i64 active = min64(L, r->lanes_total - L * o[0]), a_addr = FIELD(A_BASE), b_addr = FIELD(B_BASE);
+        i64 active = min64(L, r->lanes_total - shl(o[0], r->lanes_log2)), a_addr = FIELD(A_BASE), b_addr = FIELD(B_BASE);
         for (int k = 0; k < ISA_OUTPUT_LOOPS; k++) {
             a_addr += FIELDK(A_STRIDES, k) * o[k];
             b_addr += FIELDK(B_STRIDES, k) * o[k];
@@ -397,27 +409,49 @@ static i64 gradient_values(const struct run *r, const i64 *o, i64 *v, i64 *out)
 
 /* GRADIENT (executor._quantize_and_write): pass 1 finds max|v|, k = max(0, bitlen - 7) and
  * writes the exponent e_A + k; pass 2 recomputes v and writes clamp(round_shift(v, k)) (masked) */
+/* Pass 1's values, kept for pass 2 when the descriptor has at most this many (8 KiB; the
+ * built-in CNN's largest gradient has 768): pass 2 then reads them instead of running every
+ * reduction again, as the golden executor computes them once. A larger descriptor's pass 2
+ * recomputes them (the same values: pass 1 writes nothing). */
+#define GRADIENT_VALUES_KEPT 1024
+static i64 gradient_kept[GRADIENT_VALUES_KEPT];
+
 static void run_gradient(const struct run *r)
 {
     const uint32_t *d = r->d;
     uint8_t *spad = r->engine->scratchpad;
     i64 e_A = FIELD(OPCODE) == ISA_ADD ? sum_shifts(r).exponent : read_s32(spad, FIELD(EXP_ADDR)) + FIELD(EXP_OFFSET);
-    i64 o[ISA_LOOPS] = {0}, v[L_MAX], out;
+    i64 o[ISA_LOOPS] = {0}, v[L_MAX], out, kept = 0;
+    int keep = 1;
     u64 amax = 0;
     FOR_OUTPUTS(r, o) {
         i64 count = gradient_values(r, o, v, &out);
+        keep = keep && kept + count <= GRADIENT_VALUES_KEPT;
         for (i64 l = 0; l < count; l++) {
             u64 magnitude = v[l] < 0 ? (u64)0 - (u64)v[l] : (u64)v[l];
             if (magnitude > amax)
                 amax = magnitude;
+            if (keep)
+                gradient_kept[kept + l] = v[l];
         }
+        kept += count;
     }
     i64 k = max64(0, bitlen(amax) - 7);
     write_u32(spad, FIELD(EXP_OUT_ADDR), (uint32_t)(e_A + k));
+    const i64 *values = v;
+    kept = 0;
     FOR_OUTPUTS(r, o) {
-        i64 count = gradient_values(r, o, v, &out);
+        i64 count;
+        if (keep) {
+            count = gradient_count(r, o);
+            out = out_address(r, o);
+            values = gradient_kept + kept;
+            kept += count;
+        } else {
+            count = gradient_values(r, o, v, &out);
+        }
         for (i64 l = 0; l < count; l++) {
-            int32_t g = round_shift_clamp(v[l], (int)k, ISA_GRAD_MAX);
+            int32_t g = round_shift_clamp(values[l], (int)k, ISA_GRAD_MAX);
             if (r->flags & ISA_FLAG_MASK_IN) {
                 /* the bit's offset is inside the memory (the output's), so 32 bits hold it */
                 int32_t bit = (int32_t)(out + l - FIELD(OUT_BASE));
@@ -436,7 +470,7 @@ static void run_residual_add(const struct run *r)
     uint8_t *spad = r->engine->scratchpad;
     i64 L = r->L, o[ISA_LOOPS] = {0};
     FOR_OUTPUTS(r, o) {
-        i64 active = min64(L, r->lanes_total - L * o[0]);
+        i64 active = min64(L, r->lanes_total - shl(o[0], r->lanes_log2));
         i64 a_addr = FIELD(A_BASE), b_addr = FIELD(B_BASE), out = FIELD(OUT_BASE);
         for (int k = 0; k < ISA_OUTPUT_LOOPS; k++) {
             a_addr += FIELDK(A_STRIDES, k) * o[k];
