@@ -249,7 +249,12 @@ static inline int32_t round_shift_clamp(i64 v, int k, int32_t limit)
  * The product is int32 x uint32 (RV32IM's mul and mulhu with a sign fix, not 64 x 64). */
 static inline int32_t requantize(int32_t total, uint32_t mult, int k)
 {
-    return round_shift_clamp((i64)total * (i64)mult, k, 1024);
+    i64 p = (i64)total * (i64)mult;
+    if (k > 32) {                   /* the usual case: |the result| < 2^30, no clamp needed */
+        int32_t high = (int32_t)((u64)p >> 32) >> (k - 33);
+        return (high >> 1) + (high & 1);
+    }
+    return round_shift_clamp(p, k, 1024);
 }
 
 /* REQUANT and RAW32 (executor._write_mac_outputs) */
