@@ -34,8 +34,8 @@ def add_parser(sim_subparsers) -> None:
                         "no engine, the CPU runs the programs), instead of the small simulation SoC")
     s.add_argument("--soft-engine", action="store_true",
                    help="the CPU runs the programs itself (fpga/firmware/engine_soft.c) and the engine idles: "
-                        "what a board without the engine would do; bit-exact and about 1,500 times the engine's "
-                        "cycles (a last-layer iteration: about 25 M cycles, 2-3 minutes of simulation)")
+                        "what a board without the engine would do; bit-exact and 500-700 times the engine's "
+                        "cycles (a last-layer iteration: about 9 M cycles, under a minute of simulation)")
     s.add_argument("--json", type=Path, help="write the results as JSON")
 
 

@@ -285,7 +285,7 @@ def soc_training_run(iterations: int = 3, config: SocConfig = SIM, seed: int = 1
     run = run_soc(config, exp.flash.data, firmware.binary,
                   windows=[(at, size) for _, at, size in windows] if pause else (), progress=progress,
                   preloaded=preloaded,
-                  # the CPU's own run of a program takes about 1,500 times the engine's cycles
+                  # the CPU's own run of a program takes 500-700 times the engine's cycles
                   **(dict(max_cycles=1_000_000_000, timeout=6 * 3600.0) if soft_engine else {}))
     rows = parse_iterations(run.transcript)
     golden_after, golden_losses = golden_scratchpads(exp, iterations)
