@@ -88,6 +88,9 @@ def run(args) -> dict:
               f"{it['loss']:7.4f} {it['golden_loss']:7.4f}  {it['bit_exact']}")
     print(f"status {result['status']}, exit code {result['exit_code']}; final scratchpad equals the golden "
           f"executor's: {result['final_scratchpad_equals_golden']}; every iteration bit-exact: {result['bit_exact']}")
+    if "stack_bytes_used" in result:
+        print(f"stack: at most {result['stack_bytes_used']:,d} of the {result['stack_bytes_free_at_start']:,d} "
+              f"bytes above .bss used")
     print(f"simulator {'reused' if result['build_reused'] else 'built'} "
           f"({result['build_seconds']} s), run {result['run_seconds']} s")
     return result

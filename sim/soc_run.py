@@ -149,6 +149,16 @@ def _follow(path: Path, progress, finished: threading.Event) -> None:
         time.sleep(0.2)
 
 
+STACK = re.compile(r"^stack: (\d+) of (\d+) bytes$", re.MULTILINE)
+
+
+def parse_stack(transcript: str) -> dict:
+    """The soft-engine firmware's stack high-water mark (main.c, report_stack), as
+    `stack_bytes_used` and `stack_bytes_free_at_start`; {} when the firmware printed none."""
+    match = STACK.search(transcript)
+    return {"stack_bytes_used": int(match[1]), "stack_bytes_free_at_start": int(match[2])} if match else {}
+
+
 def parse_iterations(transcript: str) -> list[dict]:
     rows = []
     for match in LINE.finditer(transcript):
@@ -347,5 +357,6 @@ def soc_training_run(iterations: int = 3, config: SocConfig = SIM, seed: int = 1
             "final_scratchpad_equals_golden": final_exact, "flash_unchanged": flash_unchanged,
             "build_seconds": round(run.build_seconds, 1), "build_reused": run.build_reused,
             "run_seconds": round(run.run_seconds, 1),
-            "simulator_seconds": {k: round(v, 1) for k, v in run.timings.items() if v is not None}, "uart": run.lines, "iterations": out,
+            "simulator_seconds": {k: round(v, 1) for k, v in run.timings.items() if v is not None},
+            **parse_stack(run.transcript), "uart": run.lines, "iterations": out,
             "bit_exact": bool(out) and all(i["bit_exact"] for i in out) and len(rows) == iterations}

@@ -123,7 +123,7 @@ def test_soft_engine_firmware_runs_a_descriptor_and_reports_a_fault_as_the_engin
     """The firmware built with the CPU running the programs (fpga/firmware/engine_soft.c) on the
     SoC's VexRiscv: descriptor 0 (a staging copy) runs on the CPU over the engine's windows,
     descriptor 1 fails its check, and the report and the memories are the engine's. A whole
-    iteration takes 2-3 minutes of simulation (`sparsebp sim soc --soft-engine`)."""
+    last-layer iteration takes under a minute of simulation (`sparsebp sim soc --soft-engine`)."""
     from golden.engine import program as isa
     from hw.soc.firmware import build_firmware
     from sim.soc_run import run_soc
@@ -212,7 +212,8 @@ def test_icebreaker_soc_boots_from_its_spi_flash_and_trains_bit_exact():
     scratchpad and external memory, nothing loaded over the debug bus. The boot ROM reads the
     boot image from a model of the SPI flash (sim/soc_cocotb.py) through the flash reader, and
     the firmware then runs one last-layer iteration's programs on the CPU as the golden model
-    does (classifier, PRNG state, loss, the whole scratchpad). About 26 M cycles."""
+    does (classifier, PRNG state, loss, the whole scratchpad). About 10 M cycles. The firmware's
+    stack stays inside the RAM left above .bss (main.c paints it and reports its high-water mark)."""
     from sim.soc_run import soc_training_run
     config = soc_config("icebreaker")          # what `sparsebp sim soc --board icebreaker` runs
     assert not config.engine_in_hardware and config.boot_from_flash
@@ -225,6 +226,8 @@ def test_icebreaker_soc_boots_from_its_spi_flash_and_trains_bit_exact():
     assert run["final_scratchpad_equals_golden"] and run["flash_unchanged"] and run["bit_exact"]
     # the boot (zeroing 128 KiB, copying the image) comes before the first iteration
     assert run["total_cycles"] > iteration["cycles"]
+    assert run["uart"][-2] == f"stack: {run['stack_bytes_used']} of {run['stack_bytes_free_at_start']} bytes"
+    assert 0 < run["stack_bytes_used"] < run["stack_bytes_free_at_start"] - 1024
 
 
 @pytest.mark.parametrize("damage", ["erased", "segment outside the memory", "one bit flipped"])

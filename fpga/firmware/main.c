@@ -409,7 +409,38 @@ WARM static struct stamp stamp(void) {
 }
 
 /* Everything before the first iteration: the job, the table, the preload, the PRNG seed. */
+#ifdef SOFT_ENGINE
+/* The stack's high-water mark, for the soft-engine firmware, whose lane arrays and deeper calls
+   make the stack worth watching (link.ld only keeps 1 KiB free at link time): boot paints the
+   free RAM between .bss and the stack with a pattern, finish finds the lowest word the stack
+   overwrote and prints `stack: USED of FREE bytes`. A word written with the pattern itself
+   would be missed; the figure is a lower bound within that. */
+#define STACK_PAINT 0x57ACC0DEu
+#define STACK_PAINT_MARGIN 256u       /* below boot's own frame, left unpainted */
+extern uint32_t __bss_end[], __stack_top[];
+
+COLD static void paint_stack(void) {
+    uint32_t *below = (uint32_t *)((uintptr_t)__builtin_frame_address(0) - STACK_PAINT_MARGIN);
+    for (uint32_t *word = __bss_end; word < below; word++)
+        *word = STACK_PAINT;
+}
+
+COLD static void report_stack(void) {
+    uint32_t *word = __bss_end;
+    while (word < __stack_top && *word == STACK_PAINT)
+        word++;
+    out_str("stack: ");
+    out_uint((uint32_t)((uintptr_t)__stack_top - (uintptr_t)word));
+    out_str(" of ");
+    out_uint((uint32_t)((uintptr_t)__stack_top - (uintptr_t)__bss_end));
+    out_str(" bytes\n");
+}
+#endif
+
 COLD static void boot(void) {
+#ifdef SOFT_ENGINE
+    paint_stack();
+#endif
     volatile uint32_t *job_words = (volatile uint32_t *)(uintptr_t)SOC_JOB_ADDRESS;
     uint32_t *copy = (uint32_t *)&job;
     for (uint32_t i = 0; i < sizeof(job) / 4u; i++)
@@ -463,6 +494,9 @@ COLD static void boot(void) {
 }
 
 COLD static void __attribute__((noreturn)) finish(void) {
+#ifdef SOFT_ENGINE
+    report_stack();
+#endif
     out_str("done: ");
     out_uint(job.iterations);
     out_str(" iterations\n");
