@@ -26,6 +26,11 @@ from .header import soc_header
 SOURCE_DIR = Path(__file__).resolve().parents[2] / "fpga" / "firmware"
 SOURCES = ("start.S", "main.c")
 HEADERS = ("loss.h", "select.h")
+# The RAM link.ld keeps free above .bss for the stack. Measured high-water marks (main.c's
+# report_stack, session 23): the engine's firmware 536 bytes (the ULX3S SoC leaves it 1,524),
+# the soft engine's 1,896 in a last-layer iteration; each floor is about twice its use.
+STACK_FLOOR = 1024
+SOFT_ENGINE_STACK_FLOOR = 4096
 SOFT_ENGINE_SOURCES = ("engine_soft.c", "engine_soft_check.c", "engine_soft_reduce.c")
 SOFT_ENGINE_HEADERS = ("engine_soft.h", "engine_soft_internal.h", "engine_soft_reduce.h")
 FLAGS = ("-target", "riscv32-freestanding-none", "-mcpu=generic_rv32+m", "-Os", "-g", "-ffreestanding",
@@ -73,7 +78,8 @@ def build_firmware(config: SocConfig, soft_engine: bool = False) -> Firmware:
     began = time.perf_counter()
     header = soc_header(config)
     ram = config.region("ram")
-    ram_script = f"MEMORY {{ RAM (rwx) : ORIGIN = 0x{ram.base:x}, LENGTH = 0x{ram.size:x} }}\n"
+    ram_script = (f"MEMORY {{ RAM (rwx) : ORIGIN = 0x{ram.base:x}, LENGTH = 0x{ram.size:x} }}\n"
+                  f"STACK_FLOOR = {SOFT_ENGINE_STACK_FLOOR if soft_engine else STACK_FLOOR};\n")
     compiled = SOURCES + (SOFT_ENGINE_SOURCES if soft_engine else ())
     flags = FLAGS + (("-DSOFT_ENGINE", f"-DSOFT_ENGINE_MAX_LANES={config.engine.lanes}") if soft_engine else ())
     sources = {name: (SOURCE_DIR / name).read_text()
