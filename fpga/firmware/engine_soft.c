@@ -224,17 +224,22 @@ static void write_mask(const struct run *r, i64 offset, const int *bits, i64 act
     }
 }
 
-/* clip(round_shift(v, k), -limit, limit) for k in [0, 63] (numerics 4.2) and limit < 2^30.
- * For k >= 1, round_shift(v, k) = (t >> 1) + (t & 1) with t = v >> (k - 1) (floor shifts; the
- * golden model's shift past 62 floors first, which this form includes). Where k > 32 only v's
- * high word is shifted: VexRiscv Lite's shifter moves one bit a cycle, and a 64-bit shift is
- * three of its shifts. */
+/* round_shift(v, k) for k in [33, 63] from v's high word alone (|result| <= 2^30): VexRiscv
+ * Lite's shifter moves one bit a cycle, and a 64-bit shift is three of its shifts. For k >= 1,
+ * round_shift(v, k) = (t >> 1) + (t & 1) with t = v >> (k - 1) (floor shifts; the golden
+ * model's shift past 62 floors first, which this form includes). */
+static inline int32_t round_shift_high(i64 v, int k)
+{
+    int32_t t = (int32_t)((u64)v >> 32) >> (k - 33);
+    return (t >> 1) + (t & 1);
+}
+
+/* clip(round_shift(v, k), -limit, limit) for k in [0, 63] (numerics 4.2) and limit < 2^30. */
 static inline int32_t round_shift_clamp(i64 v, int k, int32_t limit)
 {
     i64 t;
     if (k > 32) {
-        int32_t high = (int32_t)((u64)v >> 32) >> (k - 33);
-        t = (high >> 1) + (high & 1);
+        t = round_shift_high(v, k);
     } else if (k == 0) {
         t = v;
     } else {
@@ -250,11 +255,7 @@ static inline int32_t round_shift_clamp(i64 v, int k, int32_t limit)
 static inline int32_t requantize(int32_t total, uint32_t mult, int k)
 {
     i64 p = (i64)total * (i64)mult;
-    if (k > 32) {                   /* the usual case: |the result| < 2^30, no clamp needed */
-        int32_t high = (int32_t)((u64)p >> 32) >> (k - 33);
-        return (high >> 1) + (high & 1);
-    }
-    return round_shift_clamp(p, k, 1024);
+    return k > 32 ? round_shift_high(p, k) : round_shift_clamp(p, k, 1024);   /* the usual case needs no clamp */
 }
 
 /* REQUANT and RAW32 (executor._write_mac_outputs) */
@@ -274,7 +275,7 @@ static void write_mac_outputs(const struct run *r, const i64 *o, const int32_t *
         return;
     }
     int bits[L_MAX];
-    int32_t first = (int32_t)(L * chunk), last = (int32_t)r->lanes_total - 1;
+    int32_t first = (int32_t)shl(chunk, r->lanes_log2), last = (int32_t)r->lanes_total - 1;
     for (int32_t l = 0; l < active; l++) {
         int32_t c = first + l < last ? first + l : last;
         int32_t total = (int32_t)clip64(param_bias(r, c) + acc[l], INT32_MIN, INT32_MAX);
@@ -377,11 +378,10 @@ static i64 gradient_values(const struct run *r, const i64 *o, i64 *v, i64 *out)
 {
     const uint32_t *d = r->d;
     const uint8_t *spad = r->engine->scratchpad;
-    i64 L = r->L;
     *out = out_address(r, o);
     if (FIELD(OPCODE) == ISA_ADD) {
         struct sum_shifts s = sum_shifts(r);
-        i64 active = min64(L, r->lanes_total - shl(o[0], r->lanes_log2)), a_addr = FIELD(A_BASE), b_addr = FIELD(B_BASE);
+        i64 active = gradient_count(r, o), a_addr = FIELD(A_BASE), b_addr = FIELD(B_BASE);
         for (int k = 0; k < ISA_OUTPUT_LOOPS; k++) {
             a_addr += FIELDK(A_STRIDES, k) * o[k];
             b_addr += FIELDK(B_STRIDES, k) * o[k];
@@ -397,7 +397,7 @@ static i64 gradient_values(const struct run *r, const i64 *o, i64 *v, i64 *out)
         v[0] = acc[0];
         return 1;
     }
-    i64 chunk = o[r->chunk_loop], active = min64(L, r->lanes_total - shl(chunk, r->lanes_log2));
+    i64 chunk = o[r->chunk_loop], active = gradient_count(r, o);
     if (!(r->flags & ISA_FLAG_SCALE)) {
         for (i64 l = 0; l < active; l++)
             v[l] = acc[l];
@@ -412,8 +412,6 @@ static i64 gradient_values(const struct run *r, const i64 *o, i64 *v, i64 *out)
     return active;
 }
 
-/* GRADIENT (executor._quantize_and_write): pass 1 finds max|v|, k = max(0, bitlen - 7) and
- * writes the exponent e_A + k; pass 2 recomputes v and writes clamp(round_shift(v, k)) (masked) */
 /* Pass 1's values, kept for pass 2 when the descriptor has at most this many (8 KiB; the
  * built-in CNN's largest gradient has 768): pass 2 then reads them instead of running every
  * reduction again, as the golden executor computes them once. A larger descriptor's pass 2
@@ -421,6 +419,9 @@ static i64 gradient_values(const struct run *r, const i64 *o, i64 *v, i64 *out)
 #define GRADIENT_VALUES_KEPT 1024
 static i64 gradient_kept[GRADIENT_VALUES_KEPT];
 
+/* GRADIENT (executor._quantize_and_write): pass 1 finds max|v|, k = max(0, bitlen - 7) and
+ * writes the exponent e_A + k; pass 2 takes v (kept, or computed again) and writes
+ * clamp(round_shift(v, k)) (masked) */
 static void run_gradient(const struct run *r)
 {
     const uint32_t *d = r->d;
@@ -548,7 +549,7 @@ static void execute(struct soft_engine *engine, const uint32_t *d)
         r.step_a[k] = r.a_strides[loop] + r.row_coefs[loop] * FIELD(A_ROW_STRIDE) + r.col_coefs[loop] * FIELD(A_COL_STRIDE);
         r.step_b[k] = (r.flags & ISA_FLAG_B_ONES) ? 0 : r.b_strides[loop];
     }
-    r.fits32 = FIELD(MODE) != ISA_SUMS && fits_32_bits(&r);
+    r.fits32 = FIELD(OPCODE) == ISA_MAC && FIELD(MODE) != ISA_SUMS && fits_32_bits(&r);
     if (r.fits32)
         prepare_reduction(&r);
     i64 epilogue = FIELD(EPILOGUE);
