@@ -408,10 +408,9 @@ WARM static struct stamp stamp(void) {
     return now;
 }
 
-/* Everything before the first iteration: the job, the table, the preload, the PRNG seed. */
 #ifdef SOFT_ENGINE
 /* The stack's high-water mark, for the soft-engine firmware, whose lane arrays and deeper calls
-   make the stack worth watching (link.ld only keeps 1 KiB free at link time): boot paints the
+   make the stack worth watching (link.ld keeps STACK_FLOOR free only at link time): boot paints the
    free RAM between .bss and the stack with a pattern, finish finds the lowest word the stack
    overwrote and prints `stack: USED of FREE bytes`. A word written with the pattern itself
    would be missed; the figure is a lower bound within that. */
@@ -437,6 +436,7 @@ COLD static void report_stack(void) {
 }
 #endif
 
+/* Everything before the first iteration: the job, the table, the preload, the PRNG seed. */
 COLD static void boot(void) {
 #ifdef SOFT_ENGINE
     paint_stack();
