@@ -28,7 +28,7 @@ SOURCES = ("start.S", "main.c")
 HEADERS = ("loss.h", "select.h")
 # The RAM link.ld keeps free above .bss for the stack. Measured high-water marks (main.c's
 # report_stack, session 23): the engine's firmware 536 bytes (the ULX3S SoC leaves it 1,524),
-# the soft engine's 1,896 in a last-layer iteration and 2,280 in builtin-sparse; each floor is about
+# the soft engine's 1,836 in a last-layer iteration and 2,220 in builtin-sparse; each floor is about
 # twice its use or more.
 STACK_FLOOR = 1024
 SOFT_ENGINE_STACK_FLOOR = 4096
