@@ -26,7 +26,7 @@ reaches a bank comes from a flip-flop, with at most the multiplexer that picks t
 memory's edge between. A user that registered those inputs itself presents their next values
 instead and sees the same timing as before. The pumped memory requires it (below).
 
-Two implementations of that one contract:
+Three implementations of that one contract:
 - `pumped=False`: every read port is a read port of each bank, latency 1 on every port.
   Block-RAM tools give each read port its own copy of the bank (a block RAM has two ports),
   so 3 read ports cost 3 copies.
@@ -58,8 +58,23 @@ Two implementations of that one contract:
   to the block RAMs. So the half cycle holds no carry chain, shifter or host-port multiplexer:
   the routed SoCs of sessions 14-17 were bounded by exactly those, in front of a wire that
   crosses the die (a bank's 64 block RAMs span it).
-  tests/test_banked_memory.py runs both implementations on the same random traffic and
-  compares every read, each port at its own latency.
+- `two_port=True` (exactly 3 read ports, host port and write registered): each bank is one
+  block RAM with two ports on the `sync` clock, no `fast` domain (docs/fpga.md, proposal 11):
+    * port 1 reads for the host port in a cycle where its registered read is enabled (the
+      cycle after the host port presented it), else for `read0` (A);
+    * port 2 writes in a cycle where the registered write has an enable set (the cycle after it
+      was presented), reading the old word first, else reads for `read1` (B).
+  So an A read in the cycle after a host read was presented, or a B read in the cycle after a
+  write was presented, returns undefined data: its user must leave that cycle free. A port's
+  data holds only until the next read on its block-RAM port (A's until the next host read too,
+  B's until the next write). Latencies are the plain registered memory's (1, 1, 2). A host read
+  of the row being written at the same edge takes port 2's old word, so "old bytes" hold on
+  the host port. Every block-RAM address comes from a flip-flop or, for A and B, from the
+  user's address through the bank row's `+ 1` and the port's multiplexer, which the
+  registered host and write enables select.
+  tests/test_banked_memory.py runs the three implementations on the same random traffic and
+  compares every read, each port at its own latency (the two-port memory's where its contract
+  defines it).
 """
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import memory, wiring
@@ -78,7 +93,8 @@ def _bank_rows(row):
 
 class BankedMemory(wiring.Component):
     def __init__(self, row_bytes: int, rows: int, read_ports: int, *, pumped: bool = False,
-                 registered_host_and_write: bool = False, no_rw_check: bool = False, init: bytes = b""):
+                 registered_host_and_write: bool = False, no_rw_check: bool = False, init: bytes = b"",
+                 two_port: bool = False):
         if row_bytes & (row_bytes - 1) or rows & (rows - 1) or rows < 2:
             raise ValueError(f"row bytes and rows must be powers of two, not {row_bytes}, {rows}")
         if len(init) > rows * row_bytes:
@@ -89,6 +105,10 @@ class BankedMemory(wiring.Component):
         if pumped and not registered_host_and_write:
             raise ValueError("a pumped memory needs registered_host_and_write: its middle edge "
                              "has half a cycle for the host port's and the write's paths")
+        if two_port and (pumped or read_ports != 3 or not registered_host_and_write):
+            raise ValueError("a two-port memory has exactly 3 read ports, registered_host_and_write "
+                             "(its ports' multiplexers are selected by those registers) and is not pumped")
+        self.two_port = two_port
         self.row_bytes, self.rows, self.pumped, self.no_rw_check = row_bytes, rows, pumped, no_rw_check
         self.registered = registered_host_and_write
         self.offset_bits = row_bytes.bit_length() - 1
@@ -124,7 +144,9 @@ class BankedMemory(wiring.Component):
             writes = [self._registered(m, signals, f"write{k}") for k, signals in enumerate(writes)]
             *host_rows, host_en = self._registered(m, (*host_rows, host_en), "host")
         host_access = (tuple(host_rows), host_en)
-        if self.pumped:
+        if self.two_port:
+            bank_data = self._two_port_ports(m, banks, writes, host_access)
+        elif self.pumped:
             bank_data = self._pumped_ports(m, banks, writes, host_access)
         else:
             bank_data = self._plain_ports(m, banks, writes, host_access)
@@ -253,6 +275,37 @@ class BankedMemory(wiring.Component):
                 m.d.sync += copy.eq(word)
                 held.append(copy)
             for port_data, data in zip(result, held + [h_data]):
+                port_data.append(data)
+        return result
+
+    def _two_port_ports(self, m, banks, writes, host_access):
+        """Two block-RAM ports per bank on `sync` (module docstring): port 1 for the host port
+        or A, port 2 for the write or B. Returns [port][bank] data. `writes` and `host_access`
+        are registered, so their enables select the ports' multiplexers from flip-flops."""
+        a, b = self.read_port(0), self.read_port(1)
+        h_rows, h_en = host_access
+        a_rows = _bank_rows(a.addr[self.offset_bits:])
+        b_rows = _bank_rows(b.addr[self.offset_bits:])
+        result = [[], [], []]
+        for k, (bank, (w_row, w_data, w_en)) in enumerate(zip(banks, writes)):
+            port2_write = bank.write_port(granularity=8)
+            port2_read = bank.read_port(transparent_for=())           # read before write
+            # Port 1's word on a collision with port 2's write is never used (as pumped).
+            port1 = bank.read_port(transparent_for=(port2_write,))
+            port2_addr = Signal.like(w_row, name=f"bank{k}_port2_addr")
+            writing = w_en.any()
+            m.d.comb += [port1.addr.eq(Mux(h_en, h_rows[k], a_rows[k])), port1.en.eq(h_en | a.en),
+                         port2_addr.eq(Mux(writing, w_row, b_rows[k])),
+                         port2_read.addr.eq(port2_addr), port2_write.addr.eq(port2_addr),
+                         port2_read.en.eq(writing | b.en),
+                         port2_write.data.eq(w_data), port2_write.en.eq(w_en)]
+            # The host read and the write of one edge on one row: the host port takes the old
+            # word port 2 read before writing. The compare is registered beside the data.
+            collided = Signal(name=f"bank{k}_collided")
+            m.d.sync += collided.eq(h_en & writing & (h_rows[k] == w_row))
+            h_data = Signal.like(port1.data, name=f"bank{k}_h_data")
+            m.d.comb += h_data.eq(Mux(collided, port2_read.data, port1.data))
+            for port_data, data in zip(result, (port1.data, port2_read.data, h_data)):
                 port_data.append(data)
         return result
 

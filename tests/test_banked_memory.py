@@ -1,6 +1,7 @@
 # amaranth: UnusedElaboratable=no
-"""hw/banked_memory.py: the pumped scratchpad (two block-RAM ports at twice the clock) against
-the plain one (one bank port per read port), on the same random traffic, in Amaranth's simulator.
+"""hw/banked_memory.py: the pumped scratchpad (two block-RAM ports at twice the clock) and the
+two-port one (two block-RAM ports shared by A and the host port, B and the write) against the
+plain one (one bank port per read port), on the same random traffic, in Amaranth's simulator.
 
 The plain memory is what the engine's Verilator tests run first; the pumped one is what the
 ECP5 builds carry. The engine's scratchpad registers its host port and write inside the memory
@@ -29,28 +30,31 @@ def _pair(init=b""):
                                               registered_host_and_write=True)
     pumped = m.submodules.pumped = BankedMemory(ROW_BYTES, ROWS, read_ports=3, pumped=True, init=init,
                                                 registered_host_and_write=True)
-    return m, plain, pumped
+    two_port = m.submodules.two_port = BankedMemory(ROW_BYTES, ROWS, read_ports=3, two_port=True, init=init,
+                                                    registered_host_and_write=True)
+    return m, plain, pumped, two_port
 
 
 def _run(traffic, init=b""):
-    """Drive both memories with `traffic` (one dict per cycle); returns per cycle the plain and
-    pumped read data of the three ports, sampled at the sync edge that ends the cycle."""
-    m, plain, pumped = _pair(init)
+    """Drive the three memories with `traffic` (one dict per cycle); returns per cycle the plain,
+    pumped and two-port read data of the three ports, sampled at the sync edge that ends the
+    cycle."""
+    m, plain, pumped, two_port = _pair(init)
     seen = []
 
     async def testbench(ctx):
         await ctx.tick("sync")       # from here on every cycle has its middle `fast` edge
         for cycle in traffic:
-            for memory in (plain, pumped):
+            for memory in (plain, pumped, two_port):
                 for i in range(3):
                     ctx.set(memory.read_port(i).addr, cycle["addr"][i])
                     ctx.set(memory.read_port(i).en, cycle["en"][i])
                 ctx.set(memory.write_addr, cycle["write_addr"])
                 ctx.set(memory.write_data, cycle["write_data"])
                 ctx.set(memory.write_enable, cycle["write_enable"])
-            ports = [memory.read_port(i).data for memory in (plain, pumped) for i in range(3)]
+            ports = [memory.read_port(i).data for memory in (plain, pumped, two_port) for i in range(3)]
             _, _, *values = await ctx.tick("sync").sample(*ports)
-            seen.append((values[:3], values[3:]))
+            seen.append((values[:3], values[3:6], values[6:]))
 
     sim = Simulator(m)
     period = 2e-8
@@ -80,7 +84,7 @@ def _compare(traffic, seen):
     (a read's data stays until the next enabled read's replaces it), which shows on the pumped
     A and B ports a cycle later (the host port has the same latency in both). Returns how many
     cycles were compared."""
-    _, plain, pumped = _pair()
+    _, plain, pumped, _ = _pair()
     compared = 0
     for i in range(3):
         lag = pumped.read_latency(i) - plain.read_latency(i)
@@ -94,6 +98,31 @@ def _compare(traffic, seen):
             p, q = seen[k][0][i], seen[k + lag][1][i]
             assert p == q, f"port {i}, cycle {k} (read of cycle {last_read}): plain {p:#x} pumped {q:#x}"
             compared += 1
+    return compared
+
+
+def _compare_two_port(traffic, seen):
+    """Each read's data on the two-port memory against the plain one's, in the cycle it arrives
+    (same latencies), where the two-port contract defines it: not an A read in the cycle after
+    a host read was presented, nor a B read in the cycle after a write was, nor (as on the
+    plain memory) an A or B read of bytes the write of that cycle or the one before changes.
+    Returns how many reads were compared on each port."""
+    _, plain, _, two_port = _pair()
+    compared = [0, 0, 0]
+    for i in range(3):
+        latency = plain.read_latency(i)
+        assert two_port.read_latency(i) == latency
+        for first in range(1, len(seen) - latency):
+            cycle, before = traffic[first], traffic[first - 1]
+            if not cycle["en"][i]:
+                continue
+            if i == 0 and before["en"][2] or i == 1 and before["write_enable"]:
+                continue                 # the port's block-RAM port serves the host or the write
+            if i < 2 and _reads_a_recent_write(traffic, first, i):
+                continue
+            p, q = seen[first + latency][0][i], seen[first + latency][2][i]
+            assert p == q, f"port {i}, read of cycle {first}: plain {p:#x} two-port {q:#x}"
+            compared[i] += 1
     return compared
 
 
@@ -124,12 +153,24 @@ def test_pumped_memory_reads_what_the_plain_memory_reads(seed):
     seen = _run(traffic)
     assert _compare(traffic, seen) > 3 * 600 * 0.8
     # the traffic really wrote and really read back non-zero bytes on every port
-    assert all(any(plain[i] for plain, _ in seen) for i in range(3))
+    assert all(any(plain[i] for plain, _, _ in seen) for i in range(3))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_two_port_memory_reads_what_the_plain_memory_reads(seed):
+    traffic = _random_traffic(seed + 10, 600)
+    seen = _run(traffic)
+    a, b, host = _compare_two_port(traffic, seen)
+    # the host port is defined on every read; A only where the host port left port 1 (a fifth
+    # of the cycles in this traffic), B where no write took port 2
+    assert host > 600 * 0.7 and a > 40 and b > 80
+    assert all(any(two[i] for _, _, two in seen) for i in range(3))
 
 
 def test_read_latency_is_one_cycle_but_two_on_the_pumped_a_and_b_ports_and_a_registered_host_port():
-    _, plain, pumped = _pair()
+    _, plain, pumped, two_port = _pair()
     assert [plain.read_latency(i) for i in range(3)] == [1, 1, 2]
+    assert [two_port.read_latency(i) for i in range(3)] == [1, 1, 2]
     assert [pumped.read_latency(i) for i in range(3)] == [2, 2, 2]
     unregistered = BankedMemory(ROW_BYTES, ROWS, read_ports=2)     # the external memory's kind
     assert [unregistered.read_latency(i) for i in range(2)] == [1, 1]
@@ -166,6 +207,14 @@ def test_pumped_memory_needs_three_read_ports_and_a_registered_host_port_and_wri
         BankedMemory(ROW_BYTES, ROWS, read_ports=2, pumped=True, registered_host_and_write=True)
     with pytest.raises(ValueError, match="registered_host_and_write"):
         BankedMemory(ROW_BYTES, ROWS, read_ports=3, pumped=True)
+
+
+@pytest.mark.parametrize("options", [dict(read_ports=2, registered_host_and_write=True),
+                                     dict(read_ports=3),
+                                     dict(read_ports=3, registered_host_and_write=True, pumped=True)])
+def test_two_port_memory_needs_three_read_ports_a_registered_host_port_and_write_and_no_pump(options):
+    with pytest.raises(ValueError, match="two-port memory has exactly 3 read ports"):
+        BankedMemory(ROW_BYTES, ROWS, two_port=True, **options)
 
 
 def test_initial_contents_read_back_at_every_alignment():
