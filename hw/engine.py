@@ -32,6 +32,7 @@ engine delays them one stage less, and needs `D >= 4` (golden/engine/config.py).
 """
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from golden.engine import program as isa
@@ -91,6 +92,34 @@ class Engine(wiring.Component):
             "host_rdata": Out(32),
         })
 
+    # Writes waiting for the two-port scratchpad's port 2: each vector's pause gives it at least
+    # as many cycles without a B read as the vector writes, so a few vectors' worth suffice.
+    WRITE_QUEUE_DEPTH = 16
+
+    def _write_queue(self, m, spad, write, port2_taken, empty):
+        """The two-port scratchpad's write queue. `write` (address, data, byte enables) is the
+        writer's request of this cycle; the scratchpad registers it and writes at port 2 in the
+        next cycle, where B's read issued from `port2_taken` (this cycle's B read of the
+        scratchpad) would use the same port. So a write goes to the scratchpad straight away
+        when the queue is empty and `port2_taken` is low; otherwise it joins the queue, whose
+        oldest entry goes in the next cycle with `port2_taken` low. Writes keep their order.
+        `empty` is driven high while nothing waits (the sequencer's drain waits for it)."""
+        addr, data, enable = write
+        entry = Cat(addr, data, enable)
+        queue = m.submodules.write_queue = SyncFIFO(width=len(entry), depth=self.WRITE_QUEUE_DEPTH)
+        free = ~port2_taken
+        direct = ~queue.r_rdy & free
+        m.d.comb += [queue.w_data.eq(entry), queue.w_en.eq(enable.any() & ~direct),
+                     queue.r_en.eq(free), empty.eq(~queue.r_rdy)]
+        head = queue.r_data
+        head_addr, head_data = head[:len(addr)], head[len(addr):len(addr) + len(data)]
+        head_enable = head[len(addr) + len(data):]
+        with m.If(direct):
+            m.d.comb += [spad.write_addr.eq(addr), spad.write_data.eq(data), spad.write_enable.eq(enable)]
+        with m.Elif(queue.r_rdy & free):
+            m.d.comb += [spad.write_addr.eq(head_addr), spad.write_data.eq(head_data),
+                         spad.write_enable.eq(head_enable)]
+
     def elaborate(self, platform):
         cfg = self.config
         L = cfg.lanes
@@ -110,6 +139,7 @@ class Engine(wiring.Component):
         # itself: the engine presents the next values of what used to be its own registers.
         spad = m.submodules.scratchpad = BankedMemory(L, cfg.scratchpad_rows, read_ports=3,
                                                          pumped=cfg.scratchpad_pumped,
+                                                         two_port=cfg.scratchpad_two_port,
                                                          registered_host_and_write=True)
         ext = m.submodules.external = BankedMemory(L, cfg.external_rows, read_ports=2, no_rw_check=True,
                                                    init=self.external_init)
@@ -129,9 +159,16 @@ class Engine(wiring.Component):
         # The update epilogues read old values on the host port: the address the scratchpad
         # registers in cycle c - 1 for its read in cycle c ("old-value reads" below).
         old_read_next = Signal(32)
-        m.d.comb += [spad_host.addr.eq(Mux(self.busy, old_read_next, host_byte)), spad_host.en.eq(1),
+        # The two-port scratchpad's port 1 serves A or the host port, so the host port reads only
+        # when asked: the host's reads while idle, the old-value reads while busy.
+        old_read_active = Signal()
+        m.d.comb += [spad_host.addr.eq(Mux(self.busy, old_read_next, host_byte)),
+                     spad_host.en.eq(~self.busy | old_read_active if cfg.scratchpad_two_port else 1),
                      ext_host.addr.eq(Cat(Const(0, 2), host_addr_r)), ext_host.en.eq(1),
                      trace_r.addr.eq(host_addr_r)]
+        # The old values' words as the epilogues take them (two-port: read D cycles earlier and
+        # held, "old-value reads" below).
+        old_data = delayed(spad_host.data, D, "old_data") if cfg.scratchpad_two_port else spad_host.data
         high_water = Signal(32)        # the activity monitor, see "monitor" below
         external_reads = Signal(32)
         monitor_word = Signal()
@@ -709,7 +746,7 @@ class Engine(wiring.Component):
         g1_mask_shift = Signal(3)
         m.d.sync += g1_mask_shift.eq(Mux(dot, mask_offset[:3], 0))
         g1_mask = Signal(L)
-        m.d.comb += g1_mask.eq(Mux(mask_in, spad_host.data[:L] >> g1_mask_shift, (1 << L) - 1))
+        m.d.comb += g1_mask.eq(Mux(mask_in, old_data[:L] >> g1_mask_shift, (1 << L) - 1))
         lane_on_g1 = (Const(1, L + 1) << g1_active) - 1
         # Pass 1's fold of max|v| into `amax`, pipelined: magnitudes (g1 + 1), the lanes folded
         # in halves, one 48-bit compare per stage up to 16 lanes (two beyond, so the fold keeps
@@ -786,7 +823,7 @@ class Engine(wiring.Component):
         with m.Else():
             m.d.sync += u_valid.eq(0)
         # the old row: on the host port for the first group, then from u_weights
-        old_weights = Mux(u_group == 0, spad_host.data, u_weights)
+        old_weights = Mux(u_group == 0, old_data, u_weights)
         m.d.sync += u_weights.eq(old_weights >> (8 * G))
         # the stream steps over this group's active lanes: min(G, active - group * G), at least 0
         group_base = Signal(range(L + 1))
@@ -845,16 +882,37 @@ class Engine(wiring.Component):
         # p_valid & p_last and p_out a cycle later) and the bias registers' next values, and the
         # scratchpad registers it (with its bank rows) at the edge between: the pumped
         # scratchpad reads it at the middle edge of c, half a cycle after that register.
-        with m.If(p_valid & p_last & gradient):
-            m.d.comb += old_read_next.eq(fs("mask_base") + ((p_out - fs("out_base")) >> 3))
-        with m.Elif(p_valid & p_last):
-            m.d.comb += old_read_next.eq(p_out)
-        with m.Elif(e_valid & bias_update):
-            m.d.comb += old_read_next.eq(e_out + L)
-        with m.Elif(bias_phase != 0):
-            m.d.comb += old_read_next.eq(bias_out + ((5 - bias_phase) * L))
+        #
+        # With the two-port scratchpad, port 1 is A's while steps run: the same reads are made D
+        # cycles earlier, in the pause after the vector's last step (the step generator leaves
+        # it: "pause" below), from the step's own signals delayed one and two cycles instead of
+        # the p and e stages, and their words are held D cycles (`old_data`) so the epilogues
+        # see them when they did before.
+        if cfg.scratchpad_two_port:
+            last_step = step & last_reduction
+            read_p, read_p_out = delayed(last_step, 1, "old_p_valid"), delayed(out_addr, 1, "old_p_out")
+            read_e, read_e_out = delayed(last_step, 2, "old_e_valid"), delayed(out_addr, 2, "old_e_out")
+            read_phase, read_bias_out = Signal(3), Signal(32)
+            with m.If(read_e & bias_update):
+                m.d.sync += [read_phase.eq(3), read_bias_out.eq(read_e_out)]
+            with m.Elif(read_phase != 0):
+                m.d.sync += read_phase.eq(read_phase - 1)
+            # rows 0 and 1 at the p and e equivalents, rows 2 and 3 in phases 3 and 2
+            m.d.comb += old_read_active.eq((read_p & (updates | (gradient & mask_in)))
+                                           | ((read_e | read_phase[1]) & bias_update))
+        else:
+            read_p, read_p_out, read_e, read_e_out = p_valid & p_last, p_out, e_valid, e_out
+            read_phase, read_bias_out = bias_phase, bias_out
+        with m.If(read_p & gradient):
+            m.d.comb += old_read_next.eq(fs("mask_base") + ((read_p_out - fs("out_base")) >> 3))
+        with m.Elif(read_p):
+            m.d.comb += old_read_next.eq(read_p_out)
+        with m.Elif(read_e & bias_update):
+            m.d.comb += old_read_next.eq(read_e_out + L)
+        with m.Elif(read_phase != 0):
+            m.d.comb += old_read_next.eq(read_bias_out + ((5 - read_phase) * L))
         with m.Else():
-            m.d.comb += old_read_next.eq(bias_out + 4 * L)
+            m.d.comb += old_read_next.eq(read_bias_out + 4 * L)
         # row q is read at e+q and arrives one cycle later
         row_arriving = Signal(2)
         row_valid = Signal()
@@ -867,7 +925,7 @@ class Engine(wiring.Component):
             bu = BiasUpdater(shared_product=True)
             m.submodules[f"bias_updater{j}"] = bu
             bias_updaters.append(bu)
-            m.d.comb += [bu.valid.eq(row_valid), bu.bias.eq(spad_host.data[32 * j: 32 * j + 32].as_signed())]
+            m.d.comb += [bu.valid.eq(row_valid), bu.bias.eq(old_data[32 * j: 32 * j + 32].as_signed())]
             with m.Switch(row_arriving):
                 for q in range(4):
                     lane = q * per_row + j
@@ -964,8 +1022,14 @@ class Engine(wiring.Component):
         port_addr = Signal.like(spad.write_addr, name="port_addr")
         port_data = Signal.like(spad.write_data, name="port_data")
         port_enable = Signal.like(spad.write_enable, name="port_enable")
-        m.d.comb += [spad.write_addr.eq(port_addr), spad.write_data.eq(port_data),
-                     spad.write_enable.eq(port_enable)]
+        if cfg.scratchpad_two_port:
+            write_queue_empty = Signal()
+            self._write_queue(m, spad, (port_addr, port_data, port_enable),
+                              port2_taken=b_read_en & ~b_read_external, empty=write_queue_empty)
+        else:
+            write_queue_empty = None
+            m.d.comb += [spad.write_addr.eq(port_addr), spad.write_data.eq(port_data),
+                         spad.write_enable.eq(port_enable)]
         with m.If(~self.busy & self.host_we):
             m.d.comb += [port_addr.eq(host_byte), port_data.eq(self.host_wdata),
                          port_enable.eq(Mux(self.host_space == 0, 0b1111, 0)),
@@ -1006,6 +1070,8 @@ class Engine(wiring.Component):
 
         # ---------------------------------------------------------------- sequencer
         drain = Signal(range(64))
+        # two-port: the drain also waits for the last writes to leave the write queue
+        drain_done = (drain == 0) if write_queue_empty is None else (drain == 0) & write_queue_empty
         fetch_addr = Signal(32)
         m.d.comb += fetch_addr.eq(self.program_base + (index * (isa.DESCRIPTOR_WORDS * 4)))
         # fetched words arrive D cycles after their read
@@ -1188,6 +1254,13 @@ class Engine(wiring.Component):
                         # writes catch up (a weight update: the shared updaters free up); a new
                         # list index waits one cycle for its entry
                         pause = Mux(weight_update, S - steps_so_far, write_cycles - 1)
+                        if cfg.scratchpad_two_port:
+                            # a cycle for the old-value reads (port 1) or the write queue
+                            # (port 2, when B reads the scratchpad), golden/engine/cycles.py
+                            extra = (updates | (gradient & mask_in)
+                                     | (~b_ones & ~b_external & ~(gradient & grad_pass1)))
+                            pause = Mux(weight_update, Mux(S - steps_so_far > 0, S - steps_so_far, 1),
+                                        write_cycles - 1 + extra)
                         m.d.sync += bubble.eq(pause + (list_on & list_inner_last))
                     with m.If(all_last & grad_pass1):
                         m.d.sync += drain.eq(D + GRADIENT_WAIT)
@@ -1205,9 +1278,14 @@ class Engine(wiring.Component):
             with m.State("GRADIENT_EXPONENT"):
                 m.d.comb += exponent_write.eq(1)
                 m.d.sync += grad_pass1.eq(0)
+                if cfg.scratchpad_two_port:
+                    # pass 2 opens as RUN does (pass 1's last pause is the two-port's extra
+                    # cycle, which pass 2 does not wait for; without it, that pause is exactly
+                    # this opening bubble)
+                    m.d.sync += bubble.eq(list_on)
                 m.next = "RUN"
             with m.State("DRAIN"):
-                with m.If(drain == 0):
+                with m.If(drain_done):
                     m.d.comb += prng_write_back.eq(weight_update)
                     m.d.comb += trace_w.en.eq(1)
                     m.d.sync += [index.eq(index + 1), fetch_issue.eq(0)]

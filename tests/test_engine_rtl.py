@@ -45,7 +45,9 @@ def measured_op_cycles(result, count):
 # its own least, D = 4, with the weight updaters shared four ways as on the boards.
 SCRATCHPADS = {"plain-scratchpad": dataclasses.replace(CASE_CONFIG, weight_update_cycles=1),
                "pumped-scratchpad": dataclasses.replace(CASE_CONFIG, scratchpad_pumped=True,
-                                                        external_latency_cycles=4, weight_update_cycles=4)}
+                                                        external_latency_cycles=4, weight_update_cycles=4),
+               "two-port-scratchpad": dataclasses.replace(CASE_CONFIG, scratchpad_two_port=True,
+                                                          weight_update_cycles=4)}
 UPDATE_KINDS = ("update", "update-list", "update-list-dw")
 
 

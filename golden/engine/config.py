@@ -31,6 +31,13 @@ class EngineConfig:
     # copy serves its 3 read ports and write port (hw/banked_memory.py). Needs a `fast` clock
     # domain; the program format, the compiler and the cycle model do not change.
     scratchpad_pumped: bool = True
+    # RTL and cycle model: the scratchpad's banks have two block-RAM ports on the engine's own
+    # clock (no `fast` domain), port 1 shared by A and the old-value reads, port 2 by B and the
+    # write (hw/banked_memory.py, docs/fpga.md proposal 11). The step generator pauses one cycle
+    # more after each output vector that needs a port for them (golden/engine/cycles.py:
+    # `vector_pause`), and writes wait in a queue for a cycle without a B read. Exclusive with
+    # `scratchpad_pumped`.
+    scratchpad_two_port: bool = False
     # Cycles one weight-update vector spends in the weight updaters: L / this many updaters
     # serve the L lanes in turn, a group of lanes per cycle (hw/engine.py). Vectors whose
     # reduction is shorter than this wait for the updaters (golden/engine/cycles.py:
@@ -51,6 +58,8 @@ class EngineConfig:
         # at least 3: the engine holds a read's address in a register for a cycle, the memory
         # takes one, and the multiplier's operands are formed from the data a cycle before use;
         # at least 4 when the scratchpad is pumped, whose A and B reads take two cycles
+        if self.scratchpad_pumped and self.scratchpad_two_port:
+            raise ValueError("the scratchpad is either pumped or two-port, not both")
         least = 4 if self.scratchpad_pumped else 3
         if not least <= self.external_latency_cycles <= 64:
             raise ValueError(f"external latency must be {least}..64 cycles"
@@ -83,4 +92,6 @@ SMALL = dataclasses.replace(DEFAULT, lanes=8, scratchpad_bytes=64 * 1024, extern
                             scratchpad_pumped=False)
 # 16 lanes: twice the default's MACs; more logic than the ECP5-85F has.
 WIDE16 = dataclasses.replace(DEFAULT, lanes=16)
-PRESETS = {"default": DEFAULT, "small": SMALL, "wide16": WIDE16}
+# The default engine with the two-port scratchpad: one copy on the engine's clock (no `fast`).
+TWO_PORT = dataclasses.replace(DEFAULT, scratchpad_pumped=False, scratchpad_two_port=True)
+PRESETS = {"default": DEFAULT, "small": SMALL, "wide16": WIDE16, "two-port": TWO_PORT}

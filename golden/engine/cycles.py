@@ -23,6 +23,8 @@ product's int32; the pause after a vector is `write_cycles - 1`, so the single w
 up. A weight update's vectors instead pause until the shared weight updaters are free: S =
 `config.weight_update_cycles` cycles from one vector's end to the next, i.e. max(0, S - R) idle
 cycles after a reduction of R steps (only the classifier's, R = 1, and tiny feature maps pause).
+With the two-port scratchpad (`config.scratchpad_two_port`) the pause is one cycle longer
+where a vector needs a port of the scratchpad after its last step (`vector_pause`).
 MAC utilization is useful products over lanes x cycles.
 """
 from __future__ import annotations
@@ -62,12 +64,34 @@ def write_cycles(d: isa.Descriptor) -> int:
     return 1 if d.mode == isa.DOT else 4
 
 
-def vector_pause(d: isa.Descriptor, config: EngineConfig) -> int:
-    """Idle cycles the step generator inserts after each output vector but the last."""
+def reads_old_values(d: isa.Descriptor) -> bool:
+    """Whether each output vector reads old values on the scratchpad's host port: the old
+    weights (weight update), the old biases (bias update), the clamp mask (gradient with a mask
+    in)."""
+    if d.opcode == isa.MAC and d.epilogue in isa.UPDATES:
+        return True
+    return d.epilogue == isa.GRADIENT and bool(d.flags & isa.FLAG_MASK_IN)
+
+
+def b_reads_scratchpad(d: isa.Descriptor) -> bool:
+    return not d.flags & (isa.FLAG_B_EXTERNAL | isa.FLAG_B_ONES)
+
+
+def vector_pause(d: isa.Descriptor, config: EngineConfig, writing: bool = True) -> int:
+    """Idle cycles the step generator inserts after each output vector but the last.
+    `writing` False: gradient pass 1, which writes nothing.
+
+    With the two-port scratchpad (`config.scratchpad_two_port`) a vector that reads old values
+    (port 1, A's) or whose writes meet B's reads (port 2, a descriptor that writes and reads B
+    from the scratchpad) pauses one cycle more: the old-value reads take those cycles' port 1,
+    and the write queue drains into their port 2 (hw/engine.py, "write queue")."""
+    two_port_extra = config.scratchpad_two_port and (reads_old_values(d) or (writing and b_reads_scratchpad(d)))
     if d.opcode == isa.MAC and d.epilogue == isa.UPDATE:
         reduction = prod(d.counts[isa.OUTPUT_LOOPS:])
-        return max(0, config.weight_update_cycles - reduction)
-    return write_cycles(d) - 1
+        return max(int(two_port_extra), config.weight_update_cycles - reduction)
+    if not writing:
+        return int(two_port_extra)
+    return write_cycles(d) - 1 + two_port_extra
 
 
 def useful_macs(d: isa.Descriptor, config: EngineConfig) -> int:
@@ -91,7 +115,7 @@ def descriptor_cycles(d: isa.Descriptor, config: EngineConfig) -> OpCycles:
     if d.epilogue in isa.UPDATES + (isa.GRADIENT,):
         total += D + 2            # read the exponent and the PRNG state (or the second exponent)
     if d.epilogue == isa.GRADIENT:
-        total += steps + D + GRADIENT_TURN
+        total += steps + (outputs - 1) * vector_pause(d, config, writing=False) + D + GRADIENT_TURN
     total += steps + (outputs - 1) * vector_pause(d, config)
     total += D + DRAIN_AFTER_LATENCY
     return OpCycles(total, steps, useful_macs(d, config), config.lanes)
