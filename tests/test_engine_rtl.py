@@ -300,3 +300,18 @@ def test_mobilenetv2_iteration_with_mits_49kb_scheme(shared_file):
     # the engine's monitor: external traffic as predicted, nothing touched outside the plan
     assert iteration["external_bytes_measured"] == iteration["external_bytes_predicted"]
     assert 0 < iteration["peak_bytes_measured"] <= result["peak_scratchpad_bytes"]
+
+
+def test_builtin_training_iteration_on_the_two_port_engine_bit_exact_and_cycle_exact():
+    """A whole compiled iteration (lists, striping, staged weights, every epilogue) on the engine
+    with the two-port scratchpad: equal to the golden executor and the Trainer, and every
+    descriptor's cycles what the cycle model predicts with the two-port pauses."""
+    from sim.training_run import rtl_training_run
+    run = rtl_training_run(iterations=1, config_name="two-port")
+    assert run["bit_exact"]
+    (iteration,) = run["iterations"]
+    assert iteration["bit_exact"] and iteration["matches_trainer"]
+    descriptors = [row for row in run["rows"] if "kind" in row]
+    assert len(descriptors) > 40
+    assert all(row["cycles_measured"] == row["cycles_predicted"] for row in descriptors)
+    assert iteration["cycles"] == iteration["cycles_predicted"]
