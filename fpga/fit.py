@@ -5,7 +5,7 @@ Memories are counted as yosys maps them (measured, docs/fpga.md): a memory with 
 port and R read ports becomes R copies, each with the write port and one read port, on
 blocks of the device's shapes; a memory that fits neither is left to LUTs (flagged). The
 engine's memories are the scratchpad (2 banks, 3 read ports: 3 copies, or 1 copy when
-pumped, `EngineConfig.scratchpad_pumped`), the external window (2 banks,
+pumped or two-port, `EngineConfig.scratchpad_pumped` / `scratchpad_two_port`), the external window (2 banks,
 2 read ports), the trace (1024 x 32 bits), the channel list (`param_channels` rows of an entry
 and its three stored offsets) and the three parameter memories (LUT RAM when shallow). SPRAM
 (one port in all) cannot hold a memory that reads and writes in one cycle, so the estimate
@@ -105,7 +105,8 @@ def estimate(board: Board, config, soc_ram_bytes: int | None = None) -> Estimate
     family = board.device.family
     L = config.lanes
     bank_depth = config.scratchpad_rows // 2
-    copies = 1 if config.scratchpad_pumped else SCRATCHPAD_READ_PORTS
+    # one copy when its banks' two block-RAM ports serve every port (pumped, two-port)
+    copies = 1 if config.scratchpad_pumped or config.scratchpad_two_port else SCRATCHPAD_READ_PORTS
     scratchpad = 2 * copies * memory_blocks(family, 8 * L, bank_depth)
     external = 2 * EXTERNAL_READ_PORTS * memory_blocks(family, 8 * L, config.external_rows // 2)
     trace = memory_blocks(family, TRACE_BITS, TRACE_DEPTH)

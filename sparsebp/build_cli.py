@@ -27,6 +27,10 @@ def add_parser(subparsers) -> None:
                         "(CPU, engine, firmware and the built-in CNN's training job in the bitstream)")
     p.add_argument("--lanes", type=int, help="override the preset's lane count")
     p.add_argument("--scratchpad-kb", type=int, help="override the preset's scratchpad size (KiB)")
+    p.add_argument("--scratchpad", choices=list(SCRATCHPAD_KINDS),
+                   help="override the preset's scratchpad: pumped (two block-RAM ports at twice the "
+                        "engine clock, the ECP5 presets) or two-port (two ports on the engine's clock, "
+                        "one more pause cycle where a vector needs them; docs/fpga.md proposal 11)")
     p.add_argument("--clock-mhz", type=float, help="override the preset's clock (the PLL must make it exactly)")
     p.add_argument("--build-dir", type=Path, help="where the tools run (default build/BOARD)")
     p.add_argument("--seed", type=seed_list,
@@ -50,8 +54,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--json", type=Path, help="write the report as JSON")
 
 
-def board_config(board, lanes=None, scratchpad_kb=None):
-    changes = {}
+# --scratchpad: the EngineConfig fields of each kind of one-copy scratchpad
+SCRATCHPAD_KINDS = {"pumped": dict(scratchpad_pumped=True, scratchpad_two_port=False),
+                    "two-port": dict(scratchpad_pumped=False, scratchpad_two_port=True)}
+
+
+def board_config(board, lanes=None, scratchpad_kb=None, scratchpad=None):
+    changes = dict(SCRATCHPAD_KINDS[scratchpad]) if scratchpad else {}
     if lanes is not None:
         changes["lanes"] = lanes
     if scratchpad_kb is not None:
@@ -65,7 +74,7 @@ def run(args) -> dict:
     from fpga.report import format_table
 
     board = get_board(args.board)
-    config = board_config(board, args.lanes, args.scratchpad_kb)
+    config = board_config(board, args.lanes, args.scratchpad_kb, args.scratchpad)
     try:
         clock_hz = None if args.clock_mhz is None else args.clock_mhz * 1e6
         options = dict(build_dir=args.build_dir, config=config, design=args.design, clock_hz=clock_hz,

@@ -64,6 +64,22 @@ def test_configuration_that_cannot_fit_is_an_error_before_any_tool(capsys, tmp_p
     assert not build_dir.exists()
 
 
+def test_two_port_scratchpad_is_one_copy_and_a_board_without_the_fast_clock():
+    """`--scratchpad two-port`: the board's engine with the two-port scratchpad, one block-RAM
+    copy as pumped, so the fit is the preset's."""
+    from fpga.fit import estimate
+    from sparsebp.build_cli import board_config
+    board = get_board("ulx3s-85f")
+    config = board_config(board, scratchpad="two-port")
+    assert config.scratchpad_two_port and not config.scratchpad_pumped
+    assert config.lanes == board.config.lanes and config.scratchpad_bytes == 256 * 1024
+    assert estimate(board, config) == estimate(board, board.config)      # 128 DP16KD either way
+    assert board_config(board, scratchpad="pumped") == board.config
+    # three copies (the plain scratchpad) would not fit: the estimate counts one
+    plain = dataclasses.replace(config, scratchpad_two_port=False)
+    assert estimate(board, plain).scratchpad_blocks == 3 * estimate(board, config).scratchpad_blocks
+
+
 def test_more_lanes_than_the_logic_allows_is_an_error(capsys):
     # 32 lanes need 8 DSP blocks a lane and more logic than nextpnr places
     assert main(["build", "--board", "orangecrab-85f", "--lanes", "32", "--scratchpad-kb", "32"]) == 1
