@@ -64,20 +64,20 @@ def test_configuration_that_cannot_fit_is_an_error_before_any_tool(capsys, tmp_p
     assert not build_dir.exists()
 
 
-def test_two_port_scratchpad_is_one_copy_and_a_board_without_the_fast_clock():
-    """`--scratchpad two-port`: the board's engine with the two-port scratchpad, one block-RAM
-    copy as pumped, so the fit is the preset's."""
+def test_scratchpad_kinds_are_one_copy_each():
+    """`--scratchpad pumped|two-port`: the board's engine with either one-copy scratchpad; the
+    fit is the same (128 DP16KD), where the plain scratchpad would take three copies."""
     from fpga.fit import estimate
     from sparsebp.build_cli import board_config
     board = get_board("ulx3s-85f")
-    config = board_config(board, scratchpad="two-port")
-    assert config.scratchpad_two_port and not config.scratchpad_pumped
-    assert config.lanes == board.config.lanes and config.scratchpad_bytes == 256 * 1024
-    assert estimate(board, config) == estimate(board, board.config)      # 128 DP16KD either way
-    assert board_config(board, scratchpad="pumped") == board.config
-    # three copies (the plain scratchpad) would not fit: the estimate counts one
-    plain = dataclasses.replace(config, scratchpad_two_port=False)
-    assert estimate(board, plain).scratchpad_blocks == 3 * estimate(board, config).scratchpad_blocks
+    two_port = board_config(board, scratchpad="two-port")
+    pumped = board_config(board, scratchpad="pumped")
+    assert two_port == board.config                                   # the ULX3S preset (session 24)
+    assert pumped.scratchpad_pumped and not pumped.scratchpad_two_port
+    assert (pumped.lanes, pumped.scratchpad_bytes, pumped.clock_hz) == (8, 256 * 1024, board.config.clock_hz)
+    assert estimate(board, two_port) == estimate(board, pumped)
+    plain = dataclasses.replace(two_port, scratchpad_two_port=False)
+    assert estimate(board, plain).scratchpad_blocks == 3 * estimate(board, two_port).scratchpad_blocks == 384
 
 
 def test_more_lanes_than_the_logic_allows_is_an_error(capsys):
@@ -121,13 +121,15 @@ def test_ecp5_presets_fit_their_boards():
     for name in ("ulx3s-85f", "orangecrab-85f"):
         board = get_board(name)
         found = check_fit(board, board.config)
-        # one pumped copy of the 256 KB scratchpad (128) + external window (8) + trace (2)
+        # one copy of the 256 KB scratchpad (128) + external window (8) + trace (2)
         # + channel list, 2048 x 112 bits (14) + parameter memories for 2048 channels (18);
         # 72 MULT18X18D as yosys mapped e4f456a's
         assert (found.block_rams, found.scratchpad_blocks, found.dsps) == (170, 128, 72)
         assert found.list_blocks == 14
         assert board.config.scratchpad_bytes == 256 * 1024 and board.config.lanes == 8
-        assert board.config.scratchpad_pumped
+    # the ULX3S's scratchpad is two-port (session 24), the OrangeCrab's still pumped
+    assert get_board("ulx3s-85f").config.scratchpad_two_port and not get_board("ulx3s-85f").config.scratchpad_pumped
+    assert get_board("orangecrab-85f").config.scratchpad_pumped
 
 
 def test_icebreaker_soc_plan_has_no_engine_and_boots_from_the_spi_flash(tmp_path):
@@ -216,7 +218,7 @@ def test_soc_build_plan_wires_the_uart_and_leds_and_carries_the_cpu(name, tmp_pa
 def test_memory_estimate_matches_what_yosys_inferred():
     board = get_board("ulx3s-85f")
     config = dataclasses.replace(board.config, lanes=16, scratchpad_bytes=256 * 1024, param_channels=512,
-                                 scratchpad_pumped=False)
+                                 scratchpad_pumped=False, scratchpad_two_port=False)
     found = estimate(board, config)
     # measured: yosys maps the default engine (16 lanes, 256 KB) to 402 DP16KD: 3 copies of
     # 64 blocks per bank, 4 PDPW16KD per external bank and read port, 2 for the trace. That
@@ -409,7 +411,7 @@ def test_hierarchical_synthesis_maps_modules_apart_then_flattens_for_nextpnr():
 
 def test_a_build_without_seed_takes_the_seed_its_design_last_routed_with(monkeypatch, tmp_path):
     """`sparsebp build` without --seed passes nextpnr the board's routed seed for the design
-    (fpga/boards.py ROUTED_SEEDS: the ULX3S SoC's is 6), 1 for other designs; --seed wins."""
+    (fpga/boards.py ROUTED_SEEDS: the iCEBreaker SoC's is 4), 1 for other designs; --seed wins."""
     from fpga import build as build_module
     from fpga.boards import ROUTED_SEEDS, default_seed
 
@@ -424,11 +426,13 @@ def test_a_build_without_seed_takes_the_seed_its_design_last_routed_with(monkeyp
 
     monkeypatch.setattr(build_module, "prepare", prepare)
     monkeypatch.setattr(build_module, "soc_image", lambda config, clock_hz: None)
-    for design, seed in (("soc", None), ("engine", None), ("soc", 7)):
+    for board, design, seed in (("icebreaker", "soc", None), ("ulx3s-85f", "engine", None),
+                                ("icebreaker", "soc", 7), ("ulx3s-85f", "soc", None)):
         with pytest.raises(Stop):
-            build_module.build("ulx3s-85f", build_dir=tmp_path, design=design, seed=seed, log=lambda *_: None)
-    assert seen == [6, 1, 7]
-    assert ROUTED_SEEDS[("ulx3s-85f", "soc")] == default_seed("ulx3s-85f", "soc") == 6
+            build_module.build(board, build_dir=tmp_path, design=design, seed=seed, log=lambda *_: None)
+    assert seen == [4, 1, 7, 1]
+    assert ROUTED_SEEDS[("ulx3s-85f", "soc")] == default_seed("ulx3s-85f", "soc") == 1
+    assert default_seed("icebreaker", "soc") == 4
     assert default_seed("orangecrab-85f", "soc") == 1
 
 
