@@ -12,8 +12,11 @@ Timing: a MAC step (one reduction index) issues every cycle. Reads take `D` =
 `external_latency_cycles` cycles (scratchpad reads are delayed to match), the product and the
 accumulate one cycle each, the requantizer `Requantizer.LATENCY`; after each output vector the
 step generator pauses `write_cycles - 1` cycles so the single write port keeps up (a weight
-update: until its vectors are `weight_update_cycles` apart, for the L / S shared updaters). The cycle
-model (golden/engine/cycles.py) restates this schedule and is checked against it.
+update: until its vectors are `weight_update_cycles` apart, for the L / S shared updaters). With
+`config.scratchpad_two_port` it pauses a cycle more after vectors that need a scratchpad port for
+their old-value reads or writes, and writes wait in a queue for a cycle without a B read
+(docs/engine.md, "The two-port scratchpad"). The cycle model (golden/engine/cycles.py) restates
+this schedule and is checked against it.
 
 Host port: `host_space` 0 scratchpad, 1 external memory, 2 trace (read only), 3 activity
 monitor (read only: word 0 `high_water`, one past the highest scratchpad byte the engine read or
