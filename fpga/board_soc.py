@@ -54,19 +54,22 @@ SOFT_SCRATCHPAD_BYTES = 32 * 1024      # the built-in CNN's training peaks at 7,
 SOFT_EXTERNAL_BYTES = 32 * 1024        # as BOARD_EXTERNAL_BYTES
 
 
-def board_soc_config(engine, clock_hz: float, engine_in_hardware: bool = True) -> SocConfig:
+def board_soc_config(engine, clock_hz: float, engine_in_hardware: bool = True,
+                     cpu_variant: str = "Lite") -> SocConfig:
     """`engine`: the board's EngineConfig (fpga/boards.py), `clock_hz` the PLL's `sync` clock;
     `engine_in_hardware` False: the SoC without the engine (the iCE40's), whose `engine` is
-    then only the program format's parameters (lanes, sizes) the CPU runs."""
+    then only the program format's parameters (lanes, sizes) the CPU runs; `cpu_variant` the
+    board's `soc_cpu`."""
     if not engine_in_hardware:
         engine = dataclasses.replace(engine, scratchpad_bytes=SOFT_SCRATCHPAD_BYTES,
                                      external_bytes=SOFT_EXTERNAL_BYTES, param_channels=DEFAULT.param_channels,
                                      scratchpad_pumped=False, clock_hz=clock_hz)
         return SocConfig(engine=engine, ram_bytes=SOFT_RAM_BYTES, uart_baud=BOARD_BAUD,
-                         job_offset=BOARD_JOB_OFFSET, engine_in_hardware=False, boot_from_flash=True)
+                         job_offset=BOARD_JOB_OFFSET, engine_in_hardware=False, boot_from_flash=True,
+                         cpu_variant=cpu_variant)
     engine = dataclasses.replace(engine, external_bytes=BOARD_EXTERNAL_BYTES, clock_hz=clock_hz)
     return SocConfig(engine=engine, ram_bytes=BOARD_RAM_BYTES, uart_baud=BOARD_BAUD,
-                     job_offset=BOARD_JOB_OFFSET)
+                     job_offset=BOARD_JOB_OFFSET, cpu_variant=cpu_variant)
 
 
 @dataclass(frozen=True)
@@ -84,13 +87,13 @@ class BoardSocImage:
 
 
 def board_soc_image(engine, clock_hz: float, samples: int = BOARD_SAMPLES,
-                    engine_in_hardware: bool = True) -> BoardSocImage:
+                    engine_in_hardware: bool = True, cpu_variant: str = "Lite") -> BoardSocImage:
     """The configuration, firmware and flash image of a board's SoC around `engine`; a JobError
     or FirmwareError (one sentence) when the job or the firmware does not fit."""
     from hw.soc.boot import boot_image
     from hw.soc.firmware import build_firmware
     from sim.soc_run import prepare
-    config = board_soc_config(engine, clock_hz, engine_in_hardware)
+    config = board_soc_config(engine, clock_hz, engine_in_hardware, cpu_variant)
     job = prepare(samples, config, pause=False)
     firmware = build_firmware(config)
     flash = job.flash.data.tobytes()

@@ -27,6 +27,7 @@ from .clocks import ClockError, PLLClock, pll_parameters
 from .fit import check_fit, estimate
 from .progress import ProgressReporter
 from .wrapper import TestWrapper
+from hw.soc.config import cpu_name
 
 
 PROGRESS_POLL_SECONDS = 30      # how often a running build's logs are read for its progress line
@@ -198,7 +199,7 @@ def prepare(board: Board, config, build_dir: Path, seed: int = 1, design: str = 
     """Checks that need no tool, then the build plan written into build_dir. For the SoC,
     `image` is its `soc_image` (made here when None)."""
     if design == "soc":
-        config = board_soc_config(config, board.target_hz, board.soc_engine_in_hardware).engine
+        config = board_soc_config(config, board.target_hz, board.soc_engine_in_hardware, board.soc_cpu).engine
     _check_design(board, config, design)
     try:
         clocks = PLLClock(board.device.family, board.oscillator_hz, board.target_hz,
@@ -227,7 +228,8 @@ def soc_image(board: Board, config):
     from hw.soc.firmware import FirmwareError
     from hw.soc.job import JobError
     try:
-        return board_soc_image(config, board.target_hz, engine_in_hardware=board.soc_engine_in_hardware)
+        return board_soc_image(config, board.target_hz, engine_in_hardware=board.soc_engine_in_hardware,
+                               cpu_variant=board.soc_cpu)
     except (FirmwareError, JobError, ValueError) as e:
         raise BoardError(f"the SoC's image cannot be made: {e}") from None
 
@@ -244,13 +246,18 @@ def _check_design(board: Board, config, design: str):
 def build(board_name: str, build_dir: Path | None = None, config=None, seed: int | None = None,
           design: str = "engine", clock_hz: float | None = None, log=print,
           router: str = "router2", synthesis: str = "flat", place_only: bool = False,
-          placer: str | None = None) -> dict:
+          placer: str | None = None, cpu: str | None = None) -> dict:
     """The whole build and its report (module docstring). `place_only` stops nextpnr after
     placement: the report's Fmax is then nextpnr's estimate for the placed design, `stage` is
     "placed", `timing_met` is None (not known before routing) and there is no bitstream.
-    `seed` None: the board's seed for the design (fpga/boards.py: default_seed)."""
+    `seed` None: the board's seed for the design (fpga/boards.py: default_seed). `cpu`: the
+    SoC's CPU (a `SocConfig.cpu_variant`), else the board's."""
     board = get_board(board_name)
-    seed = default_seed(board.name, design) if seed is None else seed
+    if cpu is not None:
+        if design != "soc":
+            raise BoardError(f"--cpu chooses the SoC's CPU; the {design} design has none")
+        board = board.with_cpu(cpu)
+    seed = default_seed(board.name, design, board.soc_cpu) if seed is None else seed
     if design == "soc" and clock_hz is None:
         clock_hz = board.soc_target_hz
     if clock_hz is not None:
@@ -259,7 +266,7 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
         board = board.with_clock(clock_hz)
     config = config or board.config
     if design == "soc":
-        config = board_soc_config(config, board.target_hz, board.soc_engine_in_hardware).engine
+        config = board_soc_config(config, board.target_hz, board.soc_engine_in_hardware, board.soc_cpu).engine
     _check_synthesis(synthesis)
     placer = _placer(board, placer)
     _check_design(board, config, design)
@@ -274,7 +281,8 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
     build_dir.mkdir(parents=True, exist_ok=True)
     engine_words = f"engine, {config.lanes} lanes, scratchpad {config.scratchpad_bytes} bytes"
     soc_words = "the CPU runs the programs" if _soft_soc(board, design) else engine_words
-    what = {"engine": engine_words, "soc": f"SoC (VexRiscv Lite, {soc_words})"}.get(design, f"{design} alone")
+    cpu = cpu_name(image.config.cpu_variant) if image is not None else ""
+    what = {"engine": engine_words, "soc": f"SoC ({cpu}, {soc_words})"}.get(design, f"{design} alone")
     log(f"{board.name}: {what}, target {board.target_hz / 1e6:g} MHz; building in {build_dir} "
         f"(yosys, nextpnr, pack)")
     revision = source_revision()
@@ -341,7 +349,7 @@ def build(board_name: str, build_dir: Path | None = None, config=None, seed: int
         if image.boot:           # for the board's SPI flash, beside the bitstream
             boot_path = build_dir / BOOT_IMAGE_NAME
             boot_path.write_bytes(image.boot)
-        result["soc"] = {"cpu": f"VexRiscv {image.config.cpu_variant}", "ram_bytes": image.config.ram_bytes,
+        result["soc"] = {"cpu": cpu_name(image.config.cpu_variant), "ram_bytes": image.config.ram_bytes,
                          "engine": "in hardware" if image.config.engine_in_hardware else "none: the CPU runs the programs",
                          "boot_image": boot_path and str(boot_path), "boot_image_bytes": len(image.boot),
                          "boot_image_flash_offset": image.config.boot_image_offset if image.boot else None,

@@ -2,8 +2,8 @@
 
 `build_soc(config)` converts `Soc(config)` (no firmware: the testbench loads it over the debug
 bus, so the simulator does not depend on the firmware; `build_soc(config, firmware, flash)`
-builds the RAM and the external memory initialised instead, as a bitstream carries them), appends the VexRiscv variant's Verilog
-from the `pythondata-cpu-vexriscv` package to the same file, and builds it with sim.build's
+builds the RAM and the external memory initialised instead, as a bitstream carries them), appends the CPU's Verilog
+from its `pythondata-cpu-*` package to the same file, and builds it with sim.build's
 Verilator runner in `<cache>/soc-<digest>`; the digest covers both texts, the flags and the tool
 versions, exactly as `sim.build.build_design` does for Amaranth-only designs (whose helpers this
 module reuses; build_design itself takes a single Amaranth design).
@@ -24,11 +24,11 @@ NAME = "soc"
 
 def soc_verilog(config: SocConfig, firmware: bytes = b"", flash: bytes = b"") -> str:
     from amaranth.back import verilog
-    from hw.soc.cpu import verilog_source
+    from hw.soc.cpu import cpu_verilog
     from hw.soc.soc import Soc
     text = verilog.convert(Soc(config, firmware, flash), name=NAME, emit_src=False)
-    return text + "\n// ---- VexRiscv_" + config.cpu_variant + ".v (pythondata-cpu-vexriscv)\n" \
-        + verilog_source(config.cpu_variant)
+    file_name, cpu_text = cpu_verilog(config.cpu_variant)
+    return text + f"\n// ---- {file_name}\n" + cpu_text
 
 
 @functools.lru_cache(maxsize=4)

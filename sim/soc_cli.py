@@ -19,6 +19,7 @@ from pathlib import Path
 
 
 def add_parser(sim_subparsers) -> None:
+    from hw.soc.config import CPU_CHOICES
     s = sim_subparsers.add_parser("soc", help="training iterations run by the firmware on the SoC (VexRiscv + engine)")
     s.add_argument("--iterations", type=int, default=3, help="training iterations (1..200)")
     s.add_argument("--scheme", choices=("builtin-sparse", "last-layer"), default="builtin-sparse",
@@ -36,25 +37,34 @@ def add_parser(sim_subparsers) -> None:
                    help="the CPU runs the programs itself (fpga/firmware/engine_soft.c) and the engine idles: "
                         "what a board without the engine would do; bit-exact and 500-700 times the engine's "
                         "cycles (a last-layer iteration: about 9 M cycles, under a minute of simulation)")
+    s.add_argument("--cpu", choices=list(CPU_CHOICES),
+                   help="the SoC's CPU: vexriscv-lite (default) or picorv32 (with --board, at the clock "
+                        "the board's SoC with it was built for: hw/soc/cpu.py, fpga/boards.py)")
     s.add_argument("--json", type=Path, help="write the results as JSON")
 
 
-def soc_config(board_name: str | None):
-    """The simulation SoC, or the SoC of a board's bitstream; a bad board name is a ValueError."""
-    from hw.soc.config import SIM
+def soc_config(board_name: str | None, cpu: str | None = None):
+    """The simulation SoC, or the SoC of a board's bitstream; `cpu` a `--cpu` name (else the
+    SoC's own CPU). A bad board name is a ValueError."""
+    import dataclasses
+    from hw.soc.config import CPU_CHOICES, SIM
+    variant = CPU_CHOICES[cpu] if cpu is not None else None
     if board_name is None:
-        return SIM
+        return SIM if variant is None else dataclasses.replace(SIM, cpu_variant=variant)
     from fpga.board_soc import board_soc_config
     from fpga.boards import get_board
     board = get_board(board_name)
-    return board_soc_config(board.config, board.soc_target_hz, board.soc_engine_in_hardware)
+    if variant is not None:
+        board = board.with_cpu(variant)
+    return board_soc_config(board.config, board.soc_target_hz, board.soc_engine_in_hardware, board.soc_cpu)
 
 
 def run(args) -> dict:
     from sim.toolchain import verilator_available
     from hw.soc.firmware import compiler_available
+    from hw.soc.config import cpu_name
     board_name = getattr(args, "board", None)
-    config = soc_config(board_name)
+    config = soc_config(board_name, getattr(args, "cpu", None))
     from sim.soc_run import check_iterations
     check_iterations(args.iterations)      # before the banner: a refused run prints nothing else
     for ok, reason in (verilator_available(), compiler_available()):
@@ -64,7 +74,7 @@ def run(args) -> dict:
     scheme = getattr(args, "scheme", "builtin-sparse")
     engine = f"engine {config.engine.lanes} lanes" if config.engine_in_hardware else "no engine, boot from SPI flash"
     print(f"{args.iterations} training iteration(s) of the built-in CNN (scheme {scheme}) run by the firmware on the SoC "
-          f"(VexRiscv {config.cpu_variant}, {engine}, "
+          f"({cpu_name(config.cpu_variant)}, {engine}, "
           f"{config.engine.scratchpad_bytes // 1024} KiB scratchpad); the first run builds the simulator "
           f"(several minutes)", flush=True)
 

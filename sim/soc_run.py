@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hw.soc.config import SIM, SocConfig
+from hw.soc.config import SIM, SocConfig, cpu_name
 
 SPEC_ENV = "SPARSEBP_SOC_SPEC"
 LINE = re.compile(r"iteration (\d+): label (\d+) loss (\d+\.\d+) exponent (-?\d+) cycles (\d+) "
@@ -349,7 +349,7 @@ def soc_training_run(iterations: int = 3, config: SocConfig = SIM, seed: int = 1
     flash_unchanged = run.flash is not None and bool(np.array_equal(run.flash, exp.flash.data))
     if out:
         out[-1]["bit_exact"] = out[-1]["bit_exact"] and final_exact
-    return {"model": exp.model.name, "scheme": scheme_name, "cpu": f"VexRiscv {config.cpu_variant}",
+    return {"model": exp.model.name, "scheme": scheme_name, "cpu": cpu_name(config.cpu_variant),
             "soft_engine": soft_engine, "engine_config": dict(config.engine.__dict__), "ram_bytes": config.ram_bytes,
             "firmware_bytes": len(firmware.binary), "status": run.status, "exit_code": run.exit_code,
             "total_cycles": run.cycles, "predicted_forward_cycles": predicted_forward,

@@ -19,6 +19,7 @@ def seed_list(text: str) -> list[int]:
 
 def add_parser(subparsers) -> None:
     from fpga.boards import BOARDS
+    from hw.soc.config import CPU_CHOICES
     p = subparsers.add_parser("build", help="FPGA bitstream of the engine or the SoC for a board, with a report")
     # choices are checked by fpga.boards.get_board so the message is the project's one-line error
     p.add_argument("--board", required=True, metavar="BOARD", help=f"one of {', '.join(sorted(BOARDS))}")
@@ -31,6 +32,10 @@ def add_parser(subparsers) -> None:
                    help="override the preset's scratchpad: pumped (two block-RAM ports at twice the "
                         "engine clock, the ECP5 presets) or two-port (two ports on the engine's clock, "
                         "one more pause cycle where a vector needs them; docs/fpga.md proposal 11)")
+    p.add_argument("--cpu", choices=list(CPU_CHOICES),
+                   help="the SoC's CPU (--design soc): vexriscv-lite (every board's) or picorv32 (fewer "
+                        "logic levels, more cycles; the iCEBreaker's SoC meets 24 MHz with it, at 24 MHz "
+                        "and seed 2 unless --clock-mhz and --seed say otherwise)")
     p.add_argument("--clock-mhz", type=float, help="override the preset's clock (the PLL must make it exactly)")
     p.add_argument("--build-dir", type=Path, help="where the tools run (default build/BOARD)")
     p.add_argument("--seed", type=seed_list,
@@ -72,6 +77,7 @@ def run(args) -> dict:
     from fpga import build
     from fpga.boards import get_board
     from fpga.report import format_table
+    from hw.soc.config import CPU_CHOICES
 
     board = get_board(args.board)
     config = board_config(board, args.lanes, args.scratchpad_kb, args.scratchpad)
@@ -79,7 +85,7 @@ def run(args) -> dict:
         clock_hz = None if args.clock_mhz is None else args.clock_mhz * 1e6
         options = dict(build_dir=args.build_dir, config=config, design=args.design, clock_hz=clock_hz,
                        placer=args.placer, router=args.router, synthesis=args.synthesis,
-                       place_only=args.place_only)
+                       place_only=args.place_only, cpu=args.cpu and CPU_CHOICES[args.cpu])
         if args.seed is None:
             result = build.build(board.name, **options)          # the board's seed for the design
         else:

@@ -80,6 +80,26 @@ def test_scratchpad_kinds_are_one_copy_each():
     assert estimate(board, plain).scratchpad_blocks == 3 * estimate(board, two_port).scratchpad_blocks == 384
 
 
+def test_cpu_choice_sets_the_socs_clock_and_is_refused_where_there_is_no_cpu(capsys, tmp_path):
+    """`--cpu picorv32`: the iCEBreaker's SoC at the 24 MHz its build met (fpga/boards.py
+    CPU_SOC_PRESETS); a board without a PicoRV32 preset keeps its SoC clock. `--cpu` with a
+    design that has no CPU is one line before any tool runs, as is an unknown CPU."""
+    icebreaker = get_board("icebreaker")
+    assert (icebreaker.soc_cpu, icebreaker.soc_target_hz) == ("Lite", 20.25e6)
+    assert (icebreaker.with_cpu("PicoRV32").soc_cpu, icebreaker.with_cpu("PicoRV32").soc_target_hz) == ("PicoRV32", 24e6)
+    ulx3s = get_board("ulx3s-85f")
+    assert ulx3s.with_cpu("PicoRV32").soc_target_hz == ulx3s.soc_target_hz == 35e6
+    with pytest.raises(BoardError, match="unknown CPU 'Full'; choose one of Lite, PicoRV32"):
+        ulx3s.with_cpu("Full")
+    build_dir = tmp_path / "build"
+    assert main(["build", "--board", "icebreaker", "--cpu", "picorv32", "--build-dir", str(build_dir)]) == 1
+    assert capsys.readouterr().err.strip() == "sparsebp: error: --cpu chooses the SoC's CPU; the engine design has none"
+    assert not build_dir.exists()
+    with pytest.raises(SystemExit):
+        main(["build", "--board", "icebreaker", "--design", "soc", "--cpu", "vexriscv-full"])
+    assert "invalid choice: 'vexriscv-full'" in capsys.readouterr().err
+
+
 def test_more_lanes_than_the_logic_allows_is_an_error(capsys):
     # 32 lanes need 8 DSP blocks a lane and more logic than nextpnr places
     assert main(["build", "--board", "orangecrab-85f", "--lanes", "32", "--scratchpad-kb", "32"]) == 1
@@ -426,11 +446,12 @@ def test_a_build_without_seed_takes_the_seed_its_design_last_routed_with(monkeyp
 
     monkeypatch.setattr(build_module, "prepare", prepare)
     monkeypatch.setattr(build_module, "soc_image", lambda config, clock_hz: None)
-    for board, design, seed in (("icebreaker", "soc", None), ("ulx3s-85f", "engine", None),
-                                ("icebreaker", "soc", 7), ("ulx3s-85f", "soc", None)):
+    for board, design, seed, cpu in (("icebreaker", "soc", None, None), ("ulx3s-85f", "engine", None, None),
+                                     ("icebreaker", "soc", 7, None), ("ulx3s-85f", "soc", None, None),
+                                     ("icebreaker", "soc", None, "PicoRV32"), ("ulx3s-85f", "soc", None, "PicoRV32")):
         with pytest.raises(Stop):
-            build_module.build(board, build_dir=tmp_path, design=design, seed=seed, log=lambda *_: None)
-    assert seen == [4, 1, 7, 1]
+            build_module.build(board, build_dir=tmp_path, design=design, seed=seed, cpu=cpu, log=lambda *_: None)
+    assert seen == [4, 1, 7, 1, 2, 1]
     assert ROUTED_SEEDS[("ulx3s-85f", "soc")] == default_seed("ulx3s-85f", "soc") == 1
     assert default_seed("icebreaker", "soc") == 4
     assert default_seed("orangecrab-85f", "soc") == 1
@@ -713,7 +734,7 @@ def test_pumped_scratchpads_half_cycle_paths_pass_one_lut_at_most():
         assert "CCU2C" not in path and len(path) <= (2 if ".WE" in pin else 1), (pin, path)
 
 
-def _build(board, design, tmp_path, clock_mhz=None, router=None, **changes):
+def _build(board, design, tmp_path, clock_mhz=None, router=None, extra_args=(), **changes):
     reason = tools_missing()
     if reason:
         pytest.skip(reason)
@@ -729,6 +750,7 @@ def _build(board, design, tmp_path, clock_mhz=None, router=None, **changes):
         args += ["--router", router]
     if changes:
         args += ["--lanes", str(config.lanes), "--scratchpad-kb", str(config.scratchpad_bytes // 1024)]
+    args += list(extra_args)
     assert main(args) == 0
     result = json.loads(out.read_text())
     assert {"board", "fmax_mhz", "target_mhz", "timing_met", "scratchpad_bytes", "macs_per_cycle",
@@ -770,6 +792,21 @@ def test_icebreaker_soc_build_meets_timing_with_its_memory_in_spram(tmp_path):
     assert soc["engine"] == "none: the CPU runs the programs" and soc["boot_image_flash_offset"] == 0x10_0000
     boot = Path(soc["boot_image"]).read_bytes()
     assert len(boot) == soc["boot_image_bytes"] and int.from_bytes(boot[:4], "little") == BOOT_MAGIC
+
+
+@pytest.mark.slow
+def test_icebreaker_soc_with_picorv32_meets_24_mhz(tmp_path):
+    """CI's build of issue 6's iCE40 target: the iCEBreaker's SoC with `--cpu picorv32` closes
+    timing at 24 MHz (its preset clock and seed 2, fpga/boards.py CPU_SOC_PRESETS), which VexRiscv
+    Lite's does not; the same memory in SPRAM, the multiplier in 4 SB_MAC16."""
+    reason = _soc_tools_missing()
+    if reason:
+        pytest.skip(reason)
+    result = _build("icebreaker", "soc", tmp_path, extra_args=["--cpu", "picorv32"])
+    assert result["soc"]["cpu"] == "PicoRV32" and result["seed"] == 2
+    assert result["target_mhz"] == 24.0 and result["timing_met"] and result["fmax_mhz"] >= 24.0
+    assert result["resources"]["SPRAM"] == [4, 4] and result["resources"]["DSP"][0] == 4
+    assert (tmp_path / "build" / "picorv32.v").is_file()
 
 
 @pytest.mark.slow

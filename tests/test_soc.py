@@ -24,11 +24,12 @@ from sim.toolchain import verilator_available
 
 available, reason = verilator_available()
 compiler, compiler_reason = compiler_available()
-cpu = importlib.util.find_spec("pythondata_cpu_vexriscv") is not None
+missing_cpus = [package for package in ("pythondata_cpu_vexriscv", "pythondata_cpu_picorv32")
+                if importlib.util.find_spec(package) is None]
 pytestmark = [pytest.mark.skipif(not available, reason=reason),
               pytest.mark.skipif(not compiler, reason=compiler_reason),
-              pytest.mark.skipif(not cpu, reason="cannot build the SoC: missing Python package "
-                                 "pythondata-cpu-vexriscv (pip install -e '.[sim]')"),
+              pytest.mark.skipif(bool(missing_cpus), reason="cannot build the SoC: missing Python package(s) "
+                                 f"{', '.join(missing_cpus)} (pip install -e '.[sim]')"),
               pytest.mark.slow]
 ITERATIONS = int(os.environ.get("SPARSEBP_SOC_ITERATIONS", "6"))
 
@@ -254,3 +255,35 @@ def test_icebreaker_soc_refuses_a_bad_boot_image_before_running_it(damage):
     assert run.transcript == ""
     if damage == "erased":
         assert not run.scratchpad.any()           # zeroed by the boot ROM, nothing copied
+
+
+def test_icebreaker_soc_with_picorv32_trains_bit_exact_at_its_24_mhz():
+    """`sparsebp sim soc --board icebreaker --cpu picorv32`: the iCE40's SoC with PicoRV32
+    (hw/soc/cpu.py) on its native memory interface, at the 24 MHz its build meets, boots from
+    the SPI flash model and runs one last-layer iteration's programs bit-exact, as Lite does."""
+    from sim.soc_run import soc_training_run
+    config = soc_config("icebreaker", "picorv32")
+    assert config.cpu_variant == "PicoRV32" and config.clock_hz == 24e6 and not config.engine_in_hardware
+    run = soc_training_run(1, config, seed=1, pause=True, scheme_name="last-layer")
+    assert run["cpu"] == "PicoRV32"
+    assert run["uart"][0].startswith("sparsebp SoC: PicoRV32, programs run by the CPU for 8 lanes, ")
+    assert (run["status"], run["exit_code"]) == ("halted", 0)
+    (iteration,) = run["iterations"]
+    assert iteration["mismatches"] == [] and iteration["weights_equal_trainer"] and iteration["prng_equal_trainer"]
+    assert run["final_scratchpad_equals_golden"] and run["flash_unchanged"] and run["bit_exact"]
+
+
+def test_picorv32_drives_the_engine_bit_exact():
+    """The simulation SoC with PicoRV32 instead of VexRiscv Lite: the same firmware drives the
+    engine through one builtin-sparse iteration, whose engine cycles are the cycle model's."""
+    from sim.soc_run import soc_training_run
+    config = soc_config(None, "picorv32")
+    assert config == dataclasses.replace(SIM, cpu_variant="PicoRV32")
+    run = soc_training_run(1, config, seed=1, pause=True, scheme_name="builtin-sparse")
+    assert run["uart"][0].startswith(f"sparsebp SoC: PicoRV32, engine {SIM.engine.lanes} lanes, ")
+    assert (run["status"], run["exit_code"]) == ("halted", 0)
+    (iteration,) = run["iterations"]
+    assert iteration["mismatches"] == [] and iteration["bit_exact"]
+    assert iteration["forward_cycles"] == run["predicted_forward_cycles"]
+    assert iteration["backward_cycles"] == run["predicted_backward_cycles"]
+    assert run["final_scratchpad_equals_golden"] and run["bit_exact"]

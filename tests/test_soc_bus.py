@@ -174,7 +174,7 @@ def test_sysctl_counts_cycles_and_halts_with_a_code():
 def test_configuration_refuses_bad_values_with_a_sentence():
     with pytest.raises(ValueError, match="ram_bytes must be a power of two from 4 KiB to 1 MiB, not 3000"):
         dataclasses.replace(DEFAULT, ram_bytes=3000)
-    with pytest.raises(ValueError, match="cpu_variant must be one of Lite, not 'Full'"):
+    with pytest.raises(ValueError, match="cpu_variant must be one of Lite, PicoRV32, not 'Full'"):
         dataclasses.replace(DEFAULT, cpu_variant="Full")
     with pytest.raises(ValueError, match="Address width must be a non-negative integer, not -1"):
         Signature(addr_width=-1)

@@ -481,9 +481,9 @@ COLD static void boot(void) {
     select_state = job.select_seed ? job.select_seed : PRNG_ZERO_SEED_REPLACEMENT;
     select_next();      /* iteration 0's channels */
 #ifdef SOFT_ENGINE
-    out_str("sparsebp SoC: VexRiscv " SOC_CPU_VARIANT ", programs run by the CPU for ");
+    out_str("sparsebp SoC: " SOC_CPU_NAME ", programs run by the CPU for ");
 #else
-    out_str("sparsebp SoC: VexRiscv " SOC_CPU_VARIANT ", engine ");
+    out_str("sparsebp SoC: " SOC_CPU_NAME ", engine ");
 #endif
     out_uint(ENGINE_LANES);
     out_str(" lanes, ");

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 from golden.engine.config import SMALL, EngineConfig
 
-CPU_VARIANTS = ("Lite",)   # hw/soc/cpu.py explains the choice
+CPU_VARIANTS = ("Lite", "PicoRV32")   # VexRiscv Lite, or PicoRV32: hw/soc/cpu.py explains them
+# The command line's names for them (`--cpu`)
+CPU_CHOICES = {"vexriscv-lite": "Lite", "picorv32": "PicoRV32"}
+
+
+def cpu_name(variant: str) -> str:
+    """What reports and the firmware's banner call the CPU of a `SocConfig.cpu_variant`."""
+    return "PicoRV32" if variant == "PicoRV32" else f"VexRiscv {variant}"
 
 
 def _is_pow2(value: int) -> bool:

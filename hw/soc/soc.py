@@ -35,7 +35,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import SocConfig
-from .cpu import VexRiscv
+from .cpu import PicoRV32, VexRiscv
 from .engine_bus import EngineOnBus
 from .ram import WishboneRAM
 from .sysctl import SystemControl
@@ -75,7 +75,10 @@ class Soc(wiring.Component):
     def elaborate(self, platform):
         cfg = self.config
         m = Module()
-        m.submodules.cpu = cpu = VexRiscv(variant=cfg.cpu_variant, reset_address=cfg.reset_address)
+        if cfg.cpu_variant == "PicoRV32":
+            m.submodules.cpu = cpu = PicoRV32(reset_address=cfg.reset_address)
+        else:
+            m.submodules.cpu = cpu = VexRiscv(variant=cfg.cpu_variant, reset_address=cfg.reset_address)
         m.submodules.arbiter = arbiter = Arbiter(addr_width=30, count=3)
         windows = [(r.name, r.base // 4, r.size // 4) for r in cfg.bus_regions]
         # Registered answers only without the engine: they shorten the iCE40 SoC's paths, but they
@@ -102,8 +105,12 @@ class Soc(wiring.Component):
                                           fifo_depth=cfg.uart_fifo_depth)
 
         m.d.comb += cpu.cpu_reset.eq(self.cpu_reset)
-        wiring.connect(m, cpu.dbus, arbiter.initiator0)
-        wiring.connect(m, cpu.ibus, arbiter.initiator1)
+        if cfg.cpu_variant == "PicoRV32":
+            # one port for instructions and data; initiator1 stays idle (its cyc low)
+            wiring.connect(m, cpu.bus, arbiter.initiator0)
+        else:
+            wiring.connect(m, cpu.dbus, arbiter.initiator0)
+            wiring.connect(m, cpu.ibus, arbiter.initiator1)
         wiring.connect(m, wiring.flipped(self.debug), arbiter.initiator2)
         wiring.connect(m, arbiter.bus, decoder.bus)
         if cfg.engine_in_hardware:
