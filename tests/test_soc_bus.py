@@ -225,14 +225,17 @@ def test_a_firmware_that_leaves_the_stack_less_than_its_floor_is_refused(monkeyp
     assert len(firmware.binary) <= SIM.ram_bytes - 16 * 1024
 
 
-def test_engine_windows_merge_partial_writes_and_report_an_idle_engine():
+@pytest.mark.parametrize("two_port", [False, True])
+def test_engine_windows_merge_partial_writes_and_report_an_idle_engine(two_port):
     """EngineOnBus with a tiny engine: full and partial (read-merge-write) word writes to the
     scratchpad and external windows read back, each access taking the cycles the bus's docstring
-    gives; the status says idle; idle_cycles counts."""
+    gives (a partial write one more with the two-port scratchpad, whose merged word is
+    registered); the status says idle; idle_cycles counts."""
     from golden.engine.config import EngineConfig
     from hw.soc.engine_bus import EngineOnBus
     config = EngineConfig(lanes=8, scratchpad_bytes=256, external_bytes=256, param_channels=8,
-                          scratchpad_pumped=False)     # one clock in this simulation
+                          scratchpad_pumped=False,     # one clock in this simulation
+                          scratchpad_two_port=two_port)
     dut = EngineOnBus(config)
     seen = {}
 
@@ -252,8 +255,9 @@ def test_engine_windows_merge_partial_writes_and_report_an_idle_engine():
 
     simulate(dut, bench)
     # a read: register, present, the host port's two cycles (4 cycles); a partial write: one
-    # more, to write the merged word (hw/soc/engine_bus.py)
-    assert seen == {"partial_wait": 4, "read_wait": 3, "scratchpad": 0x11BB_CC44, "external": 0xFF02_0304,
+    # more, to write the merged word, and one more again to register it first (two-port;
+    # hw/soc/engine_bus.py)
+    assert seen == {"partial_wait": 5 if two_port else 4, "read_wait": 3, "scratchpad": 0x11BB_CC44, "external": 0xFF02_0304,
                     "scratchpad_again": 0x11BB_CC44, "status": 0, "idle_step": 2}
 
 

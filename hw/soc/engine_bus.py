@@ -6,7 +6,8 @@ any byte select). Timing of a memory access: the access (address, data, byte sel
 registered in its first cycle and presented to the host port in the second; a full-word write is
 acknowledged in the third cycle, a read when the host port answers (`Engine.HOST_READ_LATENCY`
 cycles later: the fourth); a write of fewer than four bytes reads the word, merges the selected
-bytes and writes it back (five cycles). The register keeps the bus's multiplexers out of the
+bytes and writes it back (five cycles; six with the two-port scratchpad, which registers the
+merged word before writing it). The register keeps the bus's multiplexers out of the
 engine's paths to its host port. The engine's
 host port may only be used while the engine is idle: a memory access that arrives while the
 engine runs waits (no `ack`) until the run ends, so firmware cannot read half-written data.
@@ -122,11 +123,24 @@ class EngineOnBus(wiring.Component):
                     m.next = f"wait{waited + 1}" if waited + 1 < Engine.HOST_READ_LATENCY else "read"
             with m.State("read"):          # host_rdata holds the addressed word now
                 with m.If(writing_q):
-                    m.d.comb += [engine.host_we.eq(1), engine.host_wdata.eq(merged)]
-                    m.next = "acknowledge"
+                    if self.config.scratchpad_two_port:
+                        # The two-port SoC's longest path (session 24, 27.79 ns) ran from a
+                        # scratchpad block RAM's output through the host port's answer and the
+                        # merge into the scratchpad's write register: the merged word is
+                        # registered first. Only there: the pumped boards keep the netlist whose
+                        # placement routed (fpga/boards.py).
+                        m.d.sync += write_data_q.eq(merged)
+                        m.next = "write_merged"
+                    else:
+                        m.d.comb += [engine.host_we.eq(1), engine.host_wdata.eq(merged)]
+                        m.next = "acknowledge"
                 with m.Else():
                     m.d.comb += ack.eq(1)
                     m.next = "idle"
+            if self.config.scratchpad_two_port:
+                with m.State("write_merged"):
+                    m.d.comb += [engine.host_we.eq(1), engine.host_wdata.eq(write_data_q)]
+                    m.next = "acknowledge"
             with m.State("acknowledge"):
                 m.d.comb += ack.eq(1)
                 m.next = "idle"
