@@ -100,8 +100,8 @@ class PicoRV32(wiring.Component):
       RV32IM; the soft engine multiplies and shifts in its inner loops, and the iCE40 SoC has
       no engine to spend the SB_MAC16 blocks on (the multiplier takes 4 of the 8);
     - `TWO_CYCLE_ALU`, `TWO_CYCLE_COMPARE`: a register between the ALU and what uses it, for
-      the clock (measured: without them the iCEBreaker SoC routed at 21.32 MHz, not 27.79, and
-      the last-layer iteration took the same cycles to 0.03%);
+      the clock (measured with picorv32_wb's adapter: without them the iCEBreaker SoC routed at
+      21.32 MHz, not 27.79, and the last-layer iteration took the same cycles to 0.03%);
     - no counters, interrupts, compressed ISA or trace: the firmware reads the cycle counter
       from the sysctl peripheral and uses none of them;
     - `CATCH_MISALIGN`, `CATCH_ILLINSN`: a misaligned access or an unknown instruction stops the
