@@ -101,7 +101,8 @@ ENGINE_ALONE_EXTERNAL_BYTES = 4096
 #
 # The ULX3S (session 24) carries the two-port scratchpad instead (one copy, its two block-RAM
 # ports on the engine's clock, no `fast` domain; docs/fpga.md proposal 11): the SoC routed at
-# seed 1 and met 35 MHz with a 35.99 MHz bound (docs/builds/ulx3s-85f-soc-s24-two-port-seed1.json),
+# seed 1 and met 35 MHz with a 35.99 MHz bound (docs/builds/ulx3s-85f-soc-s24-two-port-seed1.json;
+# 36.48 MHz with the partial write's merge registered, session 25, ulx3s-85f-soc-s25-merge-seed1.json),
 # where the pumped SoC met 25 MHz (bound 27.29). Iterations take 4-10% more cycles (a pause
 # cycle more after the vectors that need a port), so 1.31 times less time for MobileNetV2's
 # mbv2-49kb iteration at 35 MHz than at 25. The PLL makes 35 MHz exactly (25 x 7 / 5).
