@@ -946,13 +946,29 @@ class Engine(wiring.Component):
         # One product per lane for the four epilogue products (hw/shared_product.py): a
         # descriptor runs one epilogue, and an update or a scaled gradient leaves the
         # requantizer's result unused, so the requantizer's request is the default.
+        # Without a pumped scratchpad the requester is chosen by the descriptor, from registers,
+        # rather than by the requests' valids: the valids (e_valid and the updaters' pipelines)
+        # made the longest path of the two-port SoC (27.41 ns, session 25), through the operand
+        # select into the multiplier. Every request of a descriptor comes from its one epilogue,
+        # and the next descriptor's fields are registered only after the drain, when the
+        # products are used. The pumped boards keep the netlist whose placement routed.
+        by_descriptor = not cfg.scratchpad_pumped
+        if by_descriptor:
+            use_weight, use_bias, use_scale = Signal(), Signal(), Signal()
+            m.d.sync += [use_weight.eq(weight_update), use_bias.eq(bias_update),
+                         use_scale.eq(gradient & scale & ~is_add)]
         for l in range(L):
             # lane l's product also serves weight updater l (l < L/S) and bias updater l (l < L/4)
             updaters = weight_updaters[l:l + 1] + bias_updaters[l:l + 1]
             scale_valid, scale_a, scale_b, unscaled = scale_requests[l]
             rq = requantizers[l]
+            if by_descriptor:
+                chosen = [use_weight] * len(weight_updaters[l:l + 1]) + [use_bias] * len(bias_updaters[l:l + 1])
+                scale_valid = use_scale
+            else:
+                chosen = [u.product_valid for u in updaters]
             shared = m.submodules[f"shared_product{l}"] = SharedProduct(
-                [(u.product_valid, u.product_a, u.product_b) for u in updaters]
+                [(valid, u.product_a, u.product_b) for valid, u in zip(chosen, updaters)]
                 + [(scale_valid, scale_a, scale_b), (rq.product_valid, rq.product_a, rq.product_b)])
             m.d.comb += [u.product.eq(shared.product) for u in updaters + [rq]]
             m.d.comb += g1_v[l].eq(Mux(g1_scaled, shared.product[:48], unscaled))
