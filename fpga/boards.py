@@ -103,10 +103,13 @@ ENGINE_ALONE_EXTERNAL_BYTES = 4096
 # ports on the engine's clock, no `fast` domain; docs/fpga.md proposal 11): the SoC routed at
 # seed 1 and met 35 MHz with a 35.99 MHz bound (docs/builds/ulx3s-85f-soc-s24-two-port-seed1.json;
 # 36.48 MHz with the partial write's merge registered, session 25, ulx3s-85f-soc-s25-merge-seed1.json),
-# where the pumped SoC met 25 MHz (bound 27.29). Iterations take 4-10% more cycles (a pause
-# cycle more after the vectors that need a port), so 1.31 times less time for MobileNetV2's
-# mbv2-49kb iteration at 35 MHz than at 25. The PLL makes 35 MHz exactly (25 x 7 / 5).
-ULX3S_85F_CLOCK_HZ = 35e6
+# where the pumped SoC met 25 MHz (bound 27.29). With the shared product's requester chosen by
+# the descriptor (session 25) it met 40 MHz at seed 1, bound 41.05 MHz (docs/builds/
+# ulx3s-85f-soc-s25-select-seed1-40mhz.json). Iterations take 4-10% more cycles than the
+# pumped engine's (a pause cycle more after the vectors that need a port), so 1.5 times less
+# time for MobileNetV2's mbv2-49kb iteration at 40 MHz than at 25. The PLL makes 40 MHz
+# exactly (25 x 8 / 5).
+ULX3S_85F_CLOCK_HZ = 40e6
 ORANGECRAB_85F_CLOCK_HZ = 33e6
 ECP5_85F_CONFIG = dataclasses.replace(DEFAULT, lanes=8, scratchpad_bytes=256 * 1024,
                                       scratchpad_pumped=True, external_bytes=ENGINE_ALONE_EXTERNAL_BYTES)
@@ -131,7 +134,8 @@ ICE40_CONFIG = dataclasses.replace(DEFAULT, lanes=8, scratchpad_bytes=1024, scra
 # netlist differ widely here: of the pumped ULX3S SoC at 8ccbc9e (sessions 18-19), seeds 1, 2,
 # 4 and 5 did not route, seed 3 met 25 MHz with its engine clock bounded at 26.80 MHz and seed
 # 6 at 27.29 MHz. A changed netlist may need another seed: `sparsebp build --seed 6,3,7,8`
-# tries them in turn. The two-port ULX3S SoC (session 24) met 35 MHz at seed 1 (35.99 MHz).
+# tries them in turn. The two-port ULX3S SoC met 35 MHz at seed 1 (session 24, 35.99 MHz) and
+# 40 MHz at seed 1 (session 25, 41.05 MHz).
 # The iCEBreaker SoC at 20.25 MHz (session 22): seeds 1-4 routed at 19.99, 21.55, 20.43 and
 # 21.65 MHz.
 ROUTED_SEEDS = {("ulx3s-85f", "soc"): 1, ("icebreaker", "soc"): 4}

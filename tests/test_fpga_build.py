@@ -88,7 +88,7 @@ def test_cpu_choice_sets_the_socs_clock_and_is_refused_where_there_is_no_cpu(cap
     assert (icebreaker.soc_cpu, icebreaker.soc_target_hz) == ("Lite", 20.25e6)
     assert (icebreaker.with_cpu("PicoRV32").soc_cpu, icebreaker.with_cpu("PicoRV32").soc_target_hz) == ("PicoRV32", 24e6)
     ulx3s = get_board("ulx3s-85f")
-    assert ulx3s.with_cpu("PicoRV32").soc_target_hz == ulx3s.soc_target_hz == 35e6
+    assert ulx3s.with_cpu("PicoRV32").soc_target_hz == ulx3s.soc_target_hz == 40e6
     with pytest.raises(BoardError, match="unknown CPU 'Full'; choose one of Lite, PicoRV32"):
         ulx3s.with_cpu("Full")
     build_dir = tmp_path / "build"

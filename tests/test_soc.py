@@ -194,13 +194,13 @@ def test_board_soc_runs_its_job_from_initialised_memories():
     256 KiB pumped scratchpad with its `fast` clock), 16 KiB of RAM holding the firmware and the
     32 KiB external memory holding the flash image from the start; nothing is loaded over the
     debug bus. The CPU starts at reset and trains as the golden model does (losses, final
-    scratchpad), with the UART divided for the board's 35 MHz (two-port scratchpad)."""
+    scratchpad), with the UART divided for the board's 40 MHz (two-port scratchpad)."""
     from fpga.board_soc import board_soc_config
     from fpga.boards import get_board
     from sim.soc_run import soc_training_run
     board = get_board("ulx3s-85f")
     config = board_soc_config(board.config, board.target_hz)
-    assert config.engine.scratchpad_two_port and config.uart_cycles_per_bit == 304   # 35 MHz / 115200
+    assert config.engine.scratchpad_two_port and config.uart_cycles_per_bit == 347   # 40 MHz / 115200
     run = soc_training_run(2, config, seed=1, pause=False, preloaded=True)
     assert run["uart"][0].startswith("sparsebp SoC: VexRiscv Lite, engine 8 lanes, 256 KiB scratchpad; 2 ")
     assert (run["status"], run["exit_code"]) == ("halted", 0)
