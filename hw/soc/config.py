@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 from golden.engine.config import SMALL, EngineConfig
 
-CPU_VARIANTS = ("Lite", "PicoRV32")   # VexRiscv Lite, or PicoRV32: hw/soc/cpu.py explains them
-# The command line's names for them (`--cpu`)
+# The SoC's CPUs, the command line's name (`--cpu`) -> `SocConfig.cpu_variant`: VexRiscv Lite,
+# or PicoRV32 (hw/soc/cpu.py explains them)
 CPU_CHOICES = {"vexriscv-lite": "Lite", "picorv32": "PicoRV32"}
+CPU_VARIANTS = tuple(CPU_CHOICES.values())
 
 
 def cpu_name(variant: str) -> str:
